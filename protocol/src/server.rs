@@ -1,0 +1,356 @@
+//! Frames the gateway sends (PROTOCOL.md §5): encoding on the gateway side, decoding on
+//! the SDK side.
+
+use crate::envelope::{to_raw, Envelope};
+use crate::error::ErrorCode;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use thiserror::Error;
+
+/// Data of `connection_established`, the first frame after the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionEstablished {
+    /// This connection's id, unique in the cluster.
+    pub connection_id: String,
+    /// The node holding the connection.
+    pub server_id: String,
+    /// The token's `sub`.
+    pub user_id: String,
+    /// The app connected to.
+    pub app: String,
+    /// The token's `type`.
+    pub user_type: String,
+    /// Milliseconds between client pings.
+    pub heartbeat_interval: u64,
+    /// The seq of the first replayed inbox message, `null` when none follows.
+    pub replay_from: Option<u64>,
+    /// How many inbox messages follow this frame at once.
+    pub replay_count: u32,
+}
+
+/// Data of `pong`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pong {
+    /// The ping's `ts`, echoed as sent.
+    #[serde(default)]
+    pub ts: Option<Box<RawValue>>,
+    /// The gateway's clock, ms since the epoch.
+    pub server_ts: u64,
+}
+
+impl PartialEq for Pong {
+    fn eq(&self, other: &Self) -> bool {
+        self.server_ts == other.server_ts
+            && self.ts.as_deref().map(RawValue::get) == other.ts.as_deref().map(RawValue::get)
+    }
+}
+
+/// Data of an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorData {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// Text for humans.
+    pub message: String,
+    /// The offending message's id, or its type when it has none.
+    #[serde(rename = "ref", default)]
+    pub reference: Option<String>,
+}
+
+/// A frame from the gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerMessage {
+    /// First frame after the upgrade.
+    ConnectionEstablished(ConnectionEstablished),
+    /// Answer to `ping`.
+    Pong {
+        /// The ping's `ts` as sent.
+        ts: Option<String>,
+        /// The gateway's clock.
+        server_ts: u64,
+    },
+    /// An app message was stored.
+    Ack {
+        /// The app message's id.
+        id: String,
+    },
+    /// The connection joined a room.
+    RoomJoined {
+        /// The room.
+        room: String,
+    },
+    /// The connection left a room.
+    RoomLeft {
+        /// The room.
+        room: String,
+    },
+    /// A request failed.
+    Error(ErrorData),
+    /// A message published by the backend (to the user, a room or the app).
+    Published(Envelope),
+}
+
+/// A gateway frame the SDK could not understand.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ServerFrameError {
+    /// Not a JSON envelope.
+    #[error("gateway frame is not a JSON envelope: {0}")]
+    NotEnvelope(String),
+    /// A known type with data of the wrong shape.
+    #[error("gateway frame {kind} has malformed data: {reason}")]
+    BadData {
+        /// The frame type.
+        kind: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+fn data<T: for<'de> Deserialize<'de>>(envelope: &Envelope) -> Result<T, ServerFrameError> {
+    serde_json::from_str(envelope.data_json()).map_err(|e| ServerFrameError::BadData {
+        kind: envelope.kind.clone(),
+        reason: e.to_string(),
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdData {
+    id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RoomData {
+    room: String,
+}
+
+impl ServerMessage {
+    /// Decodes one text frame from the gateway.
+    pub fn parse(text: &str) -> Result<ServerMessage, ServerFrameError> {
+        let envelope: Envelope =
+            serde_json::from_str(text).map_err(|e| ServerFrameError::NotEnvelope(e.to_string()))?;
+        Ok(match envelope.kind.as_str() {
+            "connection_established" => ServerMessage::ConnectionEstablished(data(&envelope)?),
+            "pong" => {
+                let pong: Pong = data(&envelope)?;
+                ServerMessage::Pong {
+                    ts: pong.ts.map(|t| t.get().to_owned()),
+                    server_ts: pong.server_ts,
+                }
+            }
+            "ack" => ServerMessage::Ack {
+                id: data::<IdData>(&envelope)?.id,
+            },
+            "room_joined" => ServerMessage::RoomJoined {
+                room: data::<RoomData>(&envelope)?.room,
+            },
+            "room_left" => ServerMessage::RoomLeft {
+                room: data::<RoomData>(&envelope)?.room,
+            },
+            "error" => ServerMessage::Error(data(&envelope)?),
+            _ => ServerMessage::Published(envelope),
+        })
+    }
+
+    /// Encodes the frame; control frames get `ts` (published messages keep their own).
+    pub fn encode(&self, ts: u64) -> String {
+        let control = |kind: &str, data: Box<RawValue>| {
+            let mut e = Envelope::new(kind);
+            e.data = Some(data);
+            e.ts = Some(ts);
+            e.to_json()
+        };
+        match self {
+            ServerMessage::ConnectionEstablished(c) => control("connection_established", to_raw(c)),
+            ServerMessage::Pong {
+                ts: echoed,
+                server_ts,
+            } => {
+                let echoed = echoed
+                    .as_deref()
+                    .and_then(|t| RawValue::from_string(t.to_owned()).ok());
+                control(
+                    "pong",
+                    to_raw(&Pong {
+                        ts: echoed,
+                        server_ts: *server_ts,
+                    }),
+                )
+            }
+            ServerMessage::Ack { id } => control("ack", to_raw(&IdData { id: id.clone() })),
+            ServerMessage::RoomJoined { room } => {
+                control("room_joined", to_raw(&RoomData { room: room.clone() }))
+            }
+            ServerMessage::RoomLeft { room } => {
+                control("room_left", to_raw(&RoomData { room: room.clone() }))
+            }
+            ServerMessage::Error(e) => control("error", to_raw(e)),
+            ServerMessage::Published(envelope) => envelope.to_json(),
+        }
+    }
+
+    /// An `error` frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> Self {
+        ServerMessage::Error(ErrorData {
+            code,
+            message: message.into(),
+            reference,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::raw_json;
+    use proptest::prelude::*;
+
+    #[test]
+    fn connection_established_uses_camel_case() {
+        let frame = ServerMessage::ConnectionEstablished(ConnectionEstablished {
+            connection_id: "c1".into(),
+            server_id: "s1".into(),
+            user_id: "u1".into(),
+            app: "a".into(),
+            user_type: "customer".into(),
+            heartbeat_interval: 30000,
+            replay_from: None,
+            replay_count: 0,
+        })
+        .encode(5);
+        assert_eq!(
+            frame,
+            r#"{"type":"connection_established","data":{"connectionId":"c1","serverId":"s1","userId":"u1","app":"a","userType":"customer","heartbeatInterval":30000,"replayFrom":null,"replayCount":0},"ts":5}"#
+        );
+    }
+
+    #[test]
+    fn error_frames_carry_code_message_and_ref() {
+        let frame =
+            ServerMessage::error(ErrorCode::MissingId, "need id", Some("chat".into())).encode(1);
+        assert_eq!(
+            frame,
+            r#"{"type":"error","data":{"code":"missing_id","message":"need id","ref":"chat"},"ts":1}"#
+        );
+    }
+
+    #[test]
+    fn pong_echoes_the_ping_ts_verbatim() {
+        let frame = ServerMessage::Pong {
+            ts: Some("1.5e3".into()),
+            server_ts: 9,
+        }
+        .encode(9);
+        assert!(frame.contains(r#""ts":1.5e3"#), "{frame}");
+        assert_eq!(
+            ServerMessage::parse(&frame).unwrap(),
+            ServerMessage::Pong {
+                ts: Some("1.5e3".into()),
+                server_ts: 9
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_types_are_published_messages() {
+        match ServerMessage::parse(
+            r#"{"type":"order_update","id":"x","seq":3,"data":{"a":1},"ts":7,"new":true}"#,
+        ) {
+            Ok(ServerMessage::Published(e)) => {
+                assert_eq!(e.seq, Some(3));
+                assert_eq!(e.data_json(), r#"{"a":1}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_control_frames_are_reported() {
+        assert!(matches!(
+            ServerMessage::parse(r#"{"type":"ack","data":{}}"#),
+            Err(ServerFrameError::BadData { .. })
+        ));
+        assert!(matches!(
+            ServerMessage::parse("nope"),
+            Err(ServerFrameError::NotEnvelope(_))
+        ));
+    }
+
+    fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
+        let name = "[A-Za-z0-9._:-]{1,40}";
+        prop_oneof![
+            (
+                name,
+                name,
+                name,
+                name,
+                name,
+                any::<u32>(),
+                proptest::option::of(any::<u64>()),
+                any::<u32>()
+            )
+                .prop_map(|(c, s, u, a, t, h, f, n)| {
+                    ServerMessage::ConnectionEstablished(ConnectionEstablished {
+                        connection_id: c,
+                        server_id: s,
+                        user_id: u,
+                        app: a,
+                        user_type: t,
+                        heartbeat_interval: h as u64,
+                        replay_from: f,
+                        replay_count: n,
+                    })
+                }),
+            (proptest::option::of(any::<i32>()), any::<u64>()).prop_map(|(ts, server_ts)| {
+                ServerMessage::Pong {
+                    ts: ts.map(|t| t.to_string()),
+                    server_ts,
+                }
+            }),
+            "[!-~]{1,64}".prop_map(|id| ServerMessage::Ack { id }),
+            name.prop_map(|room| ServerMessage::RoomJoined { room }),
+            name.prop_map(|room| ServerMessage::RoomLeft { room }),
+            (".{0,30}", proptest::option::of(name)).prop_map(|(m, r)| ServerMessage::error(
+                ErrorCode::InvalidAck,
+                m,
+                r
+            )),
+            (
+                "[a-z_]{1,20}",
+                name,
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(name),
+                any::<u64>()
+            )
+                .prop_filter("not a control type", |(k, ..)| {
+                    !matches!(
+                        k.as_str(),
+                        "connection_established"
+                            | "pong"
+                            | "ack"
+                            | "room_joined"
+                            | "room_left"
+                            | "error"
+                    )
+                })
+                .prop_map(|(kind, id, seq, room, ts)| {
+                    let mut e = Envelope::new(kind);
+                    e.id = Some(id);
+                    e.seq = seq;
+                    e.room = room;
+                    e.ts = Some(ts);
+                    e.data = Some(raw_json(r#"{"k":[1,"two",null]}"#).unwrap());
+                    ServerMessage::Published(e)
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_decode_round_trips(message in arb_server_message()) {
+            let text = message.encode(1);
+            prop_assert_eq!(ServerMessage::parse(&text).unwrap(), message);
+        }
+    }
+}
