@@ -84,6 +84,25 @@ pub enum HttpErrorCode {
 }
 
 impl HttpErrorCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpErrorCode::OriginForbidden => "origin_forbidden",
+            HttpErrorCode::InvalidToken => "invalid_token",
+            HttpErrorCode::TokenExpired => "token_expired",
+            HttpErrorCode::InvalidParams => "invalid_params",
+            HttpErrorCode::AppForbidden => "app_forbidden",
+            HttpErrorCode::TooManyConnections => "too_many_connections",
+            HttpErrorCode::RateLimited => "rate_limited",
+            HttpErrorCode::ShuttingDown => "shutting_down",
+            HttpErrorCode::Unavailable => "unavailable",
+            HttpErrorCode::Unauthorized => "unauthorized",
+            HttpErrorCode::InvalidRequest => "invalid_request",
+            HttpErrorCode::NotFound => "not_found",
+            HttpErrorCode::Internal => "internal",
+        }
+    }
+
     /// The HTTP status that goes with the code.
     pub fn status(self) -> u16 {
         match self {
@@ -177,5 +196,25 @@ mod tests {
         assert_eq!(HttpErrorCode::ShuttingDown.status(), 503);
         assert!(!HttpErrorCode::AppForbidden.retryable());
         assert!(HttpErrorCode::TokenExpired.retryable());
+        for code in [
+            HttpErrorCode::OriginForbidden,
+            HttpErrorCode::InvalidToken,
+            HttpErrorCode::TokenExpired,
+            HttpErrorCode::InvalidParams,
+            HttpErrorCode::AppForbidden,
+            HttpErrorCode::TooManyConnections,
+            HttpErrorCode::RateLimited,
+            HttpErrorCode::ShuttingDown,
+            HttpErrorCode::Unavailable,
+            HttpErrorCode::Unauthorized,
+            HttpErrorCode::InvalidRequest,
+            HttpErrorCode::NotFound,
+            HttpErrorCode::Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
+        }
     }
 }

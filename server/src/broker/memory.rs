@@ -1,0 +1,255 @@
+//! The embedded broker: everything in this process's memory, for one node. It is what
+//! `tether-server` runs when no Redis is configured, so a newcomer can start the gateway
+//! with one command. Nothing survives a restart (the log says so at start).
+
+use super::inbound::InboundLog;
+use super::inbox::{Inbox, Retention};
+use super::{
+    frame_with_seq, AckOutcome, Admission, Broker, BrokerError, ClusterStats, InboundMessage,
+    Lease, Replay, StoreOutcome, UserDelivery, UserMessage,
+};
+use crate::clock::now_ms;
+use crate::hub::{Hub, Outgoing, Topic};
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tether_protocol::api::{Health, InboundPage};
+use tether_protocol::close;
+
+/// Limits the embedded broker applies.
+#[derive(Debug, Clone, Copy)]
+pub struct MemorySettings {
+    /// Inbox retention.
+    pub retention: Retention,
+    /// Dedup window for client message ids, ms.
+    pub dedup_ttl_ms: u64,
+    /// App messages kept per app.
+    pub inbound_max_per_app: usize,
+}
+
+type UserKey = (Arc<str>, Arc<str>);
+
+/// The single-node broker.
+pub struct MemoryBroker {
+    hub: Arc<Hub>,
+    settings: MemorySettings,
+    // Three independent maps, each behind its own short-held lock; none is held across an
+    // await. The inbox lock is held while delivering a user message to the hub so that
+    // deliveries leave in seq order.
+    leases: Mutex<HashMap<UserKey, Vec<Lease>>>,
+    inboxes: Mutex<HashMap<UserKey, Inbox>>,
+    inbound: Mutex<InboundLog>,
+}
+
+impl MemoryBroker {
+    /// A broker delivering to `hub`.
+    pub fn new(hub: Arc<Hub>, settings: MemorySettings) -> MemoryBroker {
+        MemoryBroker {
+            hub,
+            settings,
+            leases: Mutex::default(),
+            inboxes: Mutex::default(),
+            inbound: Mutex::default(),
+        }
+    }
+
+    fn key(app: &str, user: &str) -> UserKey {
+        (Arc::from(app), Arc::from(user))
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn admit(&self, lease: &Lease, limit: u32) -> Result<Admission, BrokerError> {
+        let mut leases = self.leases.lock();
+        let held = leases
+            .entry((lease.app.clone(), lease.user.clone()))
+            .or_default();
+        let mut replaced = Vec::new();
+        if let Some(device) = &lease.device {
+            held.retain(|l| {
+                let same = l.device.as_ref() == Some(device);
+                if same {
+                    replaced.push(l.conn.clone());
+                }
+                !same
+            });
+        }
+        if held.len() >= limit as usize {
+            return Ok(Admission::Full);
+        }
+        held.push(lease.clone());
+        drop(leases);
+        for conn in &replaced {
+            self.hub.close_connection(
+                conn.local,
+                close::REPLACED,
+                "replaced by a newer connection of this device",
+            );
+        }
+        Ok(Admission::Admitted { replaced })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), BrokerError> {
+        let mut leases = self.leases.lock();
+        let key = (lease.app.clone(), lease.user.clone());
+        if let Some(held) = leases.get_mut(&key) {
+            held.retain(|l| l.conn != lease.conn);
+            if held.is_empty() {
+                leases.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, _topic: &Topic) -> Result<(), BrokerError> {
+        // One node: every message is already routed through this process's hub.
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _topic: &Topic) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn send_to_user(
+        &self,
+        app: &str,
+        user: &str,
+        message: UserMessage,
+    ) -> Result<UserDelivery, BrokerError> {
+        let mut inboxes = self.inboxes.lock();
+        let inbox = inboxes.entry(Self::key(app, user)).or_default();
+        let (seq, frame) = inbox.append(now_ms(), self.settings.retention, |seq| {
+            frame_with_seq(seq, &message.body)
+        });
+        let delivered = self.hub.deliver_to_user(
+            app,
+            user,
+            &Outgoing {
+                text: frame,
+                seq: Some(seq),
+            },
+        );
+        Ok(UserDelivery { seq, delivered })
+    }
+
+    async fn send_to_room(
+        &self,
+        app: &str,
+        room: &str,
+        frame: Utf8Bytes,
+    ) -> Result<Option<u64>, BrokerError> {
+        Ok(Some(self.hub.deliver_to_room(
+            app,
+            room,
+            &Outgoing {
+                text: frame,
+                seq: None,
+            },
+        )))
+    }
+
+    async fn send_to_app(&self, app: &str, frame: Utf8Bytes) -> Result<(), BrokerError> {
+        self.hub.deliver_to_app(
+            app,
+            &Outgoing {
+                text: frame,
+                seq: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError> {
+        Ok(self
+            .hub
+            .close_user(app, user, close::KICKED, "kicked by the backend"))
+    }
+
+    async fn open_inbox(
+        &self,
+        app: &str,
+        user: &str,
+        device: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<Replay, BrokerError> {
+        let mut inboxes = self.inboxes.lock();
+        let inbox = inboxes.entry(Self::key(app, user)).or_default();
+        let (after, frames) = inbox.open(device, since, now_ms(), self.settings.retention);
+        Ok(Replay { frames, after })
+    }
+
+    async fn ack_inbox(
+        &self,
+        app: &str,
+        user: &str,
+        device: Option<&str>,
+        seq: u64,
+    ) -> Result<AckOutcome, BrokerError> {
+        let mut inboxes = self.inboxes.lock();
+        let inbox = inboxes.entry(Self::key(app, user)).or_default();
+        Ok(match inbox.ack(device, seq, now_ms()) {
+            Ok(()) => AckOutcome::Recorded,
+            Err(newest) => AckOutcome::BeyondNewest { newest },
+        })
+    }
+
+    async fn store_inbound(&self, message: InboundMessage) -> Result<StoreOutcome, BrokerError> {
+        Ok(self.inbound.lock().store(
+            message,
+            now_ms(),
+            self.settings.dedup_ttl_ms,
+            self.settings.inbound_max_per_app,
+        ))
+    }
+
+    async fn read_inbound(
+        &self,
+        app: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<InboundPage, BrokerError> {
+        let after = match after {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                BrokerError::BadRequest(format!("after={text:?} is not a cursor from this gateway"))
+            })?),
+        };
+        Ok(self.inbound.lock().read(app, after, limit))
+    }
+
+    async fn cluster_stats(&self) -> Result<ClusterStats, BrokerError> {
+        let connections = self.leases.lock().values().map(|l| l.len() as u64).sum();
+        let now = now_ms();
+        let mut inboxes = self.inboxes.lock();
+        let mut queued = 0;
+        for inbox in inboxes.values_mut() {
+            inbox.trim(now, self.settings.retention);
+            queued += inbox.len() as u64;
+        }
+        Ok(ClusterStats {
+            connections,
+            queued_messages: queued,
+            nodes: 1,
+        })
+    }
+
+    async fn health(&self) -> Health {
+        Health {
+            status: "healthy".into(),
+            broker: Some("memory".into()),
+            latency: None,
+            connections: None,
+        }
+    }
+
+    async fn shutdown(&self) {
+        self.leases.lock().clear();
+    }
+}

@@ -1,0 +1,764 @@
+//! Gateway configuration: every setting is an environment variable (read from `.env` too)
+//! and a command-line flag of the same name (PROTOCOL.md §10). Parsing happens once at
+//! start; a bad value stops start-up with a message that names the variable.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+
+/// JWT signature algorithms the gateway accepts (one at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with `JWT_SECRET`.
+    Hs256,
+    /// RSA PKCS#1 v1.5 SHA-256 with the public key in `JWT_PUBLIC_KEY_FILE`.
+    Rs256,
+    /// ECDSA P-256 SHA-256 with the public key in `JWT_PUBLIC_KEY_FILE`.
+    Es256,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line, for production log pipelines.
+    Json,
+}
+
+/// The command line (and environment) of `tether-server`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tether-server",
+    version,
+    about = "Tether gateway: real-time WebSocket connections for mobile apps"
+)]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(
+        long = "bind",
+        env = "TETHER_BIND",
+        value_name = "TETHER_BIND",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub bind: SocketAddr,
+
+    /// Redis URL (redis://[:password@]host:port/db). Unset: the embedded single-node broker.
+    #[arg(long = "redis-url", env = "REDIS_URL", value_name = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Redis host (used when REDIS_URL is unset).
+    #[arg(long = "redis-host", env = "REDIS_HOST", value_name = "REDIS_HOST")]
+    pub redis_host: Option<String>,
+    /// Redis port.
+    #[arg(long = "redis-port", env = "REDIS_PORT", value_name = "REDIS_PORT")]
+    pub redis_port: Option<u16>,
+    /// Redis password.
+    #[arg(
+        long = "redis-password",
+        env = "REDIS_PASSWORD",
+        value_name = "REDIS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub redis_password: Option<String>,
+    /// Redis database number.
+    #[arg(long = "redis-db", env = "REDIS_DB", value_name = "REDIS_DB")]
+    pub redis_db: Option<u32>,
+
+    /// HS256 secret for client tokens.
+    #[arg(
+        long = "jwt-secret",
+        env = "JWT_SECRET",
+        value_name = "JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// PEM file with the public key for RS256/ES256 tokens.
+    #[arg(
+        long = "jwt-public-key-file",
+        env = "JWT_PUBLIC_KEY_FILE",
+        value_name = "JWT_PUBLIC_KEY_FILE"
+    )]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Token algorithm: HS256, RS256 or ES256 (default: HS256, or RS256 when a key file is given).
+    #[arg(
+        long = "jwt-algorithm",
+        env = "JWT_ALGORITHM",
+        value_name = "JWT_ALGORITHM",
+        ignore_case = true
+    )]
+    pub jwt_algorithm: Option<JwtAlgorithm>,
+    /// Required `iss` claim.
+    #[arg(long = "jwt-issuer", env = "JWT_ISSUER", value_name = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(
+        long = "jwt-audience",
+        env = "JWT_AUDIENCE",
+        value_name = "JWT_AUDIENCE"
+    )]
+    pub jwt_audience: Option<String>,
+    /// Clock leeway for `exp`/`nbf`, in seconds (at most 60).
+    #[arg(
+        long = "jwt-leeway",
+        env = "JWT_LEEWAY",
+        value_name = "JWT_LEEWAY",
+        default_value_t = 5
+    )]
+    pub jwt_leeway: u64,
+
+    /// Key for the backend HTTP API (`Authorization: Bearer <key>`). Unset: /v1 refuses every call.
+    #[arg(
+        long = "admin-api-key",
+        env = "ADMIN_API_KEY",
+        value_name = "ADMIN_API_KEY",
+        hide_env_values = true
+    )]
+    pub admin_api_key: Option<String>,
+
+    /// Interval between client pings announced to clients, in ms.
+    #[arg(
+        long = "ws-heartbeat-interval",
+        env = "WS_HEARTBEAT_INTERVAL",
+        value_name = "WS_HEARTBEAT_INTERVAL",
+        default_value_t = 30_000
+    )]
+    pub ws_heartbeat_interval: u64,
+    /// A connection that sends nothing for this long (ms) is closed with 4000.
+    #[arg(
+        long = "ws-connection-timeout",
+        env = "WS_CONNECTION_TIMEOUT",
+        value_name = "WS_CONNECTION_TIMEOUT",
+        default_value_t = 60_000
+    )]
+    pub ws_connection_timeout: u64,
+    /// Live connections per (app, user) across all nodes.
+    #[arg(
+        long = "ws-max-connections-per-user",
+        env = "WS_MAX_CONNECTIONS_PER_USER",
+        value_name = "WS_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 3
+    )]
+    pub ws_max_connections_per_user: u32,
+    /// Largest frame accepted from a client, in bytes (larger: close 1009).
+    #[arg(
+        long = "ws-max-message-bytes",
+        env = "WS_MAX_MESSAGE_BYTES",
+        value_name = "WS_MAX_MESSAGE_BYTES",
+        default_value_t = 65_536
+    )]
+    pub ws_max_message_bytes: usize,
+    /// Rooms one connection may be in.
+    #[arg(
+        long = "ws-max-rooms-per-connection",
+        env = "WS_MAX_ROOMS_PER_CONNECTION",
+        value_name = "WS_MAX_ROOMS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub ws_max_rooms_per_connection: u32,
+    /// How long inbox messages are kept, in seconds.
+    #[arg(
+        long = "ws-message-ttl",
+        env = "WS_MESSAGE_TTL",
+        value_name = "WS_MESSAGE_TTL",
+        default_value_t = 604_800
+    )]
+    pub ws_message_ttl: u64,
+    /// Inbox messages kept per (app, user); the oldest go first.
+    #[arg(
+        long = "ws-max-queue-per-user",
+        env = "WS_MAX_QUEUE_PER_USER",
+        value_name = "WS_MAX_QUEUE_PER_USER",
+        default_value_t = 1000
+    )]
+    pub ws_max_queue_per_user: u32,
+    /// How long client message ids are remembered for de-duplication, in seconds.
+    #[arg(
+        long = "ws-dedup-ttl",
+        env = "WS_DEDUP_TTL",
+        value_name = "WS_DEDUP_TTL",
+        default_value_t = 604_800
+    )]
+    pub ws_dedup_ttl: u64,
+    /// Comma-separated origins allowed to open a WebSocket (`*` as a wildcard inside one entry).
+    /// Unset: any request carrying an Origin header is refused (native apps send none).
+    #[arg(
+        long = "ws-allowed-origins",
+        env = "WS_ALLOWED_ORIGINS",
+        value_name = "WS_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub ws_allowed_origins: Vec<String>,
+    /// Frames waiting for one client before it counts as too slow and is closed with 4008.
+    #[arg(
+        long = "ws-outbound-queue",
+        env = "WS_OUTBOUND_QUEUE",
+        value_name = "WS_OUTBOUND_QUEUE",
+        default_value_t = 1024
+    )]
+    pub ws_outbound_queue: usize,
+    /// Frames per second one connection may send (burst: twice as many); 0 turns the limit off.
+    #[arg(
+        long = "ws-rate-limit",
+        env = "WS_RATE_LIMIT",
+        value_name = "WS_RATE_LIMIT",
+        default_value_t = 100
+    )]
+    pub ws_rate_limit: u32,
+    /// WebSocket handshakes per second from one IP address (429 beyond); 0 turns the limit off.
+    /// Off by default: mobile carriers put many phones behind one address.
+    #[arg(
+        long = "ws-handshake-rate-per-ip",
+        env = "WS_HANDSHAKE_RATE_PER_IP",
+        value_name = "WS_HANDSHAKE_RATE_PER_IP",
+        default_value_t = 0
+    )]
+    pub ws_handshake_rate_per_ip: u32,
+    /// App messages kept per app for `GET /v1/inbound` (embedded broker) or in the
+    /// `tether:inbound:<app>` stream (Redis, approximate trimming).
+    #[arg(
+        long = "ws-inbound-max-per-app",
+        env = "WS_INBOUND_MAX_PER_APP",
+        value_name = "WS_INBOUND_MAX_PER_APP",
+        default_value_t = 100_000
+    )]
+    pub ws_inbound_max_per_app: u64,
+    /// How long graceful shutdown waits for connections to close, in ms.
+    #[arg(
+        long = "shutdown-timeout",
+        env = "SHUTDOWN_TIMEOUT",
+        value_name = "SHUTDOWN_TIMEOUT",
+        default_value_t = 10_000
+    )]
+    pub shutdown_timeout: u64,
+
+    /// Log format: pretty or json.
+    #[arg(
+        long = "log-format",
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        default_value = "pretty",
+        ignore_case = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Development mode: without JWT_SECRET / ADMIN_API_KEY, make random ones and print a
+    /// ready token, an admin key and example commands.
+    #[arg(long = "dev")]
+    pub dev: bool,
+}
+
+/// A secret string whose `Debug` output is redacted, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where Redis is, when configured.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// A `redis://` URL assembled from REDIS_URL or REDIS_HOST/PORT/PASSWORD/DB.
+    pub url: String,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+/// A URL with any password replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The key that checks client tokens.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// HS256 shared secret.
+    Secret(Vec<u8>),
+    /// RS256 or ES256 public key, PEM.
+    PublicKeyPem {
+        /// The algorithm.
+        algorithm: JwtAlgorithm,
+        /// The PEM text.
+        pem: Vec<u8>,
+    },
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Secret(_) => f.write_str("JwtKey::Secret(***)"),
+            JwtKey::PublicKeyPem { algorithm, .. } => {
+                write!(f, "JwtKey::PublicKeyPem({algorithm:?})")
+            }
+        }
+    }
+}
+
+/// JWT checking settings.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// The verification key.
+    pub key: JwtKey,
+    /// Required issuer.
+    pub issuer: Option<String>,
+    /// Required audience.
+    pub audience: Option<String>,
+    /// Leeway for `exp`/`nbf`, seconds.
+    pub leeway_s: u64,
+}
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Redis, or `None` for the embedded broker.
+    pub redis: Option<RedisConfig>,
+    /// Token checking.
+    pub jwt: JwtConfig,
+    /// Backend API key.
+    pub admin_api_key: Option<Secret>,
+    /// Announced ping interval, ms.
+    pub heartbeat_interval_ms: u64,
+    /// Idle timeout, ms.
+    pub connection_timeout_ms: u64,
+    /// Connections per (app, user).
+    pub max_connections_per_user: u32,
+    /// Frame size limit, bytes.
+    pub max_message_bytes: usize,
+    /// Rooms per connection.
+    pub max_rooms_per_connection: u32,
+    /// Inbox retention, seconds.
+    pub message_ttl_s: u64,
+    /// Inbox length per (app, user).
+    pub max_queue_per_user: u32,
+    /// Dedup window for client message ids, seconds.
+    pub dedup_ttl_s: u64,
+    /// Allowed `Origin` values (empty: refuse any request with an Origin).
+    pub allowed_origins: Vec<String>,
+    /// Outbound frames queued per connection before it is closed as too slow.
+    pub outbound_queue: usize,
+    /// Frames per second per connection (0: unlimited).
+    pub rate_limit_per_connection: u32,
+    /// Handshakes per second per IP (0: unlimited).
+    pub handshake_rate_per_ip: u32,
+    /// App messages kept per app.
+    pub inbound_max_per_app: u64,
+    /// How long graceful shutdown waits for sockets to close.
+    pub shutdown_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// A configuration value that stops start-up.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A variable has a value outside its rule.
+    #[error("{variable}: {message}")]
+    Invalid {
+        /// The environment variable (and flag) at fault.
+        variable: &'static str,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Validates the command line / environment. `dev_secret` is the random secret that
+    /// `--dev` made when `JWT_SECRET` is unset.
+    pub fn from_cli(cli: &Cli, dev_secret: Option<&str>) -> Result<Config, ConfigError> {
+        let redis = redis_config(cli)?;
+        let jwt = jwt_config(cli, dev_secret)?;
+        if let Some(key) = &cli.admin_api_key {
+            if key.len() < 16 {
+                return Err(invalid("ADMIN_API_KEY", "must be at least 16 characters"));
+            }
+        }
+        if cli.ws_heartbeat_interval < 1000 {
+            return Err(invalid("WS_HEARTBEAT_INTERVAL", "must be at least 1000 ms"));
+        }
+        if cli.ws_connection_timeout <= cli.ws_heartbeat_interval {
+            return Err(invalid(
+                "WS_CONNECTION_TIMEOUT",
+                format!(
+                    "must be longer than WS_HEARTBEAT_INTERVAL ({} ms), or healthy clients are cut off; twice the interval is usual",
+                    cli.ws_heartbeat_interval
+                ),
+            ));
+        }
+        if cli.ws_max_connections_per_user == 0 {
+            return Err(invalid("WS_MAX_CONNECTIONS_PER_USER", "must be at least 1"));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&cli.ws_max_message_bytes) {
+            return Err(invalid(
+                "WS_MAX_MESSAGE_BYTES",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if cli.ws_max_rooms_per_connection == 0 {
+            return Err(invalid("WS_MAX_ROOMS_PER_CONNECTION", "must be at least 1"));
+        }
+        if cli.ws_message_ttl == 0 {
+            return Err(invalid("WS_MESSAGE_TTL", "must be at least 1 second"));
+        }
+        if cli.ws_max_queue_per_user == 0 {
+            return Err(invalid("WS_MAX_QUEUE_PER_USER", "must be at least 1"));
+        }
+        if cli.ws_dedup_ttl == 0 {
+            return Err(invalid("WS_DEDUP_TTL", "must be at least 1 second"));
+        }
+        if cli.ws_outbound_queue < 8 {
+            return Err(invalid("WS_OUTBOUND_QUEUE", "must be at least 8"));
+        }
+        if cli.ws_inbound_max_per_app == 0 {
+            return Err(invalid("WS_INBOUND_MAX_PER_APP", "must be at least 1"));
+        }
+        for origin in &cli.ws_allowed_origins {
+            if origin.trim().is_empty() || origin.matches('*').count() > 1 {
+                return Err(invalid(
+                    "WS_ALLOWED_ORIGINS",
+                    format!("{origin:?} is not an origin (https://app.example.com, at most one *)"),
+                ));
+            }
+        }
+        Ok(Config {
+            bind: cli.bind,
+            redis,
+            jwt,
+            admin_api_key: cli.admin_api_key.clone().map(Secret),
+            heartbeat_interval_ms: cli.ws_heartbeat_interval,
+            connection_timeout_ms: cli.ws_connection_timeout,
+            max_connections_per_user: cli.ws_max_connections_per_user,
+            max_message_bytes: cli.ws_max_message_bytes,
+            max_rooms_per_connection: cli.ws_max_rooms_per_connection,
+            message_ttl_s: cli.ws_message_ttl,
+            max_queue_per_user: cli.ws_max_queue_per_user,
+            dedup_ttl_s: cli.ws_dedup_ttl,
+            allowed_origins: cli
+                .ws_allowed_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .collect(),
+            outbound_queue: cli.ws_outbound_queue,
+            rate_limit_per_connection: cli.ws_rate_limit,
+            handshake_rate_per_ip: cli.ws_handshake_rate_per_ip,
+            inbound_max_per_app: cli.ws_inbound_max_per_app,
+            shutdown_timeout: Duration::from_millis(cli.shutdown_timeout),
+            log_format: cli.log_format,
+        })
+    }
+
+    /// A configuration for tests and embedding: 127.0.0.1 on a free port, the embedded
+    /// broker, HS256 with `jwt_secret`, admin key `test-admin-key`, protocol defaults.
+    pub fn for_tests(jwt_secret: &str) -> Config {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            redis: None,
+            jwt: JwtConfig {
+                key: JwtKey::Secret(jwt_secret.as_bytes().to_vec()),
+                issuer: None,
+                audience: None,
+                leeway_s: 5,
+            },
+            admin_api_key: Some(Secret("test-admin-key".to_owned())),
+            heartbeat_interval_ms: 30_000,
+            connection_timeout_ms: 60_000,
+            max_connections_per_user: 3,
+            max_message_bytes: 65_536,
+            max_rooms_per_connection: 100,
+            message_ttl_s: 604_800,
+            max_queue_per_user: 1000,
+            dedup_ttl_s: 604_800,
+            allowed_origins: Vec::new(),
+            outbound_queue: 1024,
+            rate_limit_per_connection: 100,
+            handshake_rate_per_ip: 0,
+            inbound_max_per_app: 100_000,
+            shutdown_timeout: Duration::from_secs(5),
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+fn redis_config(cli: &Cli) -> Result<Option<RedisConfig>, ConfigError> {
+    if let Some(url) = &cli.redis_url {
+        let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !scheme_ok {
+            return Err(invalid(
+                "REDIS_URL",
+                format!("{} is not a redis:// or rediss:// URL", redact_url(url)),
+            ));
+        }
+        return Ok(Some(RedisConfig { url: url.clone() }));
+    }
+    let any_part = cli.redis_host.is_some()
+        || cli.redis_port.is_some()
+        || cli.redis_password.is_some()
+        || cli.redis_db.is_some();
+    if !any_part {
+        return Ok(None);
+    }
+    let host = cli
+        .redis_host
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    if host.is_empty() || host.contains(['/', '@', ' ']) {
+        return Err(invalid(
+            "REDIS_HOST",
+            format!("{host:?} is not a host name"),
+        ));
+    }
+    let port = cli.redis_port.unwrap_or(6379);
+    let db = cli.redis_db.unwrap_or(0);
+    let auth = match &cli.redis_password {
+        Some(password) => format!(":{}@", percent_encode(password)),
+        None => String::new(),
+    };
+    Ok(Some(RedisConfig {
+        url: format!("redis://{auth}{host}:{port}/{db}"),
+    }))
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn jwt_config(cli: &Cli, dev_secret: Option<&str>) -> Result<JwtConfig, ConfigError> {
+    if cli.jwt_leeway > 60 {
+        return Err(invalid(
+            "JWT_LEEWAY",
+            format!("{} s is above the 60 s maximum", cli.jwt_leeway),
+        ));
+    }
+    let algorithm = cli
+        .jwt_algorithm
+        .unwrap_or(if cli.jwt_public_key_file.is_some() {
+            JwtAlgorithm::Rs256
+        } else {
+            JwtAlgorithm::Hs256
+        });
+    let key = match algorithm {
+        JwtAlgorithm::Hs256 => {
+            if cli.jwt_public_key_file.is_some() {
+                return Err(invalid(
+                    "JWT_ALGORITHM",
+                    "HS256 uses JWT_SECRET; set JWT_ALGORITHM=RS256 or ES256 to use JWT_PUBLIC_KEY_FILE",
+                ));
+            }
+            let secret = match (&cli.jwt_secret, dev_secret) {
+                (Some(secret), _) => secret.clone(),
+                (None, Some(dev)) => dev.to_owned(),
+                (None, None) => {
+                    return Err(invalid(
+                        "JWT_SECRET",
+                        "is not set; set it (at least 32 characters) or start with --dev for a random one",
+                    ))
+                }
+            };
+            if secret.len() < 32 {
+                return Err(invalid(
+                    "JWT_SECRET",
+                    "must be at least 32 characters (256 bits) for HS256",
+                ));
+            }
+            JwtKey::Secret(secret.into_bytes())
+        }
+        JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
+            let Some(path) = &cli.jwt_public_key_file else {
+                return Err(invalid(
+                    "JWT_PUBLIC_KEY_FILE",
+                    format!("is required for {algorithm:?}"),
+                ));
+            };
+            let pem = std::fs::read(path).map_err(|e| {
+                invalid(
+                    "JWT_PUBLIC_KEY_FILE",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let parsed = match algorithm {
+                JwtAlgorithm::Rs256 => jsonwebtoken::DecodingKey::from_rsa_pem(&pem).map(|_| ()),
+                _ => jsonwebtoken::DecodingKey::from_ec_pem(&pem).map(|_| ()),
+            };
+            parsed.map_err(|e| {
+                invalid(
+                    "JWT_PUBLIC_KEY_FILE",
+                    format!(
+                        "{} is not a {algorithm:?} public key in PEM: {e}",
+                        path.display()
+                    ),
+                )
+            })?;
+            JwtKey::PublicKeyPem { algorithm, pem }
+        }
+    };
+    for (variable, value) in [
+        ("JWT_ISSUER", &cli.jwt_issuer),
+        ("JWT_AUDIENCE", &cli.jwt_audience),
+    ] {
+        if value.as_deref() == Some("") {
+            return Err(invalid(variable, "is empty; unset it or give a value"));
+        }
+    }
+    Ok(JwtConfig {
+        key,
+        issuer: cli.jwt_issuer.clone(),
+        audience: cli.jwt_audience.clone(),
+        leeway_s: cli.jwt_leeway,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["tether-server"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::from_cli(&cli, None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_the_protocol_table() {
+        let config = parse(&["--jwt-secret", SECRET]).unwrap();
+        assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
+        assert!(config.redis.is_none());
+        assert_eq!(config.heartbeat_interval_ms, 30_000);
+        assert_eq!(config.connection_timeout_ms, 60_000);
+        assert_eq!(config.max_connections_per_user, 3);
+        assert_eq!(config.max_message_bytes, 65_536);
+        assert_eq!(config.max_rooms_per_connection, 100);
+        assert_eq!(config.message_ttl_s, 604_800);
+        assert_eq!(config.max_queue_per_user, 1000);
+        assert_eq!(config.dedup_ttl_s, 604_800);
+        assert_eq!(config.jwt.leeway_s, 5);
+        assert!(config.allowed_origins.is_empty());
+        assert_eq!(config.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_variable() {
+        let err = parse(&[]).unwrap_err();
+        assert!(err.starts_with("JWT_SECRET: is not set"), "{err}");
+        let err = parse(&["--jwt-secret", "short"]).unwrap_err();
+        assert!(err.starts_with("JWT_SECRET:"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_number_names_the_variable() {
+        let err = parse(&["--jwt-secret", SECRET, "--ws-heartbeat-interval", "soon"]).unwrap_err();
+        assert!(err.contains("WS_HEARTBEAT_INTERVAL"), "{err}");
+        let err = parse(&["--jwt-secret", SECRET, "--jwt-leeway", "61"]).unwrap_err();
+        assert!(err.starts_with("JWT_LEEWAY:"), "{err}");
+        let err = parse(&["--jwt-secret", SECRET, "--ws-connection-timeout", "1000"]).unwrap_err();
+        assert!(err.starts_with("WS_CONNECTION_TIMEOUT:"), "{err}");
+        let err = parse(&["--jwt-secret", SECRET, "--log-format", "xml"]).unwrap_err();
+        assert!(err.contains("LOG_FORMAT"), "{err}");
+    }
+
+    #[test]
+    fn redis_parts_make_a_url_and_the_password_is_redacted() {
+        let config = parse(&[
+            "--jwt-secret",
+            SECRET,
+            "--redis-host",
+            "cache",
+            "--redis-port",
+            "6380",
+            "--redis-password",
+            "p@ss word",
+            "--redis-db",
+            "2",
+        ])
+        .unwrap();
+        let redis = config.redis.unwrap();
+        assert_eq!(redis.url, "redis://:p%40ss%20word@cache:6380/2");
+        assert_eq!(
+            format!("{redis:?}"),
+            "RedisConfig { url: \"redis://:***@cache:6380/2\" }"
+        );
+        let err = parse(&["--jwt-secret", SECRET, "--redis-url", "http://x"]).unwrap_err();
+        assert!(err.starts_with("REDIS_URL:"), "{err}");
+    }
+
+    #[test]
+    fn origins_are_a_comma_separated_list() {
+        let config = parse(&[
+            "--jwt-secret",
+            SECRET,
+            "--ws-allowed-origins",
+            "https://a.example,https://*.b.example",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.allowed_origins,
+            ["https://a.example", "https://*.b.example"]
+        );
+    }
+
+    #[test]
+    fn public_key_algorithms_need_a_readable_key() {
+        let err = parse(&["--jwt-algorithm", "RS256"]).unwrap_err();
+        assert!(err.starts_with("JWT_PUBLIC_KEY_FILE:"), "{err}");
+        let err = parse(&[
+            "--jwt-algorithm",
+            "es256",
+            "--jwt-public-key-file",
+            "/nonexistent.pem",
+        ])
+        .unwrap_err();
+        assert!(err.starts_with("JWT_PUBLIC_KEY_FILE: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let config = parse(&[
+            "--jwt-secret",
+            SECRET,
+            "--admin-api-key",
+            "admin-key-0123456789",
+        ])
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(!shown.contains("admin-key-0123456789"), "{shown}");
+    }
+}

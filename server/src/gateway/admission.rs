@@ -1,0 +1,82 @@
+//! A connection's hold on gateway resources between the handshake and the end of its task:
+//! the slot in its user's connection limit, the entry in the hub, and the broker topics
+//! subscribed for it. Dropping it without [`Admitted::release`] (an upgrade that never
+//! completed, a task that panicked) still gives everything back, from a spawned task.
+
+use crate::broker::Lease;
+use crate::hub::ConnId;
+use crate::state::Shared;
+use std::sync::Arc;
+use tracing::warn;
+
+/// Resources held for one connection.
+pub struct Admitted {
+    shared: Arc<Shared>,
+    /// The local connection number.
+    pub id: ConnId,
+    /// The connection-limit slot.
+    pub lease: Lease,
+    registered: bool,
+    released: bool,
+}
+
+impl Admitted {
+    /// Holds `lease` (already admitted by the broker) for connection `id`.
+    pub fn new(shared: Arc<Shared>, id: ConnId, lease: Lease) -> Admitted {
+        Admitted {
+            shared,
+            id,
+            lease,
+            registered: false,
+            released: false,
+        }
+    }
+
+    /// Notes that the connection is in the hub, so release must take it out.
+    pub fn mark_registered(&mut self) {
+        self.registered = true;
+    }
+
+    /// Gives everything back: hub entry, topics no longer needed here, the limit slot.
+    pub async fn release(mut self) {
+        self.released = true;
+        release(
+            self.shared.clone(),
+            self.id,
+            self.lease.clone(),
+            self.registered,
+        )
+        .await;
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (shared, id, lease, registered) = (
+            self.shared.clone(),
+            self.id,
+            self.lease.clone(),
+            self.registered,
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(release(shared, id, lease, registered));
+        }
+    }
+}
+
+async fn release(shared: Arc<Shared>, id: ConnId, lease: Lease, registered: bool) {
+    if registered {
+        for topic in shared.hub.unregister(id) {
+            if let Err(e) = shared.broker.unsubscribe(&topic).await {
+                warn!(error = %e, ?topic, "could not unsubscribe");
+            }
+        }
+    }
+    if let Err(e) = shared.broker.release(&lease).await {
+        // The lease expires on its own in the registry (PROTOCOL.md §7).
+        warn!(error = %e, conn = %lease.conn, "could not release connection slot");
+    }
+}

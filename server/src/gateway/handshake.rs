@@ -1,0 +1,295 @@
+//! `GET /ws`: decides, before any upgrade, whether a client may connect (PROTOCOL.md §2).
+//!
+//! Checks run in the protocol's order (origin, token, parameters, app, limits) and the
+//! first that fails answers with an HTTP status and `{"error":{"code","message"}}`. A
+//! client that passes is admitted to its user's connection limit, registered in the hub
+//! (so live messages start queueing for it), positioned in its inbox, and only then
+//! upgraded; its connection task starts with everything it needs.
+
+use super::admission::Admitted;
+use super::connection::{self, Session};
+use super::origin::origin_allowed;
+use crate::auth::{bearer, Claims, TokenError};
+use crate::broker::{Admission, Lease};
+use crate::hub::ConnInfo;
+use crate::state::Shared;
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use metrics::counter;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tether_protocol::{names, HttpErrorBody, HttpErrorCode};
+use tracing::{debug, warn};
+
+/// Read buffer per connection. Small: frames are small JSON and idle connections are many.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Frames are written out once this much is buffered or on flush (after draining the queue),
+/// so several queued frames leave in one write.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Beyond this much unsent data the write fails: the client is not reading.
+const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// A refused handshake.
+#[derive(Debug)]
+pub struct Refusal {
+    code: HttpErrorCode,
+    message: String,
+    retry_after_s: Option<u64>,
+}
+
+impl Refusal {
+    fn new(code: HttpErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+            retry_after_s: None,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        counter!("tether_handshakes_refused_total", "code" => self.code.as_str()).increment(1);
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut response =
+            (status, Json(HttpErrorBody::new(self.code, self.message))).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// The validated query parameters.
+struct Params {
+    app: String,
+    device: Option<String>,
+    since: Option<u64>,
+}
+
+/// The `/ws` handler.
+pub async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match admit(&shared, remote, &headers, query, upgrade).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            debug!(%remote, code = refusal.code.as_str(), message = %refusal.message, "handshake refused");
+            refusal.into_response()
+        }
+    }
+}
+
+async fn admit(
+    shared: &Arc<Shared>,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, Refusal> {
+    if shared.draining() {
+        return Err(Refusal::new(
+            HttpErrorCode::ShuttingDown,
+            "this node is shutting down; connect again",
+        ));
+    }
+    check_origin(shared, headers)?;
+    let query = query.map(|q| q.0).unwrap_or_default();
+    let claims = check_token(shared, headers, &query)?;
+    let upgrade = upgrade.map_err(|e| {
+        Refusal::new(
+            HttpErrorCode::InvalidParams,
+            format!("not a WebSocket upgrade request: {e}"),
+        )
+    })?;
+    let params = check_params(&query)?;
+    if !claims.apps.contains(&params.app) {
+        return Err(Refusal::new(
+            HttpErrorCode::AppForbidden,
+            format!("the token does not grant app {:?}", params.app),
+        ));
+    }
+    check_rate(shared, remote)?;
+
+    let info = ConnInfo {
+        app: Arc::from(params.app.as_str()),
+        user: Arc::from(claims.sub.as_str()),
+        device: params.device.as_deref().map(Arc::from),
+        user_type: Arc::from(claims.user_type()),
+    };
+    let id = shared.hub.allocate_id();
+    let lease = Lease {
+        app: info.app.clone(),
+        user: info.user.clone(),
+        device: info.device.clone(),
+        conn: shared.hub.conn_ref(id),
+    };
+    match shared
+        .broker
+        .admit(&lease, shared.config.max_connections_per_user)
+        .await
+    {
+        Ok(Admission::Full) => {
+            return Err(Refusal::new(
+                HttpErrorCode::TooManyConnections,
+                format!(
+                    "user already holds {} connections to this app on other devices",
+                    shared.config.max_connections_per_user
+                ),
+            ))
+        }
+        Ok(Admission::Admitted { .. }) => {}
+        Err(e) => return Err(unavailable(&e)),
+    }
+    let mut admitted = Admitted::new(shared.clone(), id, lease);
+
+    let registration = shared.hub.register(id, info.clone());
+    admitted.mark_registered();
+    if let Some(topic) = &registration.new_topic {
+        shared
+            .broker
+            .subscribe(topic)
+            .await
+            .map_err(|e| unavailable(&e))?;
+    }
+    let replay = shared
+        .broker
+        .open_inbox(&info.app, &info.user, info.device.as_deref(), params.since)
+        .await
+        .map_err(|e| unavailable(&e))?;
+
+    let session = Session {
+        shared: shared.clone(),
+        claims,
+        info,
+        remote,
+        admitted,
+        registration,
+        replay,
+    };
+    let config = &shared.config;
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(config.max_message_bytes)
+        .max_frame_size(config.max_message_bytes)
+        .on_failed_upgrade(|e| debug!(error = %e, "upgrade failed after the handshake"))
+        .on_upgrade(move |socket| {
+            let tracker = session.shared.connections.clone();
+            tracker.track_future(connection::run(socket, session))
+        }))
+}
+
+fn unavailable(e: &crate::broker::BrokerError) -> Refusal {
+    warn!(error = %e, "handshake refused: broker unavailable");
+    Refusal::new(
+        HttpErrorCode::Unavailable,
+        "the gateway cannot reach its broker; retry with backoff",
+    )
+}
+
+fn check_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if origin_allowed(origin, &shared.config.allowed_origins) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            HttpErrorCode::OriginForbidden,
+            "this Origin may not open connections (see WS_ALLOWED_ORIGINS)",
+        ))
+    }
+}
+
+fn check_token(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Claims, Refusal> {
+    let from_header = headers.get(header::AUTHORIZATION).map(|value| {
+        value.to_str().ok().and_then(bearer).ok_or_else(|| {
+            Refusal::new(
+                HttpErrorCode::InvalidToken,
+                "Authorization must be \"Bearer <token>\"",
+            )
+        })
+    });
+    let token = match from_header {
+        Some(token) => token?,
+        None => query.get("token").map(String::as_str).ok_or_else(|| {
+            Refusal::new(
+                HttpErrorCode::InvalidToken,
+                "no token: send Authorization: Bearer <token>",
+            )
+        })?,
+    };
+    shared.verifier.verify(token).map_err(|e| match e {
+        TokenError::Expired => Refusal::new(
+            HttpErrorCode::TokenExpired,
+            "the token has expired; get a fresh one",
+        ),
+        TokenError::Invalid(reason) => Refusal::new(
+            HttpErrorCode::InvalidToken,
+            format!("invalid token: {reason}"),
+        ),
+    })
+}
+
+fn check_params(query: &HashMap<String, String>) -> Result<Params, Refusal> {
+    let invalid = |message: String| Refusal::new(HttpErrorCode::InvalidParams, message);
+    let app = query
+        .get("app")
+        .ok_or_else(|| invalid("app is required (?app=<name>)".into()))?;
+    names::validate_app(app).map_err(|e| invalid(e.to_string()))?;
+    let device = match query.get("device") {
+        Some(device) => {
+            names::validate_device(device).map_err(|e| invalid(e.to_string()))?;
+            Some(device.clone())
+        }
+        None => None,
+    };
+    let since = match query.get("since") {
+        Some(since) => Some(
+            since
+                .parse::<u64>()
+                .map_err(|_| invalid(format!("since must be a decimal seq (got {since:?})")))?,
+        ),
+        None => None,
+    };
+    Ok(Params {
+        app: app.clone(),
+        device,
+        since,
+    })
+}
+
+fn check_rate(shared: &Shared, remote: SocketAddr) -> Result<(), Refusal> {
+    let Some(limiter) = &shared.handshake_limiter else {
+        return Ok(());
+    };
+    limiter.check_key(&remote.ip()).map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+            &governor::clock::DefaultClock::default(),
+        ));
+        Refusal {
+            retry_after_s: Some(wait.as_secs().max(1)),
+            ..Refusal::new(
+                HttpErrorCode::RateLimited,
+                "too many connection attempts from this address",
+            )
+        }
+    })
+}

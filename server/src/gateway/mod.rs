@@ -1,0 +1,7 @@
+//! The WebSocket side of the gateway: the handshake that decides who may connect
+//! ([`handshake`]), and the task that serves one connection ([`connection`]).
+
+pub mod admission;
+pub mod connection;
+pub mod handshake;
+pub mod origin;

@@ -1,0 +1,601 @@
+//! The node's local registry: which connections are open here, which user and app each
+//! belongs to, which rooms each is in, and delivery of frames to them.
+//!
+//! The broker hands every message meant for this node to the hub; the hub puts the same
+//! encoded bytes into each member's bounded outbound queue without waiting. A member whose
+//! queue is full is asked to close with 4008 instead of slowing the others down.
+//!
+//! One `RwLock` guards the indexes. It is the exception to "one owner per piece of state":
+//! deliveries from many tasks (API calls, the Redis subscriber) read it at once, and
+//! membership changes are short writes. Nothing awaits while holding it.
+
+use crate::ids::ConnRef;
+use crate::metrics::HotMetrics;
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::RwLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use tether_protocol::close;
+use tokio::sync::{mpsc, Notify};
+
+/// A local connection number.
+pub type ConnId = u64;
+
+/// One frame on its way to a client. Cloning shares the bytes.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The encoded envelope.
+    pub text: Utf8Bytes,
+    /// The inbox seq, for user messages, so a connection can skip what it already replayed.
+    pub seq: Option<u64>,
+}
+
+/// A request to close one connection, set once by whoever decides it (kick, replacement,
+/// slow consumer, shutdown) and awaited by the connection's task.
+#[derive(Debug, Default)]
+pub struct CloseSignal {
+    reason: OnceLock<(u16, &'static str)>,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    /// Asks the connection to close with `code`; the first request wins.
+    pub fn request(&self, code: u16, reason: &'static str) {
+        if self.reason.set((code, reason)).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until a close is requested.
+    pub async fn requested(&self) -> (u16, &'static str) {
+        loop {
+            if let Some(reason) = self.reason.get() {
+                return *reason;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// The request, if one was made.
+    pub fn get(&self) -> Option<(u16, &'static str)> {
+        self.reason.get().copied()
+    }
+}
+
+/// A channel the broker subscribes to while this node has members for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Messages for one user of one app.
+    User {
+        /// App.
+        app: Arc<str>,
+        /// User id.
+        user: Arc<str>,
+    },
+    /// Messages for one room of one app.
+    Room {
+        /// App.
+        app: Arc<str>,
+        /// Room name.
+        room: Arc<str>,
+    },
+}
+
+/// Who a connection is.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// App.
+    pub app: Arc<str>,
+    /// User id.
+    pub user: Arc<str>,
+    /// Device id, when the client gave one.
+    pub device: Option<Arc<str>>,
+    /// User type from the token.
+    pub user_type: Arc<str>,
+}
+
+#[derive(Clone)]
+struct Member {
+    tx: mpsc::Sender<Outgoing>,
+    close: Arc<CloseSignal>,
+}
+
+struct Entry {
+    info: ConnInfo,
+    member: Member,
+    rooms: Vec<Arc<str>>,
+}
+
+type Key = (Arc<str>, Arc<str>);
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<ConnId, Entry>,
+    users: HashMap<Key, Vec<ConnId>>,
+    rooms: HashMap<Key, HashMap<ConnId, Member>>,
+    apps: HashMap<Arc<str>, HashMap<ConnId, Member>>,
+}
+
+/// Why a room join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The connection is in the maximum number of rooms.
+    TooManyRooms,
+    /// The connection is gone.
+    NotConnected,
+}
+
+/// What a registration handed back.
+pub struct Registration {
+    /// The connection's number.
+    pub id: ConnId,
+    /// Frames for the connection.
+    pub rx: mpsc::Receiver<Outgoing>,
+    /// Its close signal.
+    pub close: Arc<CloseSignal>,
+    /// The user topic, when this is the user's first connection on this node.
+    pub new_topic: Option<Topic>,
+}
+
+/// Counts of what this node holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalStats {
+    /// Connections.
+    pub connections: u64,
+    /// Rooms with at least one member here.
+    pub rooms: u64,
+    /// Connections by app.
+    pub by_app: BTreeMap<String, u64>,
+    /// Connections by user type.
+    pub by_type: BTreeMap<String, u64>,
+}
+
+/// The node's connections.
+pub struct Hub {
+    node: Arc<str>,
+    state: RwLock<State>,
+    next_id: AtomicU64,
+    queue_capacity: usize,
+    metrics: HotMetrics,
+}
+
+impl Hub {
+    /// A hub for node `node` whose connections queue at most `queue_capacity` frames.
+    pub fn new(node: Arc<str>, queue_capacity: usize) -> Hub {
+        Hub {
+            node,
+            state: RwLock::new(State::default()),
+            next_id: AtomicU64::new(1),
+            queue_capacity,
+            metrics: HotMetrics::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    /// The cluster-wide reference of a local connection.
+    pub fn conn_ref(&self, id: ConnId) -> ConnRef {
+        ConnRef {
+            node: self.node.clone(),
+            local: id,
+        }
+    }
+
+    /// Reserves a connection number.
+    pub fn allocate_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers connection `id`, from then on reachable by user and app deliveries.
+    pub fn register(&self, id: ConnId, info: ConnInfo) -> Registration {
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let close = Arc::new(CloseSignal::default());
+        let member = Member {
+            tx,
+            close: close.clone(),
+        };
+        let mut state = self.state.write();
+        let users = state
+            .users
+            .entry((info.app.clone(), info.user.clone()))
+            .or_default();
+        users.push(id);
+        let new_topic = (users.len() == 1).then(|| Topic::User {
+            app: info.app.clone(),
+            user: info.user.clone(),
+        });
+        state
+            .apps
+            .entry(info.app.clone())
+            .or_default()
+            .insert(id, member.clone());
+        state.conns.insert(
+            id,
+            Entry {
+                info,
+                member,
+                rooms: Vec::new(),
+            },
+        );
+        drop(state);
+        self.metrics.connections.increment(1.0);
+        Registration {
+            id,
+            rx,
+            close,
+            new_topic,
+        }
+    }
+
+    /// Removes a connection from every index; returns the topics this node no longer needs.
+    pub fn unregister(&self, id: ConnId) -> Vec<Topic> {
+        let mut state = self.state.write();
+        let Some(entry) = state.conns.remove(&id) else {
+            return Vec::new();
+        };
+        let mut gone = Vec::new();
+        let user_key = (entry.info.app.clone(), entry.info.user.clone());
+        if let Some(ids) = state.users.get_mut(&user_key) {
+            ids.retain(|c| *c != id);
+            if ids.is_empty() {
+                state.users.remove(&user_key);
+                gone.push(Topic::User {
+                    app: user_key.0.clone(),
+                    user: user_key.1.clone(),
+                });
+            }
+        }
+        if let Some(members) = state.apps.get_mut(&entry.info.app) {
+            members.remove(&id);
+            if members.is_empty() {
+                state.apps.remove(&entry.info.app);
+            }
+        }
+        for room in entry.rooms {
+            if let Some(topic) = remove_from_room(&mut state, &entry.info.app, room, id) {
+                gone.push(topic);
+            }
+        }
+        drop(state);
+        self.metrics.connections.decrement(1.0);
+        gone
+    }
+
+    /// Adds the connection to a room. `Ok(Some(topic))` when the room is new on this node;
+    /// joining a room twice is not an error.
+    pub fn join_room(
+        &self,
+        id: ConnId,
+        room: &str,
+        max_rooms: u32,
+    ) -> Result<Option<Topic>, JoinRefused> {
+        let mut state = self.state.write();
+        let state = &mut *state;
+        let Some(entry) = state.conns.get_mut(&id) else {
+            return Err(JoinRefused::NotConnected);
+        };
+        if entry.rooms.iter().any(|r| &**r == room) {
+            return Ok(None);
+        }
+        if entry.rooms.len() >= max_rooms as usize {
+            return Err(JoinRefused::TooManyRooms);
+        }
+        let room: Arc<str> = Arc::from(room);
+        entry.rooms.push(room.clone());
+        let app = entry.info.app.clone();
+        let members = state.rooms.entry((app.clone(), room.clone())).or_default();
+        members.insert(id, entry.member.clone());
+        Ok((members.len() == 1).then_some(Topic::Room { app, room }))
+    }
+
+    /// Removes the connection from a room; `Some(topic)` when the room is now empty here.
+    pub fn leave_room(&self, id: ConnId, room: &str) -> Option<Topic> {
+        let mut state = self.state.write();
+        let entry = state.conns.get_mut(&id)?;
+        let index = entry.rooms.iter().position(|r| &**r == room)?;
+        let room = entry.rooms.swap_remove(index);
+        let app = entry.info.app.clone();
+        remove_from_room(&mut state, &app, room, id)
+    }
+
+    /// Delivers a frame to every local connection of a user; returns how many got it.
+    pub fn deliver_to_user(&self, app: &str, user: &str, frame: &Outgoing) -> u64 {
+        let state = self.state.read();
+        let key: (Arc<str>, Arc<str>) = (Arc::from(app), Arc::from(user));
+        let Some(ids) = state.users.get(&key) else {
+            return 0;
+        };
+        let delivered = ids
+            .iter()
+            .filter_map(|id| state.conns.get(id))
+            .filter(|entry| self.offer(&entry.member, frame))
+            .count() as u64;
+        self.metrics.deliveries_user.increment(delivered);
+        delivered
+    }
+
+    /// Delivers a frame to every local member of a room; returns how many got it.
+    pub fn deliver_to_room(&self, app: &str, room: &str, frame: &Outgoing) -> u64 {
+        let state = self.state.read();
+        let key: (Arc<str>, Arc<str>) = (Arc::from(app), Arc::from(room));
+        let Some(members) = state.rooms.get(&key) else {
+            return 0;
+        };
+        let delivered = members.values().filter(|m| self.offer(m, frame)).count() as u64;
+        self.metrics.deliveries_room.increment(delivered);
+        delivered
+    }
+
+    /// Delivers a frame to every local connection of an app; returns how many got it.
+    pub fn deliver_to_app(&self, app: &str, frame: &Outgoing) -> u64 {
+        let state = self.state.read();
+        let Some(members) = state.apps.get(app) else {
+            return 0;
+        };
+        let delivered = members.values().filter(|m| self.offer(m, frame)).count() as u64;
+        self.metrics.deliveries_app.increment(delivered);
+        delivered
+    }
+
+    /// Puts a frame in a member's queue without waiting. A full queue means the client
+    /// does not keep up: it is closed with 4008 (what it missed of its inbox is replayed
+    /// when it reconnects).
+    fn offer(&self, member: &Member, frame: &Outgoing) -> bool {
+        match member.tx.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if member.close.get().is_none() {
+                    self.metrics.slow_consumers.increment(1);
+                }
+                member
+                    .close
+                    .request(close::POLICY_VIOLATION, "too slow: outbound queue full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Live connections of a user on this node.
+    pub fn user_connections(&self, app: &str, user: &str) -> u64 {
+        let key: (Arc<str>, Arc<str>) = (Arc::from(app), Arc::from(user));
+        self.state
+            .read()
+            .users
+            .get(&key)
+            .map_or(0, |ids| ids.len() as u64)
+    }
+
+    /// Asks every local connection of a user to close; returns how many.
+    pub fn close_user(&self, app: &str, user: &str, code: u16, reason: &'static str) -> u64 {
+        let state = self.state.read();
+        let key: (Arc<str>, Arc<str>) = (Arc::from(app), Arc::from(user));
+        let Some(ids) = state.users.get(&key) else {
+            return 0;
+        };
+        for entry in ids.iter().filter_map(|id| state.conns.get(id)) {
+            entry.member.close.request(code, reason);
+        }
+        ids.len() as u64
+    }
+
+    /// Asks one connection to close; false when it is not here.
+    pub fn close_connection(&self, id: ConnId, code: u16, reason: &'static str) -> bool {
+        match self.state.read().conns.get(&id) {
+            Some(entry) => {
+                entry.member.close.request(code, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks every connection to close (graceful shutdown).
+    pub fn close_all(&self, code: u16, reason: &'static str) -> u64 {
+        let state = self.state.read();
+        for entry in state.conns.values() {
+            entry.member.close.request(code, reason);
+        }
+        state.conns.len() as u64
+    }
+
+    /// Every topic this node needs (to resubscribe after a broker reconnect).
+    pub fn topics(&self) -> Vec<Topic> {
+        let state = self.state.read();
+        let users = state.users.keys().map(|(app, user)| Topic::User {
+            app: app.clone(),
+            user: user.clone(),
+        });
+        let rooms = state.rooms.keys().map(|(app, room)| Topic::Room {
+            app: app.clone(),
+            room: room.clone(),
+        });
+        users.chain(rooms).collect()
+    }
+
+    /// Every local connection with its identity (to refresh registry leases).
+    pub fn connections(&self) -> Vec<(ConnId, ConnInfo)> {
+        self.state
+            .read()
+            .conns
+            .iter()
+            .map(|(id, e)| (*id, e.info.clone()))
+            .collect()
+    }
+
+    /// Counts for `/v1/stats`.
+    pub fn stats(&self) -> LocalStats {
+        let state = self.state.read();
+        let mut stats = LocalStats {
+            connections: state.conns.len() as u64,
+            rooms: state.rooms.len() as u64,
+            ..LocalStats::default()
+        };
+        for entry in state.conns.values() {
+            *stats.by_app.entry(entry.info.app.to_string()).or_default() += 1;
+            *stats
+                .by_type
+                .entry(entry.info.user_type.to_string())
+                .or_default() += 1;
+        }
+        stats
+    }
+}
+
+fn remove_from_room(
+    state: &mut State,
+    app: &Arc<str>,
+    room: Arc<str>,
+    id: ConnId,
+) -> Option<Topic> {
+    let key = (app.clone(), room);
+    let members = state.rooms.get_mut(&key)?;
+    members.remove(&id);
+    if members.is_empty() {
+        state.rooms.remove(&key);
+        return Some(Topic::Room {
+            app: key.0,
+            room: key.1,
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(app: &str, user: &str) -> ConnInfo {
+        ConnInfo {
+            app: Arc::from(app),
+            user: Arc::from(user),
+            device: None,
+            user_type: Arc::from("customer"),
+        }
+    }
+
+    fn frame(text: &str) -> Outgoing {
+        Outgoing {
+            text: Utf8Bytes::from(text),
+            seq: None,
+        }
+    }
+
+    #[test]
+    fn rooms_are_scoped_by_app_and_dropped_when_empty() {
+        let hub = Hub::new(Arc::from("n"), 8);
+        let a = hub.register(hub.allocate_id(), info("a", "u1"));
+        let b = hub.register(hub.allocate_id(), info("b", "u2"));
+        assert!(hub.join_room(a.id, "orders", 10).unwrap().is_some());
+        assert!(
+            hub.join_room(a.id, "orders", 10).unwrap().is_none(),
+            "joining twice is a no-op"
+        );
+        assert!(
+            hub.join_room(b.id, "orders", 10).unwrap().is_some(),
+            "same name, other app"
+        );
+        assert_eq!(hub.deliver_to_room("a", "orders", &frame("x")), 1);
+        assert_eq!(hub.stats().rooms, 2);
+        assert_eq!(
+            hub.leave_room(a.id, "orders"),
+            Some(Topic::Room {
+                app: Arc::from("a"),
+                room: Arc::from("orders")
+            })
+        );
+        assert_eq!(hub.stats().rooms, 1);
+        assert_eq!(hub.deliver_to_room("a", "orders", &frame("x")), 0);
+    }
+
+    #[test]
+    fn the_room_cap_is_per_connection() {
+        let hub = Hub::new(Arc::from("n"), 8);
+        let a = hub.register(hub.allocate_id(), info("a", "u1"));
+        assert!(hub.join_room(a.id, "r1", 2).is_ok());
+        assert!(hub.join_room(a.id, "r2", 2).is_ok());
+        assert_eq!(hub.join_room(a.id, "r3", 2), Err(JoinRefused::TooManyRooms));
+    }
+
+    #[test]
+    fn unregister_reports_topics_no_longer_needed() {
+        let hub = Hub::new(Arc::from("n"), 8);
+        let a = hub.register(hub.allocate_id(), info("a", "u1"));
+        assert!(a.new_topic.is_some());
+        let b = hub.register(hub.allocate_id(), info("a", "u1"));
+        assert!(b.new_topic.is_none(), "second connection of the same user");
+        hub.join_room(a.id, "r", 10).unwrap();
+        let gone = hub.unregister(a.id);
+        assert_eq!(
+            gone,
+            vec![Topic::Room {
+                app: Arc::from("a"),
+                room: Arc::from("r")
+            }]
+        );
+        let gone = hub.unregister(b.id);
+        assert_eq!(
+            gone,
+            vec![Topic::User {
+                app: Arc::from("a"),
+                user: Arc::from("u1")
+            }]
+        );
+        assert_eq!(hub.stats(), LocalStats::default());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_closes_the_slow_member_only() {
+        let hub = Hub::new(Arc::from("n"), 8);
+        let slow = hub.register(hub.allocate_id(), info("a", "slow"));
+        let mut fast = hub.register(hub.allocate_id(), info("a", "fast"));
+        for i in 0..8 {
+            assert_eq!(hub.deliver_to_app("a", &frame(&i.to_string())), 2);
+            fast.rx.recv().await.unwrap();
+        }
+        assert_eq!(hub.deliver_to_app("a", &frame("overflow")), 1);
+        assert_eq!(
+            slow.close.get(),
+            Some((close::POLICY_VIOLATION, "too slow: outbound queue full"))
+        );
+        assert!(fast.close.get().is_none());
+    }
+
+    #[tokio::test]
+    async fn close_requests_reach_the_connection_once() {
+        let hub = Hub::new(Arc::from("n"), 8);
+        let a = hub.register(hub.allocate_id(), info("a", "u1"));
+        assert_eq!(hub.close_user("a", "u1", close::KICKED, "kicked"), 1);
+        hub.close_connection(a.id, close::REPLACED, "replaced");
+        assert_eq!(
+            a.close.requested().await,
+            (close::KICKED, "kicked"),
+            "first request wins"
+        );
+        assert!(!hub.close_connection(999, close::KICKED, "x"));
+    }
+
+    #[test]
+    fn stats_count_by_app_and_type() {
+        let hub = Hub::new(Arc::from("n"), 8);
+        hub.register(hub.allocate_id(), info("a", "u1"));
+        hub.register(hub.allocate_id(), info("a", "u2"));
+        let mut admin = info("b", "u3");
+        admin.user_type = Arc::from("admin");
+        hub.register(hub.allocate_id(), admin);
+        let stats = hub.stats();
+        assert_eq!(stats.connections, 3);
+        assert_eq!(
+            stats.by_app,
+            BTreeMap::from([("a".into(), 2), ("b".into(), 1)])
+        );
+        assert_eq!(
+            stats.by_type,
+            BTreeMap::from([("admin".into(), 1), ("customer".into(), 2)])
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Starting and stopping one gateway node: wiring the broker, hub, routes and listener,
+//! graceful shutdown (stop accepting, close every socket with 1012, drop this node's
+//! registry entries) and, for tests, an abrupt kill.
+
+use crate::api;
+use crate::auth::TokenVerifier;
+use crate::broker::inbox::Retention;
+use crate::broker::memory::{MemoryBroker, MemorySettings};
+use crate::broker::Broker;
+use crate::config::{redact_url, Config};
+use crate::gateway::handshake;
+use crate::hub::Hub;
+use crate::ids::new_server_id;
+use crate::state::Shared;
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tether_protocol::{close, HttpErrorCode};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// Why the gateway could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr} (TETHER_BIND): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The JWT key did not load.
+    #[error("JWT key rejected: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    /// The broker could not start.
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+/// A running gateway node.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Binds, starts serving, and returns at once.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let node: Arc<str> = Arc::from(new_server_id());
+        let hub = Arc::new(Hub::new(node.clone(), config.outbound_queue));
+        let broker = make_broker(&config, hub.clone()).await?;
+        let verifier = TokenVerifier::new(&config.jwt)?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let shared = Arc::new(Shared::new(config, node.clone(), hub, broker, verifier));
+        crate::metrics::prometheus();
+
+        let app = Router::new()
+            .route(tether_protocol::WS_PATH, get(handshake::handle))
+            .merge(api::routes(shared.clone()))
+            .fallback(|| async {
+                api::error::ApiError::new(HttpErrorCode::NotFound, "no such route")
+            })
+            .with_state(shared.clone());
+        let stop = shared.shutdown.clone();
+        let server = tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, service)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+            {
+                warn!(error = %e, "listener failed");
+            }
+        });
+        info!(
+            node = %node,
+            %addr,
+            broker = shared.broker.name(),
+            "gateway listening"
+        );
+        Ok(Gateway {
+            shared,
+            addr,
+            server,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// This node's id.
+    pub fn server_id(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// Stops accepting, closes every connection with 1012, waits for them (at most
+    /// `SHUTDOWN_TIMEOUT`), and removes this node's registry entries.
+    pub async fn shutdown(self) {
+        let shared = self.shared;
+        shared.start_draining();
+        let open = shared
+            .hub
+            .close_all(close::SERVICE_RESTART, "server restarting");
+        info!(node = %shared.node, connections = open, "graceful shutdown: closing connections with 1012");
+        shared.shutdown.cancel();
+        shared.connections.close();
+        if tokio::time::timeout(shared.config.shutdown_timeout, shared.connections.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                remaining = shared.connections.len(),
+                "shutdown timeout: dropping the remaining connections"
+            );
+            shared.kill.cancel();
+        }
+        let _ = tokio::time::timeout(shared.config.shutdown_timeout, self.server).await;
+        shared.broker.shutdown().await;
+        info!(node = %shared.node, "gateway stopped");
+    }
+
+    /// Drops every socket without a close frame and stops listening at once, as a crash
+    /// would (tests use it to simulate a node dying).
+    pub fn kill(self) {
+        self.shared.start_draining();
+        self.shared.kill.cancel();
+        self.server.abort();
+    }
+}
+
+async fn make_broker(config: &Config, hub: Arc<Hub>) -> Result<Arc<dyn Broker>, StartError> {
+    match &config.redis {
+        None => {
+            info!("no Redis configured: embedded in-memory broker (one node only; inboxes and inbound messages do not survive a restart)");
+            Ok(Arc::new(MemoryBroker::new(
+                hub,
+                MemorySettings {
+                    retention: Retention {
+                        ttl_ms: config.message_ttl_s.saturating_mul(1000),
+                        max_len: config.max_queue_per_user as usize,
+                    },
+                    dedup_ttl_ms: config.dedup_ttl_s.saturating_mul(1000),
+                    inbound_max_per_app: usize::try_from(config.inbound_max_per_app).unwrap_or(usize::MAX),
+                },
+            )))
+        }
+        Some(redis) => Err(StartError::Broker(format!(
+            "Redis is configured ({}) but this build has no Redis broker yet; unset REDIS_URL/REDIS_HOST to use the embedded broker",
+            redact_url(&redis.url)
+        ))),
+    }
+}

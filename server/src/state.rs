@@ -1,0 +1,75 @@
+//! What every request handler and connection task of one gateway shares.
+
+use crate::auth::TokenVerifier;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::hub::Hub;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The gateway's shared state.
+pub struct Shared {
+    /// Validated configuration.
+    pub config: Config,
+    /// This node's id.
+    pub node: Arc<str>,
+    /// Local connections.
+    pub hub: Arc<Hub>,
+    /// The backplane.
+    pub broker: Arc<dyn Broker>,
+    /// Client token checks.
+    pub verifier: TokenVerifier,
+    /// Handshakes per IP, when limited.
+    pub handshake_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Set once graceful shutdown starts: new handshakes get 503.
+    draining: AtomicBool,
+    /// Cancelled at graceful shutdown: every connection closes with 1012.
+    pub shutdown: CancellationToken,
+    /// Cancelled to drop every socket without a close frame (tests simulate a crash).
+    pub kill: CancellationToken,
+    /// Connection tasks, so shutdown can wait for them.
+    pub connections: TaskTracker,
+}
+
+impl Shared {
+    /// Assembles the state.
+    pub fn new(
+        config: Config,
+        node: Arc<str>,
+        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
+        verifier: TokenVerifier,
+    ) -> Shared {
+        let handshake_limiter = NonZeroU32::new(config.handshake_rate_per_ip).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Shared {
+            config,
+            node,
+            hub,
+            broker,
+            verifier,
+            handshake_limiter,
+            draining: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        }
+    }
+
+    /// Whether graceful shutdown has started.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts graceful shutdown: refuse new handshakes.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
