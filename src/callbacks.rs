@@ -1,0 +1,75 @@
+//! The host's side of the API, as uniffi foreign traits (Kotlin interfaces, Swift
+//! protocols): the event listener, the token provider and the log sink, plus the records
+//! they receive. Rust code implements them directly (the tests do).
+
+use crate::engine::state::ConnectionStatus;
+use crate::error::TetherError;
+use std::sync::Arc;
+
+/// A message from the backend.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct InboundMessage {
+    /// Message type.
+    pub r#type: String,
+    /// Message id (server-assigned).
+    pub id: String,
+    /// Inbox sequence, for messages sent to the user (durable).
+    pub seq: Option<u64>,
+    /// The room, for room messages.
+    pub room: Option<String>,
+    /// Payload as JSON text (`null` when absent).
+    pub data_json: String,
+    /// When the gateway stamped it (ms since the epoch; 0 when missing).
+    pub ts: u64,
+}
+
+/// What happens on the connection. Called from one SDK thread at a time, in order; keep
+/// each call short and hand work to the app's own threads.
+#[uniffi::export(with_foreign)]
+pub trait EventListener: Send + Sync {
+    /// The connection status changed.
+    fn on_status(&self, status: ConnectionStatus);
+    /// A message arrived. When this returns, the SDK counts it as processed: it will not
+    /// deliver it again, even after a restart.
+    fn on_message(&self, message: InboundMessage);
+    /// The gateway stored message `id` from `send_message`.
+    fn on_ack(&self, id: String);
+    /// Something failed; the SDK already does what it can (retries, backs off).
+    fn on_error(&self, error: Arc<TetherError>);
+    /// Message `id` from `send_message` was older than `max_message_age_s` before it could
+    /// be delivered, and was dropped.
+    fn on_expired(&self, id: String);
+}
+
+/// Gives the SDK a token. Called before each connection attempt and after the gateway
+/// refuses one (HTTP 401, close 4001), never twice at once. It may block (for a refresh
+/// over the network); the SDK calls it on a background thread.
+#[uniffi::export(with_foreign)]
+pub trait TokenProvider: Send + Sync {
+    /// A valid token, or `None` when the user is signed out: the client then stops in
+    /// `Failed` and does not retry until `connect()` is called again.
+    fn fetch_token(&self) -> Option<String>;
+}
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, uniffi::Enum)]
+pub enum LogLevel {
+    /// Very detailed.
+    Trace,
+    /// Detailed.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unusual.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// Receives the SDK's log lines (for Logcat, os_log, the app's logger). Tokens and message
+/// bodies never appear at `Info` or above.
+#[uniffi::export(with_foreign)]
+pub trait LogSink: Send + Sync {
+    /// One line.
+    fn log(&self, level: LogLevel, target: String, message: String);
+}

@@ -1,0 +1,295 @@
+//! The durable outbound queue: every app message is written (and flushed) here before
+//! `send_message` returns, keyed by a monotonic sequence, and stays until the gateway's
+//! `ack`. The storage sits behind [`QueueStore`] so sled can be swapped for redb without
+//! touching the engine; [`Outbox`] adds the limits, the expiry and the id index on top.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// A failure of the on-disk store, with what was being done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage failed while {context}: {reason}")]
+pub struct StorageError {
+    /// What the store was doing.
+    pub context: &'static str,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl StorageError {
+    /// An error while doing `context`.
+    pub fn new(context: &'static str, reason: impl ToString) -> Self {
+        StorageError {
+            context,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The queue is at its limit; the message was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueFull {
+    /// `max_queued_messages` reached.
+    #[error("outbound queue holds its maximum of {limit} messages; wait for acks")]
+    Count {
+        /// The limit.
+        limit: u32,
+    },
+    /// `max_queued_bytes` would be passed.
+    #[error("outbound queue would pass its maximum of {limit} bytes; wait for acks")]
+    Bytes {
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// One queued app message, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Position in the queue; strictly increasing, never reused.
+    pub seq: u64,
+    /// The message id the gateway de-duplicates by (a UUIDv7).
+    pub id: String,
+    /// Message type.
+    pub kind: String,
+    /// Payload, valid JSON text.
+    pub data_json: String,
+    /// When `send_message` stored it (ms since the epoch).
+    pub created_ms: u64,
+}
+
+impl QueuedMessage {
+    /// What the message counts against `max_queued_bytes`.
+    pub fn size(&self) -> u64 {
+        (self.id.len() + self.kind.len() + self.data_json.len()) as u64
+    }
+}
+
+/// Durable storage of the queue and the inbox cursor. Implementations must make
+/// `append` and `set_inbox_cursor` durable (on disk) before returning.
+pub trait QueueStore: Send {
+    /// Every queued message, in `seq` order.
+    fn load(&self) -> Result<Vec<QueuedMessage>, StorageError>;
+    /// One message.
+    fn get(&self, seq: u64) -> Result<Option<QueuedMessage>, StorageError>;
+    /// Stores a message durably.
+    fn append(&mut self, message: &QueuedMessage) -> Result<(), StorageError>;
+    /// Forgets a message. Need not be durable at once: a message removed but resent after
+    /// a crash is de-duplicated by the gateway.
+    fn remove(&mut self, seq: u64) -> Result<(), StorageError>;
+    /// The highest inbox `seq` the app has processed (0 when none).
+    fn inbox_cursor(&self) -> Result<u64, StorageError>;
+    /// Stores the inbox cursor durably.
+    fn set_inbox_cursor(&mut self, seq: u64) -> Result<(), StorageError>;
+    /// Writes everything pending to disk.
+    fn flush(&mut self) -> Result<(), StorageError>;
+}
+
+/// Bounds of the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most messages.
+    pub max_count: u32,
+    /// Most bytes (see [`QueuedMessage::size`]).
+    pub max_bytes: u64,
+    /// Older messages are dropped instead of sent.
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: String,
+    size: u64,
+    created_ms: u64,
+}
+
+/// The queue: a store plus an in-memory index of what it holds (ids, sizes, ages), so
+/// limits and acks never scan the disk.
+pub struct Outbox {
+    store: Box<dyn QueueStore>,
+    limits: Limits,
+    index: BTreeMap<u64, Entry>,
+    by_id: HashMap<String, u64>,
+    bytes: u64,
+    next_seq: u64,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("len", &self.index.len())
+            .field("bytes", &self.bytes)
+            .field("next_seq", &self.next_seq)
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// Opens the queue over a store, indexing what it already holds.
+    pub fn open(store: Box<dyn QueueStore>, limits: Limits) -> Result<Self, StorageError> {
+        let mut outbox = Outbox {
+            store,
+            limits,
+            index: BTreeMap::new(),
+            by_id: HashMap::new(),
+            bytes: 0,
+            next_seq: 1,
+        };
+        for message in outbox.store.load()? {
+            outbox.index_message(&message);
+        }
+        Ok(outbox)
+    }
+
+    fn index_message(&mut self, message: &QueuedMessage) {
+        self.bytes += message.size();
+        self.next_seq = self.next_seq.max(message.seq + 1);
+        self.by_id.insert(message.id.clone(), message.seq);
+        self.index.insert(
+            message.seq,
+            Entry {
+                id: message.id.clone(),
+                size: message.size(),
+                created_ms: message.created_ms,
+            },
+        );
+    }
+
+    /// Stores a new message durably; fails when a limit would be passed.
+    pub fn push(
+        &mut self,
+        id: String,
+        kind: String,
+        data_json: String,
+        now_ms: u64,
+    ) -> Result<QueuedMessage, crate::error::Error> {
+        if self.index.len() >= self.limits.max_count as usize {
+            return Err(QueueFull::Count {
+                limit: self.limits.max_count,
+            }
+            .into());
+        }
+        let message = QueuedMessage {
+            seq: self.next_seq,
+            id,
+            kind,
+            data_json,
+            created_ms: now_ms,
+        };
+        if self.bytes + message.size() > self.limits.max_bytes {
+            return Err(QueueFull::Bytes {
+                limit: self.limits.max_bytes,
+            }
+            .into());
+        }
+        self.store.append(&message)?;
+        self.index_message(&message);
+        Ok(message)
+    }
+
+    /// The gateway stored message `id`: forget it. Returns its seq when it was queued.
+    pub fn ack(&mut self, id: &str) -> Result<Option<u64>, StorageError> {
+        let Some(seq) = self.by_id.get(id).copied() else {
+            return Ok(None);
+        };
+        self.remove(seq)?;
+        Ok(Some(seq))
+    }
+
+    /// Forgets message `seq` (acked, expired, or refused for good).
+    pub fn remove(&mut self, seq: u64) -> Result<Option<String>, StorageError> {
+        let Some(entry) = self.index.get(&seq) else {
+            return Ok(None);
+        };
+        self.store.remove(seq)?;
+        self.bytes -= entry.size;
+        self.by_id.remove(&entry.id);
+        Ok(self.index.remove(&seq).map(|e| e.id))
+    }
+
+    /// The first queued seq after `after` (from the start when `None`).
+    pub fn next_after(&self, after: Option<u64>) -> Option<u64> {
+        let from = after.map_or(0, |s| s.saturating_add(1));
+        self.index.range(from..).next().map(|(seq, _)| *seq)
+    }
+
+    /// The seq of message `id`, when queued.
+    pub fn seq_of(&self, id: &str) -> Option<u64> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Reads a queued message.
+    pub fn get(&self, seq: u64) -> Result<Option<QueuedMessage>, StorageError> {
+        if !self.index.contains_key(&seq) {
+            return Ok(None);
+        }
+        self.store.get(seq)
+    }
+
+    /// Whether message `seq` is past its age limit at `now_ms`.
+    pub fn is_expired(&self, seq: u64, now_ms: u64) -> bool {
+        self.index
+            .get(&seq)
+            .is_some_and(|e| now_ms.saturating_sub(e.created_ms) > self.max_age_ms())
+    }
+
+    fn max_age_ms(&self) -> u64 {
+        self.limits.max_age.as_millis().min(u128::from(u64::MAX)) as u64
+    }
+
+    /// Drops every message past its age limit; returns their ids, oldest first.
+    pub fn expire(&mut self, now_ms: u64) -> Result<Vec<String>, StorageError> {
+        let expired: Vec<u64> = self
+            .index
+            .iter()
+            .filter(|(_, e)| now_ms.saturating_sub(e.created_ms) > self.max_age_ms())
+            .map(|(seq, _)| *seq)
+            .collect();
+        let mut ids = Vec::with_capacity(expired.len());
+        for seq in expired {
+            if let Some(id) = self.remove(seq)? {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Messages queued.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Bytes queued.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// When the oldest queued message was stored (ms since the epoch).
+    pub fn oldest_created_ms(&self) -> Option<u64> {
+        self.index.values().map(|e| e.created_ms).min()
+    }
+
+    /// The inbox cursor kept in the same store.
+    pub fn inbox_cursor(&self) -> Result<u64, StorageError> {
+        self.store.inbox_cursor()
+    }
+
+    /// Stores the inbox cursor durably.
+    pub fn set_inbox_cursor(&mut self, seq: u64) -> Result<(), StorageError> {
+        self.store.set_inbox_cursor(seq)
+    }
+
+    /// Writes everything pending to disk.
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        self.store.flush()
+    }
+}
