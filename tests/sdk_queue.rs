@@ -1,0 +1,246 @@
+//! The durable outbound queue and the inbox cursor on sled: order, bounds, expiry, and
+//! that what was stored survives the store being dropped and reopened (as after a crash).
+
+use proptest::prelude::*;
+use std::time::Duration;
+use tether::error::Error;
+use tether::inbox::{Inbox, Verdict};
+use tether::queue::{Limits, Outbox, QueueFull, QueueStore, SledStore};
+
+fn limits() -> Limits {
+    Limits {
+        max_count: 5,
+        max_bytes: 1_000,
+        max_age: Duration::from_secs(60),
+    }
+}
+
+fn open(dir: &std::path::Path, limits: Limits) -> Outbox {
+    Outbox::open(Box::new(SledStore::open(dir).unwrap()), limits).unwrap()
+}
+
+fn push(outbox: &mut Outbox, n: u32, now_ms: u64) -> String {
+    outbox
+        .push(
+            format!("id-{n}"),
+            "chat".into(),
+            format!("{{\"n\":{n}}}"),
+            now_ms,
+        )
+        .unwrap()
+        .id
+}
+
+fn in_order(outbox: &Outbox) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    while let Some(seq) = outbox.next_after(cursor) {
+        ids.push(outbox.get(seq).unwrap().unwrap().id);
+        cursor = Some(seq);
+    }
+    ids
+}
+
+#[test]
+fn messages_come_back_in_the_order_they_were_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path(), limits());
+    for n in 0..5 {
+        push(&mut outbox, n, 1_000);
+    }
+    assert_eq!(in_order(&outbox), ["id-0", "id-1", "id-2", "id-3", "id-4"]);
+    let first = outbox
+        .get(outbox.next_after(None).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.kind, "chat");
+    assert_eq!(first.data_json, r#"{"n":0}"#);
+}
+
+#[test]
+fn an_ack_removes_exactly_that_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path(), limits());
+    for n in 0..3 {
+        push(&mut outbox, n, 1_000);
+    }
+    assert!(outbox.ack("id-1").unwrap().is_some());
+    assert!(
+        outbox.ack("id-1").unwrap().is_none(),
+        "a repeated ack is a no-op"
+    );
+    assert!(outbox.ack("unknown").unwrap().is_none());
+    assert_eq!(in_order(&outbox), ["id-0", "id-2"]);
+}
+
+#[test]
+fn a_full_queue_refuses_with_a_typed_error_by_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path(), limits());
+    for n in 0..5 {
+        push(&mut outbox, n, 1_000);
+    }
+    match outbox.push("id-x".into(), "chat".into(), "{}".into(), 1_000) {
+        Err(Error::QueueFull(QueueFull::Count { limit: 5 })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(outbox.len(), 5);
+    outbox.ack("id-0").unwrap();
+    push(&mut outbox, 5, 1_000);
+}
+
+#[test]
+fn a_full_queue_refuses_with_a_typed_error_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(
+        dir.path(),
+        Limits {
+            max_bytes: 100,
+            ..limits()
+        },
+    );
+    let big = format!("\"{}\"", "x".repeat(80));
+    outbox
+        .push("a".into(), "chat".into(), big.clone(), 1)
+        .unwrap();
+    match outbox.push("b".into(), "chat".into(), big, 1) {
+        Err(Error::QueueFull(QueueFull::Bytes { limit: 100 })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(outbox.bytes() <= 100);
+}
+
+#[test]
+fn queued_messages_survive_a_reopen_and_new_ones_go_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut outbox = open(dir.path(), limits());
+        for n in 0..4 {
+            push(&mut outbox, n, 1_000);
+        }
+        outbox.ack("id-0").unwrap();
+        outbox.set_inbox_cursor(41).unwrap();
+        // Dropped without any goodbye, as a crash would.
+    }
+    let mut outbox = open(dir.path(), limits());
+    assert_eq!(in_order(&outbox), ["id-1", "id-2", "id-3"]);
+    assert_eq!(outbox.inbox_cursor().unwrap(), 41);
+    push(&mut outbox, 9, 2_000);
+    assert_eq!(in_order(&outbox).last().unwrap(), "id-9");
+    let seqs: Vec<u64> = {
+        let mut v = Vec::new();
+        let mut c = None;
+        while let Some(s) = outbox.next_after(c) {
+            v.push(s);
+            c = Some(s);
+        }
+        v
+    };
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+#[test]
+fn the_store_writes_to_disk_before_append_returns() {
+    // Another process could not read sled's directory while it is locked, so check with a
+    // second open after dropping: only flushed data is guaranteed to be there.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SledStore::open(dir.path()).unwrap();
+    let message = tether::queue::QueuedMessage {
+        seq: 7,
+        id: "m".into(),
+        kind: "chat".into(),
+        data_json: "[1]".into(),
+        created_ms: 5,
+    };
+    store.append(&message).unwrap();
+    drop(store);
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.load().unwrap(), [message]);
+}
+
+#[test]
+fn old_messages_expire_instead_of_being_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path(), limits());
+    push(&mut outbox, 0, 1_000);
+    push(&mut outbox, 1, 50_000);
+    let first = outbox.next_after(None).unwrap();
+    assert!(!outbox.is_expired(first, 61_000));
+    assert!(outbox.is_expired(first, 61_001));
+    assert_eq!(outbox.expire(61_001).unwrap(), ["id-0"]);
+    assert_eq!(in_order(&outbox), ["id-1"]);
+    assert_eq!(outbox.oldest_created_ms(), Some(50_000));
+}
+
+#[test]
+fn a_locked_database_is_a_storage_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SledStore::open(dir.path()).unwrap();
+    assert!(SledStore::open(dir.path()).is_err());
+}
+
+#[test]
+fn inbox_drops_duplicates_and_moves_only_after_processing() {
+    let mut inbox = Inbox::new(10);
+    assert_eq!(inbox.since(), 10);
+    assert_eq!(inbox.on_message(Some(9)), Verdict::Duplicate);
+    assert_eq!(inbox.on_message(Some(10)), Verdict::Duplicate);
+    assert_eq!(inbox.on_message(Some(11)), Verdict::Deliver);
+    // Handed over but not processed: a replay of it is a duplicate, the cursor stays.
+    assert_eq!(inbox.on_message(Some(11)), Verdict::Duplicate);
+    assert_eq!(inbox.since(), 10);
+    assert_eq!(inbox.on_processed(11), Some(11));
+    assert_eq!(inbox.on_processed(11), None);
+    assert_eq!(inbox.on_processed(3), None);
+    assert_eq!(inbox.since(), 11);
+    // Gaps are fine: the gateway trims old inbox messages.
+    assert_eq!(inbox.on_message(Some(20)), Verdict::Deliver);
+}
+
+#[test]
+fn a_restart_redelivers_what_was_dispatched_but_not_processed() {
+    let mut inbox = Inbox::new(5);
+    assert_eq!(inbox.on_message(Some(6)), Verdict::Deliver);
+    inbox.forget_undelivered();
+    assert_eq!(inbox.on_message(Some(6)), Verdict::Deliver);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any interleaving of pushes, acks and reopens keeps the queue equal to a model: the
+    /// pushed-and-not-acked messages, in push order, within the bounds.
+    #[test]
+    fn queue_matches_a_model_across_reopens(ops in prop::collection::vec(0u8..3, 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Some(open(dir.path(), limits()));
+        let mut model: Vec<String> = Vec::new();
+        let mut n = 0u32;
+        for op in ops {
+            let q = outbox.as_mut().unwrap();
+            match op {
+                0 => {
+                    let result = q.push(format!("id-{n}"), "t".into(), "1".into(), 1);
+                    if model.len() < 5 {
+                        prop_assert!(result.is_ok());
+                        model.push(format!("id-{n}"));
+                    } else {
+                        prop_assert!(matches!(result, Err(Error::QueueFull(_))));
+                    }
+                    n += 1;
+                }
+                1 => {
+                    if !model.is_empty() {
+                        let id = model.remove(model.len() / 2);
+                        prop_assert!(q.ack(&id).unwrap().is_some());
+                    }
+                }
+                _ => {
+                    outbox = None;
+                    outbox = Some(open(dir.path(), limits()));
+                }
+            }
+            prop_assert_eq!(in_order(outbox.as_ref().unwrap()), model.clone());
+        }
+    }
+}
