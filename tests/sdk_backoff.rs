@@ -1,5 +1,7 @@
 //! The reconnect schedule: full jitter `rand(0, min(cap, base * 2^n))`, as properties.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on purpose
+
 use proptest::prelude::*;
 use rand::{rngs::SmallRng, SeedableRng};
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The durable outbound queue and the inbox cursor on sled: order, bounds, expiry, and
 //! that what was stored survives the store being dropped and reopened (as after a crash).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on purpose
+
 use proptest::prelude::*;
 use std::time::Duration;
 use tether::error::Error;
@@ -236,7 +238,7 @@ proptest! {
                     }
                 }
                 _ => {
-                    outbox = None;
+                    drop(outbox.take());
                     outbox = Some(open(dir.path(), limits()));
                 }
             }

@@ -1,6 +1,8 @@
 //! The connection state machine, one test per rule (ARCHITECTURE.md, PROTOCOL.md §2, §8),
 //! plus properties over random event sequences. Pure: no socket, no clock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on purpose
+
 use proptest::prelude::*;
 use std::time::Duration;
 use tether::engine::backoff::Backoff;
