@@ -1,0 +1,614 @@
+//! The engine against a scripted gateway, on tokio's paused clock: reconnect timing,
+//! heartbeat death, suspension probes, token rules, lifecycle, queue resend and the inbox
+//! cursor. Time only moves when every task waits, so each test is exact and instant.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on purpose
+
+mod sdk_support;
+
+use sdk_support::{
+    query, wait_for, wait_snapshot, FakeSocket, Recorder, ScriptedGateway, Seen, Tokens,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tether::engine::backoff::Backoff;
+use tether::transport::{ConnectError, Incoming, Outgoing};
+use tether::{
+    AppState, ClientConfig, ConnectionStatus, ErrorKind, NetworkKind, NetworkState, StartOptions,
+    TetherClient,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const LONG: Duration = Duration::from_secs(3600);
+
+struct Harness {
+    client: TetherClient,
+    gateway: Arc<ScriptedGateway>,
+    sockets: mpsc::UnboundedReceiver<FakeSocket>,
+    recorder: Arc<Recorder>,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    tokens: Arc<Tokens>,
+    _dir: tempfile::TempDir,
+}
+
+fn config(dir: &tempfile::TempDir) -> ClientConfig {
+    ClientConfig::new(
+        "ws://gateway.test/ws",
+        "shoofi-app",
+        "device-1",
+        dir.path().to_str().unwrap(),
+    )
+}
+
+fn start_with(config: ClientConfig, dir: tempfile::TempDir, tokens: Arc<Tokens>) -> Harness {
+    let (gateway, sockets) = ScriptedGateway::new();
+    let (recorder, seen) = Recorder::new();
+    let client = TetherClient::start(
+        config,
+        recorder.clone(),
+        tokens.clone(),
+        &tokio::runtime::Handle::current(),
+        StartOptions {
+            connector: Some(gateway.clone()),
+            seed: Some(7),
+        },
+    )
+    .unwrap();
+    Harness {
+        client,
+        gateway,
+        sockets,
+        recorder,
+        seen,
+        tokens,
+        _dir: dir,
+    }
+}
+
+fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    start_with(config(&dir), dir, Tokens::fixed("token-1"))
+}
+
+impl Harness {
+    async fn socket(&mut self) -> FakeSocket {
+        tokio::time::timeout(LONG, self.sockets.recv())
+            .await
+            .expect("no connection attempt")
+            .unwrap()
+    }
+
+    async fn connected(&mut self, heartbeat_ms: u64) -> FakeSocket {
+        let socket = self.socket().await;
+        socket.establish(heartbeat_ms).await;
+        self.status(|s| *s == ConnectionStatus::Connected).await;
+        socket
+    }
+
+    async fn status(&mut self, pred: impl Fn(&ConnectionStatus) -> bool) {
+        let mut watch = self.client.watch();
+        wait_snapshot(&mut watch, LONG, |s| pred(&s.status)).await;
+    }
+}
+
+fn network_error() -> ConnectError {
+    ConnectError::Network("connection refused".into())
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnect_attempts_follow_the_full_jitter_schedule() {
+    let mut h = start();
+    h.gateway
+        .refuse(std::iter::repeat_with(network_error).take(8));
+    h.client.connect();
+    let _socket = h.socket().await; // the ninth attempt is accepted
+    let times = h.gateway.attempt_times();
+    assert_eq!(times.len(), 9);
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    for (n, pair) in times.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap <= backoff.ceiling(n as u32),
+            "gap {n} was {gap:?}, above {:?}",
+            backoff.ceiling(n as u32)
+        );
+    }
+    let statuses = h.recorder.statuses();
+    let attempts: Vec<u32> = statuses
+        .iter()
+        .filter_map(|s| match s {
+            ConnectionStatus::Reconnecting { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, (1..=8).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_token_goes_in_the_request_and_the_cursor_in_since() {
+    let mut h = start();
+    h.client.connect();
+    let socket = h.socket().await;
+    assert_eq!(socket.request.token, "token-1");
+    assert_eq!(query(&socket.request, "app").as_deref(), Some("shoofi-app"));
+    assert_eq!(
+        query(&socket.request, "device").as_deref(),
+        Some("device-1")
+    );
+    assert_eq!(query(&socket.request, "since").as_deref(), Some("0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_socket_is_dead_after_two_heartbeat_intervals() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(10_000).await;
+    let established_at = Instant::now();
+    // The client pings on the interval the gateway announced.
+    let ping = socket.next_of("ping").await;
+    assert_eq!(Instant::now() - established_at, Duration::from_secs(10));
+    assert!(ping["data"]["ts"].is_u64());
+    // Nobody answers: after 20 s of silence the client gives up on the socket.
+    let next = h.socket().await;
+    let gap = next.at - established_at;
+    assert!(
+        gap >= Duration::from_secs(20) && gap <= Duration::from_millis(20_500),
+        "{gap:?}"
+    );
+    assert!(h.recorder.all.lock().unwrap().iter().any(
+        |s| matches!(s, Seen::Error(e) if e.kind() == ErrorKind::Network && e.message().contains("heartbeat"))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pongs_keep_the_session_and_give_the_rtt() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(10_000).await;
+    for _ in 0..5 {
+        let ping = socket.next_of("ping").await;
+        tokio::time::advance(Duration::from_millis(80)).await;
+        socket
+            .send(&format!(
+                r#"{{"type":"pong","data":{{"ts":{},"serverTs":1}}}}"#,
+                ping["data"]["ts"]
+            ))
+            .await;
+    }
+    let mut watch = h.client.watch();
+    wait_snapshot(&mut watch, LONG, |s| s.last_rtt.is_some()).await;
+    let stats = h.client.stats();
+    assert_eq!(stats.status, ConnectionStatus::Connected);
+    assert_eq!(stats.last_rtt_ms, Some(80));
+    assert_eq!(h.gateway.attempt_times().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_suspension_the_socket_must_answer_a_probe_quickly() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(30_000).await;
+    // The process is frozen for five minutes (no task runs while the clock moves).
+    tokio::time::advance(Duration::from_secs(300)).await;
+    let resumed = Instant::now();
+    let ping = socket.next_of("ping").await;
+    assert_eq!(Instant::now(), resumed, "the probe goes out at once");
+    let _ = ping;
+    // No answer: dead within the probe deadline, long before two intervals.
+    let next = h.socket().await;
+    let gap = next.at - resumed;
+    assert!(gap <= Duration::from_millis(5_500), "{gap:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answered_probe_keeps_the_session_after_a_suspension() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(30_000).await;
+    tokio::time::advance(Duration::from_secs(300)).await;
+    let ping = socket.next_of("ping").await;
+    socket
+        .send(&format!(
+            r#"{{"type":"pong","data":{{"ts":{},"serverTs":1}}}}"#,
+            ping["data"]["ts"]
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(h.client.status(), ConnectionStatus::Connected);
+    assert_eq!(h.gateway.attempt_times().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn signed_out_fails_and_never_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = start_with(config(&dir), dir, Tokens::script(vec![None]));
+    h.client.connect();
+    h.status(|s| matches!(s, ConnectionStatus::Failed { .. }))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(h.tokens.calls(), 1);
+    assert!(h.gateway.attempt_times().is_empty());
+    assert_eq!(h.client.last_error().unwrap().kind(), ErrorKind::Auth);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_4001_asks_for_a_fresh_token_and_reconnects_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Tokens::script(vec![Some("old".into()), Some("fresh".into())]);
+    let mut h = start_with(config(&dir), dir, tokens);
+    h.client.connect();
+    let socket = h.connected(30_000).await;
+    assert_eq!(socket.request.token, "old");
+    let closed_at = Instant::now();
+    socket
+        .to_client
+        .send(Incoming::Closed(Some(4001)))
+        .await
+        .unwrap();
+    let next = h.socket().await;
+    assert_eq!(next.request.token, "fresh");
+    assert_eq!(next.at, closed_at, "no backoff before the fresh attempt");
+    assert_eq!(h.tokens.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_gets_one_fresh_token_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Tokens::script(vec![Some("expired".into()), Some("fresh".into())]);
+    let mut h = start_with(config(&dir), dir, tokens);
+    h.gateway.refuse([ConnectError::Refused {
+        status: 401,
+        code: Some(tether::protocol::HttpErrorCode::TokenExpired),
+        message: "token expired".into(),
+        retry_after: None,
+    }]);
+    h.client.connect();
+    let socket = h.socket().await;
+    assert_eq!(socket.request.token, "fresh");
+    let times = h.gateway.attempt_times();
+    assert_eq!(times[1], times[0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn replaced_or_kicked_connections_stay_down() {
+    for code in [4409u16, 4403] {
+        let mut h = start();
+        h.client.connect();
+        let socket = h.connected(30_000).await;
+        socket
+            .to_client
+            .send(Incoming::Closed(Some(code)))
+            .await
+            .unwrap();
+        h.status(|s| *s == ConnectionStatus::Disconnected).await;
+        tokio::time::sleep(LONG).await;
+        assert_eq!(h.gateway.attempt_times().len(), 1, "{code}");
+        h.client.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarting_node_is_rejoined_within_the_base_delay() {
+    let mut h = start();
+    h.client.connect();
+    let socket = h.connected(30_000).await;
+    let closed_at = Instant::now();
+    socket
+        .to_client
+        .send(Incoming::Closed(Some(1012)))
+        .await
+        .unwrap();
+    let next = h.socket().await;
+    assert!(next.at - closed_at <= Duration::from_millis(500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn offline_means_no_attempts_and_the_network_returning_connects_at_once() {
+    let mut h = start();
+    h.gateway
+        .refuse(std::iter::repeat_with(network_error).take(6));
+    h.client.connect();
+    h.status(|s| matches!(s, ConnectionStatus::Reconnecting { attempt: 3, .. }))
+        .await;
+    h.client.set_network(NetworkState::down());
+    h.status(|s| *s == ConnectionStatus::WaitingForNetwork)
+        .await;
+    let before = h.gateway.attempt_times().len();
+    tokio::time::sleep(LONG).await;
+    assert_eq!(
+        h.gateway.attempt_times().len(),
+        before,
+        "no attempt while offline"
+    );
+    let back = Instant::now();
+    h.client
+        .set_network(NetworkState::up(NetworkKind::Cellular));
+    h.status(|s| matches!(s, ConnectionStatus::Reconnecting { attempt: 1, .. }))
+        .await;
+    assert_eq!(h.gateway.attempt_times()[before], back);
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_disconnects_after_the_grace_period_and_foreground_reconnects_at_once() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    h.client.set_app_state(AppState::Background);
+    let backgrounded = Instant::now();
+    // The gateway sees a clean close once the grace period ends.
+    loop {
+        match socket.from_client.recv().await.unwrap() {
+            Outgoing::Close(code) => {
+                assert_eq!(code, 1000);
+                break;
+            }
+            Outgoing::Text(_) => {}
+        }
+    }
+    assert_eq!(Instant::now() - backgrounded, Duration::from_secs(30));
+    h.status(|s| *s == ConnectionStatus::Suspended).await;
+    tokio::time::sleep(LONG).await;
+    assert_eq!(h.gateway.attempt_times().len(), 1);
+    let foreground = Instant::now();
+    h.client.set_app_state(AppState::Foreground);
+    let next = h.socket().await;
+    assert_eq!(next.at, foreground);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_messages_are_resent_in_order_after_a_reconnect_until_acked() {
+    let mut h = start();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            h.client
+                .send_message("chat".into(), format!(r#"{{"n":{n}}}"#))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(h.client.stats().queued, 3);
+    h.client.connect();
+    let mut socket = h.connected(30_000).await;
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let frame = socket.next_of("chat").await;
+        sent.push(frame["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(sent, ids);
+    socket
+        .send(&format!(r#"{{"type":"ack","data":{{"id":"{}"}}}}"#, ids[0]))
+        .await;
+    wait_for(&mut h.seen, LONG, |s| *s == Seen::Ack(ids[0].clone())).await;
+    // The socket dies before the other acks.
+    socket.to_client.send(Incoming::Closed(None)).await.unwrap();
+    let mut socket = h.connected(30_000).await;
+    let again = [socket.next_of("chat").await, socket.next_of("chat").await];
+    assert_eq!(again[0]["id"], ids[1].as_str());
+    assert_eq!(again[1]["id"], ids[2].as_str());
+    assert_eq!(again[0]["data"]["n"], 1);
+    for id in &ids[1..] {
+        socket
+            .send(&format!(r#"{{"type":"ack","data":{{"id":"{id}"}}}}"#))
+            .await;
+    }
+    let mut watch = h.client.watch();
+    wait_snapshot(&mut watch, LONG, |s| s.queued == 0).await;
+    let stats = h.client.stats();
+    assert_eq!(stats.acked, 3);
+    assert_eq!(stats.sent, 5);
+    assert_eq!(stats.reconnects, 1);
+    wait_for(&mut h.seen, LONG, |s| *s == Seen::Ack(ids[2].clone())).await;
+    assert_eq!(h.recorder.acks(), ids);
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_the_gateway_could_not_store_are_resent() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(30_000).await;
+    let id = h
+        .client
+        .send_message("chat".into(), "{}".into())
+        .await
+        .unwrap();
+    socket.next_of("chat").await;
+    socket
+        .send(&format!(
+            r#"{{"type":"error","data":{{"code":"unavailable","message":"redis down","ref":"{id}"}}}}"#
+        ))
+        .await;
+    let again = socket.next_of("chat").await;
+    assert_eq!(again["id"], id.as_str());
+    assert_eq!(h.client.stats().queued, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_the_gateway_refuses_for_good_are_dropped_and_reported() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(30_000).await;
+    let id = h
+        .client
+        .send_message("chat".into(), "{}".into())
+        .await
+        .unwrap();
+    socket.next_of("chat").await;
+    socket
+        .send(&format!(
+            r#"{{"type":"error","data":{{"code":"invalid_message","message":"no","ref":"{id}"}}}}"#
+        ))
+        .await;
+    let seen = wait_for(&mut h.seen, LONG, |s| matches!(s, Seen::Error(_))).await;
+    let Seen::Error(e) = seen else { unreachable!() };
+    assert_eq!(e.kind(), ErrorKind::InvalidMessage);
+    assert!(e.message().contains(&id));
+    assert_eq!(h.client.stats().queued, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_send_window_bounds_unacked_messages() {
+    let mut h = start();
+    for n in 0..40 {
+        h.client
+            .send_message("chat".into(), format!("{n}"))
+            .await
+            .unwrap();
+    }
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let mut first = Vec::new();
+    for _ in 0..tether::client::SEND_WINDOW {
+        first.push(socket.next_of("chat").await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(socket.from_client.try_recv().is_err(), "window exceeded");
+    socket
+        .send(&format!(
+            r#"{{"type":"ack","data":{{"id":{}}}}}"#,
+            first[0]["id"]
+        ))
+        .await;
+    let next = socket.next_of("chat").await;
+    assert_eq!(next["data"], 32);
+}
+
+#[tokio::test(start_paused = true)]
+async fn inbox_messages_arrive_once_and_the_cursor_follows_the_listener() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    for seq in [1u64, 2, 2, 1, 3] {
+        socket
+            .send(&format!(
+                r#"{{"type":"order_update","id":"m{seq}","seq":{seq},"data":{{"seq":{seq}}},"ts":5}}"#
+            ))
+            .await;
+    }
+    socket
+        .send(r#"{"type":"promo","id":"r1","room":"lobby","data":null,"ts":6}"#)
+        .await;
+    // Acks are cumulative and follow the listener.
+    let mut acked = 0;
+    while acked < 3 {
+        let ack = socket.next_of("ack").await;
+        acked = ack["data"]["seq"].as_u64().unwrap();
+    }
+    let messages = h.recorder.messages();
+    let seqs: Vec<Option<u64>> = messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [Some(1), Some(2), Some(3), None]);
+    assert_eq!(messages[0].data_json, r#"{"seq":1}"#);
+    assert_eq!(messages[3].room.as_deref(), Some("lobby"));
+    assert_eq!(h.client.stats().duplicates_dropped, 2);
+    assert_eq!(h.client.last_message().unwrap().id, "r1");
+    // The next connection resumes after the cursor.
+    socket
+        .to_client
+        .send(Incoming::Closed(Some(1012)))
+        .await
+        .unwrap();
+    let next = h.socket().await;
+    assert_eq!(query(&next.request, "since").as_deref(), Some("3"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rooms_are_joined_again_after_every_reconnect() {
+    let mut h = start();
+    h.client.join_room("orders:1".into()).unwrap();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    assert_eq!(
+        socket.next_of("join_room").await["data"]["room"],
+        "orders:1"
+    );
+    h.client.join_room("lobby".into()).unwrap();
+    assert_eq!(socket.next_of("join_room").await["data"]["room"], "lobby");
+    h.client.leave_room("orders:1".into()).unwrap();
+    assert_eq!(
+        socket.next_of("leave_room").await["data"]["room"],
+        "orders:1"
+    );
+    socket
+        .to_client
+        .send(Incoming::Closed(Some(1012)))
+        .await
+        .unwrap();
+    let mut socket = h.connected(600_000).await;
+    assert_eq!(socket.next_of("join_room").await["data"]["room"], "lobby");
+    assert!(h.client.join_room("bad room".into()).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_message_refuses_what_the_gateway_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.max_message_bytes = 300;
+    cfg.max_queued_messages = 2;
+    let h = start_with(cfg, dir, Tokens::fixed("t"));
+    for (kind, data) in [
+        ("Chat", "{}"),
+        ("ack", "{}"),
+        ("pong", "{}"),
+        ("chat", "{not json"),
+        ("chat", &*format!("\"{}\"", "x".repeat(400))),
+    ] {
+        let e = h
+            .client
+            .send_message(kind.into(), data.into())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidMessage, "{kind} {data}");
+    }
+    h.client
+        .send_message("chat".into(), "1".into())
+        .await
+        .unwrap();
+    h.client
+        .send_message("chat".into(), "2".into())
+        .await
+        .unwrap();
+    let e = h
+        .client
+        .send_message("chat".into(), "3".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::QueueFull);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_releases_the_database_and_later_calls_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_owned();
+    let h = start_with(config(&dir), dir, Tokens::fixed("t"));
+    let id = h
+        .client
+        .send_message("chat".into(), "1".into())
+        .await
+        .unwrap();
+    h.client.shutdown().await;
+    let e = h
+        .client
+        .send_message("chat".into(), "2".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shutdown);
+    // The same directory opens again at once, with the message still queued.
+    let (gateway, _sockets) = ScriptedGateway::new();
+    let (recorder, _seen) = Recorder::new();
+    let again = TetherClient::start(
+        ClientConfig::new("ws://gateway.test/ws", "shoofi-app", "device-1", path),
+        recorder,
+        Tokens::fixed("t"),
+        &tokio::runtime::Handle::current(),
+        StartOptions {
+            connector: Some(gateway),
+            seed: Some(1),
+        },
+    )
+    .unwrap();
+    let mut watch = again.watch();
+    let snapshot = wait_snapshot(&mut watch, LONG, |s| s.queued == 1).await;
+    assert_eq!(snapshot.queued, 1);
+    let _ = id;
+}
