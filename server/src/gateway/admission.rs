@@ -37,6 +37,11 @@ impl Admitted {
         self.registered = true;
     }
 
+    /// Gives nothing back, as a crashed node would not.
+    pub fn abandon(mut self) {
+        self.released = true;
+    }
+
     /// Gives everything back: hub entry, topics no longer needed here, the limit slot.
     pub async fn release(mut self) {
         self.released = true;

@@ -92,21 +92,20 @@ pub async fn run(socket: WebSocket, session: Session) {
         );
         let mut task = Connection::new(shared.clone(), claims, info, admitted.id, socket);
         let end = task.serve(registration, replay).await;
+        // Resources go back before the closing handshake, so a client that reconnects
+        // at once finds its slot free. A killed node (a simulated crash) gives nothing
+        // back: its registry entries expire as a dead node's would.
+        match end {
+            End::Killed => admitted.abandon(),
+            _ => admitted.release().await,
+        }
         let code = match end {
             End::Close(code, reason) => {
                 task.close(code, reason).await;
                 code
             }
-            End::Gone => close::ABNORMAL,
-            End::Killed => close::ABNORMAL,
+            End::Gone | End::Killed => close::ABNORMAL,
         };
-        if !matches!(end, End::Killed) {
-            admitted.release().await;
-        } else {
-            // A simulated crash leaves the registry as a dead node would; the memory
-            // broker has no expiry, so still give the slot back.
-            drop(admitted);
-        }
         counter!("tether_connections_closed_total", "code" => code.to_string()).increment(1);
         info!(
             code,

@@ -1,0 +1,175 @@
+//! PROTOCOL.md §9: the backend HTTP API, its authentication and errors, stats, health and
+//! metrics.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn the_api_needs_the_admin_key() {
+    let gw = TestGateway::start().await;
+    let body = Some(json!({"userId": "u", "app": APP, "message": {"type": "n"}}));
+    for key in [None, Some("wrong-key"), Some("")] {
+        let (status, error) = gw
+            .api_with_key(Method::POST, "/v1/send/user", body.clone(), key)
+            .await;
+        assert_eq!(status, 401, "{key:?}");
+        assert_eq!(error["error"]["code"], "unauthorized");
+        assert!(error["error"]["message"].is_string());
+    }
+    let (status, _) = gw.api_with_key(Method::GET, "/v1/stats", None, None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn without_an_admin_key_configured_the_api_refuses_every_call() {
+    let gw = TestGateway::with(|c| c.admin_api_key = None).await;
+    let (status, error) = gw.api(Method::GET, "/v1/stats", None).await;
+    assert_eq!(status, 401);
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ADMIN_API_KEY"));
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_with_the_error_body() {
+    let gw = TestGateway::start().await;
+    for (path, body) in [
+        (
+            "/v1/send/user",
+            json!({"app": APP, "message": {"type": "n"}}),
+        ),
+        (
+            "/v1/send/user",
+            json!({"userId": "u", "app": "bad app", "message": {"type": "n"}}),
+        ),
+        (
+            "/v1/send/user",
+            json!({"userId": "", "app": APP, "message": {"type": "n"}}),
+        ),
+        (
+            "/v1/send/user",
+            json!({"userId": "u", "app": APP, "message": {"type": "Bad Type"}}),
+        ),
+        (
+            "/v1/send/user",
+            json!({"userId": "u", "app": APP, "message": {"type": "n", "id": "has space"}}),
+        ),
+        (
+            "/v1/send/room",
+            json!({"room": "bad room", "app": APP, "message": {"type": "n"}}),
+        ),
+        ("/v1/send/app", json!({"app": APP})),
+        ("/v1/send/app", json!("not an object")),
+    ] {
+        let (status, error) = gw.api(Method::POST, path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{path} {body}");
+        assert_eq!(error["error"]["code"], "invalid_request", "{path} {body}");
+    }
+    let (status, _) = gw
+        .api(Method::DELETE, "/v1/connections?app=shop", None)
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn reserved_types_are_refused_by_the_api_too() {
+    let gw = TestGateway::start().await;
+    for kind in [
+        "connection_established",
+        "pong",
+        "room_joined",
+        "room_left",
+        "error",
+    ] {
+        let (status, error) = gw
+            .api(
+                Method::POST,
+                "/v1/send/app",
+                Some(json!({"app": APP, "message": {"type": kind}})),
+            )
+            .await;
+        assert_eq!(status, 400, "{kind}");
+        assert!(error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reserved"));
+    }
+}
+
+#[tokio::test]
+async fn a_backend_id_is_kept_on_the_message() {
+    let gw = TestGateway::start().await;
+    let mut client = gw.connect("u1", "d").await;
+    let (status, sent) = gw
+        .api(
+            Method::POST,
+            "/v1/send/user",
+            Some(json!({"userId": "u1", "app": APP, "message": {"type": "n", "id": "order-123-delivered"}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(sent["id"], "order-123-delivered");
+    assert_eq!(client.recv().await["id"], "order-123-delivered");
+}
+
+#[tokio::test]
+async fn stats_count_this_node_and_the_cluster() {
+    let gw = TestGateway::start().await;
+    let mut a = gw.connect("u1", "d").await;
+    let _b = gw.connect("u2", "d").await;
+    let mut claims = tether_server::auth::Claims::new("ops", &["admin-app"], 60);
+    claims.user_type = Some("admin".into());
+    let _c = gw
+        .connect_with(&gw.token_for(&claims), "app=admin-app", &[])
+        .await
+        .unwrap();
+    a.request(json!({"type": "join_room", "data": {"room": "r"}}))
+        .await;
+    gw.send_to_user("offline-user", "n", json!(1)).await;
+    let stats = gw.stats().await;
+    assert_eq!(stats["totalConnections"], 3);
+    assert_eq!(stats["totalRooms"], 1);
+    assert_eq!(stats["connectionsByApp"], json!({APP: 2, "admin-app": 1}));
+    assert_eq!(
+        stats["connectionsByType"],
+        json!({"customer": 2, "admin": 1})
+    );
+    assert_eq!(stats["serverId"], gw.gateway().server_id());
+    assert_eq!(stats["totalRedisConnections"], 3);
+    assert_eq!(stats["totalQueuedMessages"], 1);
+    assert_eq!(stats["nodes"], 1);
+}
+
+#[tokio::test]
+async fn health_needs_no_key_and_names_the_embedded_broker() {
+    let gw = TestGateway::start().await;
+    let (status, health) = gw.api_with_key(Method::GET, "/health", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health, json!({"status": "healthy", "broker": "memory"}));
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let gw = TestGateway::start().await;
+    let _client = gw.connect("u1", "d").await;
+    let (status, text) = gw.api_with_key(Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap();
+    assert!(text.contains("# TYPE tether_connections gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE tether_connections_opened_total counter"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_with_the_error_body() {
+    let gw = TestGateway::start().await;
+    let (status, error) = gw.api(Method::GET, "/v2/nothing", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(error["error"]["code"], "not_found");
+}
