@@ -499,6 +499,8 @@ impl Engine {
             } => {
                 let result = self.enqueue(kind, data_json);
                 let stored = result.is_ok();
+                // Publish first: once send_message returns, stats() counts the message.
+                self.publish();
                 let _ = reply.send(result);
                 if stored {
                     self.pump();
