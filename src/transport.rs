@@ -77,12 +77,22 @@ pub enum ConnectError {
 }
 
 /// What the engine asks for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectRequest {
     /// The full URL, query included.
     pub url: Url,
     /// The bearer token (never logged).
     pub token: String,
+}
+
+impl std::fmt::Debug for ConnectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token stays out of every log line, even a debug dump.
+        f.debug_struct("ConnectRequest")
+            .field("url", &self.url.as_str())
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Opens connections.
