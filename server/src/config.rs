@@ -66,6 +66,19 @@ pub struct Cli {
     /// Redis database number.
     #[arg(long = "redis-db", env = "REDIS_DB", value_name = "REDIS_DB")]
     pub redis_db: Option<u32>,
+    /// Redis Cluster mode: REDIS_URL lists seed nodes, comma-separated; pub/sub is sharded
+    /// (SSUBSCRIBE/SPUBLISH). Implied when REDIS_URL lists more than one node.
+    #[arg(long = "redis-cluster", env = "REDIS_CLUSTER", value_name = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+    /// Seconds a connection's registry entry lives without refresh (a dead node blocks
+    /// no one for longer).
+    #[arg(
+        long = "ws-registry-ttl",
+        env = "WS_REGISTRY_TTL",
+        value_name = "WS_REGISTRY_TTL",
+        default_value_t = 300
+    )]
+    pub ws_registry_ttl: u64,
 
     /// HS256 secret for client tokens.
     #[arg(
@@ -263,14 +276,20 @@ impl std::fmt::Debug for Secret {
 /// Where Redis is, when configured.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// A `redis://` URL assembled from REDIS_URL or REDIS_HOST/PORT/PASSWORD/DB.
-    pub url: String,
+    /// `redis://` URLs: one for a single Redis, the seed nodes for a cluster.
+    pub urls: Vec<String>,
+    /// Redis Cluster mode.
+    pub cluster: bool,
 }
 
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -364,6 +383,8 @@ pub struct Config {
     pub inbound_max_per_app: u64,
     /// How long graceful shutdown waits for sockets to close.
     pub shutdown_timeout: Duration,
+    /// Registry entry lifetime without refresh.
+    pub registry_ttl: Duration,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -435,6 +456,9 @@ impl Config {
         if cli.ws_outbound_queue < 8 {
             return Err(invalid("WS_OUTBOUND_QUEUE", "must be at least 8"));
         }
+        if cli.ws_registry_ttl < 3 {
+            return Err(invalid("WS_REGISTRY_TTL", "must be at least 3 seconds"));
+        }
         if cli.ws_inbound_max_per_app == 0 {
             return Err(invalid("WS_INBOUND_MAX_PER_APP", "must be at least 1"));
         }
@@ -469,6 +493,7 @@ impl Config {
             handshake_rate_per_ip: cli.ws_handshake_rate_per_ip,
             inbound_max_per_app: cli.ws_inbound_max_per_app,
             shutdown_timeout: Duration::from_millis(cli.shutdown_timeout),
+            registry_ttl: Duration::from_secs(cli.ws_registry_ttl),
             log_format: cli.log_format,
         })
     }
@@ -500,23 +525,38 @@ impl Config {
             handshake_rate_per_ip: 0,
             inbound_max_per_app: 100_000,
             shutdown_timeout: Duration::from_secs(5),
+            registry_ttl: Duration::from_secs(300),
             log_format: LogFormat::Pretty,
         }
     }
 }
 
 fn redis_config(cli: &Cli) -> Result<Option<RedisConfig>, ConfigError> {
-    if let Some(url) = &cli.redis_url {
-        let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
-            .iter()
-            .any(|s| url.starts_with(s));
-        if !scheme_ok {
+    if let Some(list) = &cli.redis_url {
+        let urls: Vec<String> = list
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
             return Err(invalid(
                 "REDIS_URL",
-                format!("{} is not a redis:// or rediss:// URL", redact_url(url)),
+                "is empty; unset it for the embedded broker",
             ));
         }
-        return Ok(Some(RedisConfig { url: url.clone() }));
+        for url in &urls {
+            let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !scheme_ok {
+                return Err(invalid(
+                    "REDIS_URL",
+                    format!("{} is not a redis:// or rediss:// URL", redact_url(url)),
+                ));
+            }
+        }
+        let cluster = cli.redis_cluster || urls.len() > 1;
+        return Ok(Some(RedisConfig { urls, cluster }));
     }
     let any_part = cli.redis_host.is_some()
         || cli.redis_port.is_some()
@@ -542,7 +582,8 @@ fn redis_config(cli: &Cli) -> Result<Option<RedisConfig>, ConfigError> {
         None => String::new(),
     };
     Ok(Some(RedisConfig {
-        url: format!("redis://{auth}{host}:{port}/{db}"),
+        urls: vec![format!("redis://{auth}{host}:{port}/{db}")],
+        cluster: cli.redis_cluster,
     }))
 }
 
@@ -710,11 +751,23 @@ mod tests {
         ])
         .unwrap();
         let redis = config.redis.unwrap();
-        assert_eq!(redis.url, "redis://:p%40ss%20word@cache:6380/2");
+        assert_eq!(redis.urls, ["redis://:p%40ss%20word@cache:6380/2"]);
+        assert!(!redis.cluster);
         assert_eq!(
             format!("{redis:?}"),
-            "RedisConfig { url: \"redis://:***@cache:6380/2\" }"
+            "RedisConfig { urls: [\"redis://:***@cache:6380/2\"], cluster: false }"
         );
+        let cluster = parse(&[
+            "--jwt-secret",
+            SECRET,
+            "--redis-url",
+            "redis://a:7000, redis://b:7001",
+        ])
+        .unwrap()
+        .redis
+        .unwrap();
+        assert!(cluster.cluster);
+        assert_eq!(cluster.urls.len(), 2);
         let err = parse(&["--jwt-secret", SECRET, "--redis-url", "http://x"]).unwrap_err();
         assert!(err.starts_with("REDIS_URL:"), "{err}");
     }

@@ -73,6 +73,11 @@ pub enum Topic {
         /// User id.
         user: Arc<str>,
     },
+    /// Messages for every connection of one app.
+    App {
+        /// App.
+        app: Arc<str>,
+    },
     /// Messages for one room of one app.
     Room {
         /// App.
@@ -134,8 +139,12 @@ pub struct Registration {
     pub rx: mpsc::Receiver<Outgoing>,
     /// Its close signal.
     pub close: Arc<CloseSignal>,
-    /// The user topic, when this is the user's first connection on this node.
-    pub new_topic: Option<Topic>,
+    /// Topics this node needs from now on (the user's and the app's, when this is their
+    /// first connection here).
+    pub new_topics: Vec<Topic>,
+    /// Changes when the broker asks every connection to re-read its inbox (after the
+    /// node missed live messages, e.g. while its Redis subscriber was reconnecting).
+    pub resync: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Counts of what this node holds.
@@ -158,6 +167,7 @@ pub struct Hub {
     next_id: AtomicU64,
     queue_capacity: usize,
     metrics: HotMetrics,
+    resync: tokio::sync::watch::Sender<u64>,
 }
 
 impl Hub {
@@ -169,6 +179,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             queue_capacity,
             metrics: HotMetrics::new(),
+            resync: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -204,15 +215,20 @@ impl Hub {
             .entry((info.app.clone(), info.user.clone()))
             .or_default();
         users.push(id);
-        let new_topic = (users.len() == 1).then(|| Topic::User {
-            app: info.app.clone(),
-            user: info.user.clone(),
-        });
-        state
-            .apps
-            .entry(info.app.clone())
-            .or_default()
-            .insert(id, member.clone());
+        let mut new_topics = Vec::new();
+        if users.len() == 1 {
+            new_topics.push(Topic::User {
+                app: info.app.clone(),
+                user: info.user.clone(),
+            });
+        }
+        let app_members = state.apps.entry(info.app.clone()).or_default();
+        app_members.insert(id, member.clone());
+        if app_members.len() == 1 {
+            new_topics.push(Topic::App {
+                app: info.app.clone(),
+            });
+        }
         state.conns.insert(
             id,
             Entry {
@@ -227,7 +243,8 @@ impl Hub {
             id,
             rx,
             close,
-            new_topic,
+            new_topics,
+            resync: self.resync.subscribe(),
         }
     }
 
@@ -253,6 +270,9 @@ impl Hub {
             members.remove(&id);
             if members.is_empty() {
                 state.apps.remove(&entry.info.app);
+                gone.push(Topic::App {
+                    app: entry.info.app.clone(),
+                });
             }
         }
         for room in entry.rooms {
@@ -403,6 +423,21 @@ impl Hub {
         state.conns.len() as u64
     }
 
+    /// Whether this node has members for a topic right now.
+    pub fn wants(&self, topic: &Topic) -> bool {
+        let state = self.state.read();
+        match topic {
+            Topic::User { app, user } => state.users.contains_key(&(app.clone(), user.clone())),
+            Topic::App { app } => state.apps.contains_key(app),
+            Topic::Room { app, room } => state.rooms.contains_key(&(app.clone(), room.clone())),
+        }
+    }
+
+    /// Asks every connection to re-read its inbox after what it was last sent.
+    pub fn request_resync(&self) {
+        self.resync.send_modify(|generation| *generation += 1);
+    }
+
     /// Every topic this node needs (to resubscribe after a broker reconnect).
     pub fn topics(&self) -> Vec<Topic> {
         let state = self.state.read();
@@ -414,7 +449,8 @@ impl Hub {
             app: app.clone(),
             room: room.clone(),
         });
-        users.chain(rooms).collect()
+        let apps = state.apps.keys().map(|app| Topic::App { app: app.clone() });
+        users.chain(apps).chain(rooms).collect()
     }
 
     /// Every local connection with its identity (to refresh registry leases).
@@ -524,27 +560,32 @@ mod tests {
     #[test]
     fn unregister_reports_topics_no_longer_needed() {
         let hub = Hub::new(Arc::from("n"), 8);
+        let user = Topic::User {
+            app: Arc::from("a"),
+            user: Arc::from("u1"),
+        };
+        let app = Topic::App {
+            app: Arc::from("a"),
+        };
+        let room = Topic::Room {
+            app: Arc::from("a"),
+            room: Arc::from("r"),
+        };
         let a = hub.register(hub.allocate_id(), info("a", "u1"));
-        assert!(a.new_topic.is_some());
+        assert_eq!(a.new_topics, vec![user.clone(), app.clone()]);
         let b = hub.register(hub.allocate_id(), info("a", "u1"));
-        assert!(b.new_topic.is_none(), "second connection of the same user");
+        assert!(
+            b.new_topics.is_empty(),
+            "second connection of the same user"
+        );
         hub.join_room(a.id, "r", 10).unwrap();
+        assert!(hub.wants(&room) && hub.wants(&user) && hub.wants(&app));
         let gone = hub.unregister(a.id);
-        assert_eq!(
-            gone,
-            vec![Topic::Room {
-                app: Arc::from("a"),
-                room: Arc::from("r")
-            }]
-        );
+        assert_eq!(gone, vec![room.clone()]);
+        assert!(!hub.wants(&room));
         let gone = hub.unregister(b.id);
-        assert_eq!(
-            gone,
-            vec![Topic::User {
-                app: Arc::from("a"),
-                user: Arc::from("u1")
-            }]
-        );
+        assert_eq!(gone, vec![user.clone(), app.clone()]);
+        assert!(!hub.wants(&user) && !hub.wants(&app));
         assert_eq!(hub.stats(), LocalStats::default());
     }
 

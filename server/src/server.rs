@@ -6,6 +6,8 @@ use crate::api;
 use crate::auth::TokenVerifier;
 use crate::broker::inbox::Retention;
 use crate::broker::memory::{MemoryBroker, MemorySettings};
+use crate::broker::redis::connection::Target;
+use crate::broker::redis::{RedisBroker, RedisSettings};
 use crate::broker::Broker;
 use crate::config::{redact_url, Config};
 use crate::gateway::handshake;
@@ -139,6 +141,7 @@ impl Gateway {
     pub fn kill(self) {
         self.shared.start_draining();
         self.shared.kill.cancel();
+        self.shared.broker.halt();
         self.server.abort();
     }
 }
@@ -155,13 +158,30 @@ async fn make_broker(config: &Config, hub: Arc<Hub>) -> Result<Arc<dyn Broker>, 
                         max_len: config.max_queue_per_user as usize,
                     },
                     dedup_ttl_ms: config.dedup_ttl_s.saturating_mul(1000),
-                    inbound_max_per_app: usize::try_from(config.inbound_max_per_app).unwrap_or(usize::MAX),
+                    inbound_max_per_app: usize::try_from(config.inbound_max_per_app)
+                        .unwrap_or(usize::MAX),
                 },
             )))
         }
-        Some(redis) => Err(StartError::Broker(format!(
-            "Redis is configured ({}) but this build has no Redis broker yet; unset REDIS_URL/REDIS_HOST to use the embedded broker",
-            redact_url(&redis.url)
-        ))),
+        Some(redis) => {
+            let settings = RedisSettings {
+                target: Target {
+                    urls: redis.urls.clone(),
+                    cluster: redis.cluster,
+                },
+                retention: Retention {
+                    ttl_ms: config.message_ttl_s.saturating_mul(1000),
+                    max_len: config.max_queue_per_user as usize,
+                },
+                dedup_ttl_ms: config.dedup_ttl_s.saturating_mul(1000),
+                inbound_max_per_app: config.inbound_max_per_app,
+                lease_ms: config.registry_ttl.as_millis() as u64,
+            };
+            let shown: Vec<String> = redis.urls.iter().map(|u| redact_url(u)).collect();
+            let broker = RedisBroker::connect(hub, settings).await.map_err(|e| {
+                StartError::Broker(format!("cannot use Redis at {}: {e}", shown.join(",")))
+            })?;
+            Ok(Arc::new(broker))
+        }
     }
 }

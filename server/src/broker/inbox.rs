@@ -93,13 +93,16 @@ impl Inbox {
             None => self.watermark,
         };
         let after = cursor.max(since.unwrap_or(0));
-        let frames = self
-            .messages
+        (after, self.after(after))
+    }
+
+    /// Messages after `after`, without touching any cursor.
+    pub fn after(&self, after: u64) -> Vec<(u64, Utf8Bytes)> {
+        self.messages
             .iter()
             .filter(|m| m.seq > after)
             .map(|m| (m.seq, m.frame.clone()))
-            .collect();
-        (after, frames)
+            .collect()
     }
 
     /// Records a device's cumulative ack; `Err(newest)` when `seq` is beyond the newest message.

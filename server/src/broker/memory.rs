@@ -185,6 +185,20 @@ impl Broker for MemoryBroker {
         Ok(Replay { frames, after })
     }
 
+    async fn read_inbox(
+        &self,
+        app: &str,
+        user: &str,
+        after: u64,
+    ) -> Result<Vec<(u64, Utf8Bytes)>, BrokerError> {
+        let mut inboxes = self.inboxes.lock();
+        let Some(inbox) = inboxes.get_mut(&Self::key(app, user)) else {
+            return Ok(Vec::new());
+        };
+        inbox.trim(now_ms(), self.settings.retention);
+        Ok(inbox.after(after))
+    }
+
     async fn ack_inbox(
         &self,
         app: &str,
@@ -252,4 +266,6 @@ impl Broker for MemoryBroker {
     async fn shutdown(&self) {
         self.leases.lock().clear();
     }
+
+    fn halt(&self) {}
 }

@@ -9,6 +9,7 @@
 pub mod inbound;
 pub mod inbox;
 pub mod memory;
+pub mod redis;
 
 use crate::hub::Topic;
 use crate::ids::ConnRef;
@@ -155,8 +156,11 @@ pub trait Broker: Send + Sync + 'static {
     async fn release(&self, lease: &Lease) -> Result<(), BrokerError>;
 
     /// Starts routing a topic's messages to this node (it gained its first member here).
+    /// Returns once messages published from now on will arrive.
     async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError>;
-    /// Stops routing a topic here (its last local member left).
+    /// Stops routing a topic here (its last local member left). Implementations check
+    /// [`Hub::wants`](crate::hub::Hub::wants) so a late unsubscribe never undoes a newer
+    /// subscribe.
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError>;
 
     /// Appends to the user's inbox and delivers live on every node, in seq order.
@@ -186,6 +190,14 @@ pub trait Broker: Send + Sync + 'static {
         device: Option<&str>,
         since: Option<u64>,
     ) -> Result<Replay, BrokerError>;
+    /// Inbox messages after `after`, oldest first, without touching any cursor (a
+    /// connection catching up on what it may have missed live).
+    async fn read_inbox(
+        &self,
+        app: &str,
+        user: &str,
+        after: u64,
+    ) -> Result<Vec<(u64, Utf8Bytes)>, BrokerError>;
     /// Records a device's cumulative ack.
     async fn ack_inbox(
         &self,
@@ -211,6 +223,8 @@ pub trait Broker: Send + Sync + 'static {
     async fn health(&self) -> Health;
     /// Drops this node's registry entries (graceful shutdown).
     async fn shutdown(&self);
+    /// Stops background work at once without cleaning up, as a crashed node would.
+    fn halt(&self);
 }
 
 #[cfg(test)]

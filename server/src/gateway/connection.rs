@@ -165,17 +165,21 @@ impl Connection {
         let Registration {
             mut rx,
             close: close_signal,
+            mut resync,
             ..
         } = registration;
         let shared = self.shared.clone();
 
         // connection_established, then the replay, before any live frame.
         let replay_from = replay.frames.first().map(|(seq, _)| *seq);
-        let skip_upto = replay
+        // The highest inbox seq this connection has been sent (or had no need of): a live
+        // frame at or below it is a duplicate of the replay or of a resync.
+        let mut sent_upto = replay
             .frames
             .last()
             .map_or(replay.after, |(seq, _)| *seq)
             .max(replay.after);
+        resync.mark_unchanged();
         let established = ServerMessage::ConnectionEstablished(ConnectionEstablished {
             connection_id: self.conn_id.clone(),
             server_id: shared.node.to_string(),
@@ -238,10 +242,10 @@ impl Connection {
                 first = rx.recv() => {
                     let Some(first) = first else { return End::Gone };
                     let mut batch = Vec::with_capacity(8);
-                    push_unless_replayed(&mut batch, first, skip_upto);
+                    push_unless_sent(&mut batch, first, &mut sent_upto);
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(next) => push_unless_replayed(&mut batch, next, skip_upto),
+                            Ok(next) => push_unless_sent(&mut batch, next, &mut sent_upto),
                             Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                         }
                     }
@@ -249,6 +253,21 @@ impl Connection {
                         if let Err(end) = self.write(batch, &close_signal).await {
                             return end;
                         }
+                    }
+                }
+                Ok(()) = resync.changed() => {
+                    // Live messages may have been missed (the broker's subscription was
+                    // down): send what the inbox holds after what this connection got.
+                    match shared.broker.read_inbox(&self.info.app, &self.info.user, sent_upto).await {
+                        Ok(frames) if !frames.is_empty() => {
+                            sent_upto = frames.last().map_or(sent_upto, |(seq, _)| *seq);
+                            let frames = frames.into_iter().map(|(_, frame)| frame).collect();
+                            if let Err(end) = self.write(frames, &close_signal).await {
+                                return end;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => debug!(error = %e, "resync failed; the client catches up when it reconnects"),
                     }
                 }
                 () = &mut idle => {
@@ -471,11 +490,14 @@ impl Connection {
     }
 }
 
-fn push_unless_replayed(batch: &mut Vec<Utf8Bytes>, frame: Outgoing, skip_upto: u64) {
-    // A user message can be both in the replay and queued live (it arrived while the
-    // inbox was being read); the replay already sent it.
-    if frame.seq.is_some_and(|seq| seq <= skip_upto) {
-        return;
+fn push_unless_sent(batch: &mut Vec<Utf8Bytes>, frame: Outgoing, sent_upto: &mut u64) {
+    // A user message can be both in the replay (or a resync) and queued live: it arrived
+    // while the inbox was being read. It was sent already.
+    if let Some(seq) = frame.seq {
+        if seq <= *sent_upto {
+            return;
+        }
+        *sent_upto = seq;
     }
     batch.push(frame.text);
 }

@@ -155,7 +155,7 @@ async fn admit(
 
     let registration = shared.hub.register(id, info.clone());
     admitted.mark_registered();
-    if let Some(topic) = &registration.new_topic {
+    for topic in &registration.new_topics {
         shared
             .broker
             .subscribe(topic)

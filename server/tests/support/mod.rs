@@ -1,6 +1,8 @@
 //! Test support: a real gateway on 127.0.0.1:0, a real WebSocket client, and the HTTP API.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod redis;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -45,6 +47,26 @@ impl TestGateway {
             config,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// A gateway node using Redis at `urls` (comma-separated seeds for a cluster).
+    pub async fn redis(urls: &str, change: impl FnOnce(&mut Config)) -> TestGateway {
+        let urls_owned = urls.to_owned();
+        Self::with(move |c| {
+            let urls: Vec<String> = urls_owned.split(',').map(str::to_owned).collect();
+            c.redis = Some(tether_server::config::RedisConfig {
+                cluster: urls.len() > 1,
+                urls,
+            });
+            change(c);
+        })
+        .await
+    }
+
+    /// Starts another node with this one's configuration (same Redis, same secrets).
+    pub async fn sibling(&self) -> TestGateway {
+        let config = self.config.clone();
+        Self::with(move |c| *c = config).await
     }
 
     pub fn gateway(&self) -> &Gateway {
@@ -233,6 +255,22 @@ impl TestGateway {
         let (status, body) = self.api(reqwest::Method::GET, "/v1/stats", None).await;
         assert_eq!(status, 200, "{body}");
         body
+    }
+}
+
+/// Polls `check` until it is true or `WAIT` passes.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

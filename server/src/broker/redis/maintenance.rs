@@ -1,0 +1,153 @@
+//! The Redis broker's background duties, once a second: watch the three connections
+//! (for `/health`), publish the node heartbeat, refresh connection leases, write inbox
+//! count changes, and after the subscriber came back ask every local connection to
+//! catch up from its inbox.
+
+use super::keys;
+use super::Inner;
+use crate::clock::now_ms;
+use redis::Value;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+const TICK: Duration = Duration::from_secs(1);
+/// A node not heard from for this long counts as gone.
+const NODE_TTL: Duration = Duration::from_secs(15);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// Leases refreshed per pipeline.
+const LEASE_BATCH: usize = 500;
+
+pub(super) async fn run(inner: Arc<Inner>) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lease_every = Duration::from_millis((inner.settings.lease_ms / 3).max(1000));
+    let mut last_heartbeat: Option<Instant> = None;
+    let mut last_leases = Instant::now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = inner.stop.cancelled() => return,
+        }
+        let main_up = ping(&inner, &inner.main, true).await;
+        let was_up = inner.main_link.set(main_up);
+        let publisher_up = ping(&inner, &inner.publisher, false).await;
+        inner.publisher_link.set(publisher_up);
+        let subscriber_up = ping(&inner, &inner.subscriber, false).await;
+        let subscriber_was_up = inner.subscriber_link.set(subscriber_up);
+        if main_up && !was_up {
+            info!(node = %inner.node, "Redis is back");
+            // Redis may have lost the registry (restart without persistence): restore it now.
+            last_leases = Instant::now() - lease_every;
+            last_heartbeat = None;
+        }
+        if subscriber_up && (!subscriber_was_up || inner.missed_live.load(Ordering::Acquire)) {
+            inner.missed_live.store(false, Ordering::Release);
+            info!(node = %inner.node, "Redis subscriber is back; connections catch up from their inboxes");
+            inner.hub.request_resync();
+        }
+        if !main_up {
+            continue;
+        }
+        if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY)
+            && heartbeat(&inner).await
+        {
+            last_heartbeat = Some(Instant::now());
+        }
+        if last_leases.elapsed() >= lease_every && refresh_leases(&inner).await {
+            last_leases = Instant::now();
+        }
+        flush_queued(&inner).await;
+    }
+}
+
+async fn ping(inner: &Inner, conn: &super::Conn, measure: bool) -> bool {
+    let started = Instant::now();
+    let pong = tokio::time::timeout(
+        Duration::from_secs(2),
+        conn.query::<Value>(&redis::cmd("PING")),
+    )
+    .await;
+    let up = matches!(pong, Ok(Ok(_)));
+    if up && measure {
+        inner
+            .latency_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    up
+}
+
+async fn heartbeat(inner: &Inner) -> bool {
+    let now = now_ms();
+    let connections = inner.hub.stats().connections;
+    let ttl = NODE_TTL.as_millis() as u64;
+    let result = inner
+        .main
+        .pipeline::<()>(
+            redis::pipe()
+                .cmd("ZADD")
+                .arg(keys::NODES)
+                .arg(now + ttl)
+                .arg(&*inner.node)
+                .ignore()
+                .cmd("SET")
+                .arg(keys::node_connections(&inner.node))
+                .arg(connections)
+                .arg("PX")
+                .arg(ttl)
+                .ignore(),
+        )
+        .await;
+    if let Err(e) = &result {
+        warn!(error = %e, "node heartbeat failed");
+    }
+    result.is_ok()
+}
+
+async fn refresh_leases(inner: &Inner) -> bool {
+    let connections = inner.hub.connections();
+    let now = now_ms();
+    for batch in connections.chunks(LEASE_BATCH) {
+        let mut pipe = redis::pipe();
+        for (id, info) in batch {
+            let keys = keys::user(&info.app, &info.user);
+            pipe.invoke_script(
+                super::scripts::REFRESH
+                    .key(&keys.conns)
+                    .arg(inner.hub.conn_ref(*id).to_string())
+                    .arg(info.device.as_deref().unwrap_or(""))
+                    .arg(now)
+                    .arg(inner.settings.lease_ms),
+            )
+            .ignore();
+        }
+        if let Err(e) = inner.main.pipeline::<()>(&pipe).await {
+            warn!(error = %e, "lease refresh failed; retrying next tick");
+            return false;
+        }
+    }
+    true
+}
+
+/// Writes the inbox count changes gathered since the last flush.
+pub(super) async fn flush_queued(inner: &Inner) {
+    let deltas: Vec<(u64, i64)> = inner.queued_deltas.lock().drain().collect();
+    if deltas.is_empty() {
+        return;
+    }
+    let keep_ms = inner.settings.retention.ttl_ms + 2 * inner.bucket_ms();
+    let mut pipe = redis::pipe();
+    for (bucket, delta) in &deltas {
+        let key = keys::queued_bucket(*bucket);
+        pipe.cmd("INCRBY").arg(&key).arg(*delta).ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(keep_ms).ignore();
+    }
+    if inner.main.pipeline::<()>(&pipe).await.is_err() {
+        // Keep them for the next flush.
+        let mut pending = inner.queued_deltas.lock();
+        for (bucket, delta) in deltas {
+            *pending.entry(bucket).or_default() += delta;
+        }
+    }
+}

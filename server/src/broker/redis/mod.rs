@@ -1,0 +1,694 @@
+//! The Redis broker: many gateway nodes behave as one.
+//!
+//! - Cluster-wide rules are Lua scripts ([`scripts`]) over keys that share a hash tag
+//!   ([`keys`]): the connection limit with device replacement, the durable inbox with
+//!   seq and cursors, de-duplicated inbound messages.
+//! - Live delivery is pub/sub on one subscriber connection per node ([`subscriber`]):
+//!   a node subscribes to a user, room or app channel only while it holds members for
+//!   it (SSUBSCRIBE on a Redis Cluster), and each message is encoded once per node.
+//! - A maintenance task ([`maintenance`]) keeps leases and the node heartbeat fresh,
+//!   watches the three connections for `/health`, and after the subscriber reconnects
+//!   asks every local connection to catch up from its inbox.
+
+pub mod connection;
+pub mod keys;
+mod maintenance;
+pub mod scripts;
+mod subscriber;
+
+use super::inbox::Retention;
+use super::{
+    AckOutcome, Admission, Broker, BrokerError, ClusterStats, InboundMessage, Lease, Replay,
+    StoreOutcome, UserDelivery, UserMessage,
+};
+use crate::clock::now_ms;
+use crate::hub::{Hub, Topic};
+use crate::ids::ConnRef;
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use connection::{Conn, Target};
+use parking_lot::Mutex;
+use redis::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tether_protocol::api::{Health, InboundPage, InboundRecord};
+use tether_protocol::close;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Settings of the Redis broker.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// Where Redis is.
+    pub target: Target,
+    /// Inbox retention.
+    pub retention: Retention,
+    /// Dedup window for client message ids, ms.
+    pub dedup_ttl_ms: u64,
+    /// Approximate length cap of each app's inbound stream.
+    pub inbound_max_per_app: u64,
+    /// Lifetime of a registry entry without refresh, ms.
+    pub lease_ms: u64,
+}
+
+/// State of one of the broker's Redis connections, for `/health`.
+#[derive(Default)]
+struct LinkState {
+    up: AtomicBool,
+}
+
+impl LinkState {
+    fn set(&self, up: bool) -> bool {
+        self.up.swap(up, Ordering::AcqRel)
+    }
+    fn label(&self) -> &'static str {
+        if self.up.load(Ordering::Acquire) {
+            "ready"
+        } else {
+            "unavailable"
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    hub: Arc<Hub>,
+    node: Arc<str>,
+    settings: RedisSettings,
+    /// Scripts and registry commands.
+    main: Conn,
+    /// PUBLISH of room, app and control messages, so fan-out does not queue behind scripts.
+    publisher: Conn,
+    /// The node's one pub/sub connection.
+    subscriber: Conn,
+    /// Channels subscribed (confirmed by Redis).
+    subscribed: Mutex<HashSet<String>>,
+    /// Serialises subscribe/unsubscribe per channel (striped, so different channels do
+    /// not wait for each other).
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    main_link: LinkState,
+    publisher_link: LinkState,
+    subscriber_link: LinkState,
+    /// Set when the subscriber lost its connection: live messages may have been missed.
+    missed_live: AtomicBool,
+    latency_ms: AtomicU64,
+    /// Inbox count changes not yet written to the shared counters, by time bucket.
+    queued_deltas: Mutex<HashMap<u64, i64>>,
+    stop: CancellationToken,
+}
+
+/// The broker.
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+fn unavailable(e: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisBroker {
+    /// Connects the three connections, subscribes to this node's control channel and
+    /// starts the background tasks. Fails when Redis cannot be reached.
+    pub async fn connect(
+        hub: Arc<Hub>,
+        settings: RedisSettings,
+    ) -> Result<RedisBroker, BrokerError> {
+        let (push_tx, push_rx) = tokio::sync::mpsc::unbounded_channel();
+        let main = connection::open(&settings.target, None, 1)
+            .await
+            .map_err(unavailable)?;
+        let publisher = connection::open(&settings.target, None, 1)
+            .await
+            .map_err(unavailable)?;
+        // The subscriber keeps trying to come back: it is what brings live delivery back.
+        let subscriber = connection::open(&settings.target, Some(push_tx), 1_000_000)
+            .await
+            .map_err(unavailable)?;
+        let node = hub.node().clone();
+        let inner = Arc::new(Inner {
+            hub,
+            node: node.clone(),
+            settings,
+            main,
+            publisher,
+            subscriber,
+            subscribed: Mutex::default(),
+            stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            main_link: LinkState::default(),
+            publisher_link: LinkState::default(),
+            subscriber_link: LinkState::default(),
+            missed_live: AtomicBool::new(false),
+            latency_ms: AtomicU64::new(0),
+            queued_deltas: Mutex::default(),
+            stop: CancellationToken::new(),
+        });
+        for link in [
+            &inner.main_link,
+            &inner.publisher_link,
+            &inner.subscriber_link,
+        ] {
+            link.set(true);
+        }
+        inner
+            .subscriber
+            .subscribe(keys::node_channel(&node))
+            .await
+            .map_err(unavailable)?;
+        tokio::spawn(subscriber::dispatch(inner.clone(), push_rx));
+        tokio::spawn(maintenance::run(inner.clone()));
+        info!(node = %node, cluster = inner.subscriber.sharded(), "connected to Redis");
+        Ok(RedisBroker { inner })
+    }
+}
+
+impl Inner {
+    fn sharded_arg(&self) -> &'static str {
+        if self.main.sharded() {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
+    fn bucket_ms(&self) -> u64 {
+        (self.settings.retention.ttl_ms / 100).max(1000)
+    }
+
+    /// Records inbox count changes for the cluster's `totalQueuedMessages`.
+    fn count_queued(&self, added_at: u64, trimmed_at: &[u64]) {
+        let bucket = self.bucket_ms();
+        let mut deltas = self.queued_deltas.lock();
+        *deltas.entry(added_at / bucket).or_default() += 1;
+        for at in trimmed_at {
+            *deltas.entry(at / bucket).or_default() -= 1;
+        }
+    }
+
+    async fn publish(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
+        let command = if self.publisher.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        self.publisher
+            .query::<i64>(redis::cmd(command).arg(channel).arg(payload))
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    /// Subscribes or unsubscribes a topic's channel to match what the hub needs now.
+    async fn reconcile(&self, topic: &Topic) -> Result<(), BrokerError> {
+        let channel = keys::channel(topic);
+        let stripe = &self.stripes[stripe_of(&channel, self.stripes.len())];
+        let _serial = stripe.lock().await;
+        let wanted = self.hub.wants(topic);
+        let have = self.subscribed.lock().contains(&channel);
+        if wanted && !have {
+            self.subscriber
+                .subscribe(&channel)
+                .await
+                .map_err(unavailable)?;
+            self.subscribed.lock().insert(channel);
+        } else if !wanted && have {
+            self.subscriber
+                .unsubscribe(&channel)
+                .await
+                .map_err(unavailable)?;
+            self.subscribed.lock().remove(&channel);
+        }
+        Ok(())
+    }
+}
+
+fn stripe_of(text: &str, stripes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    (hasher.finish() % stripes as u64) as usize
+}
+
+fn int(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+fn frame(value: Value) -> Option<Utf8Bytes> {
+    match value {
+        Value::BulkString(bytes) => Utf8Bytes::try_from(bytes).ok(),
+        Value::SimpleString(text) => Some(Utf8Bytes::from(text)),
+        _ => None,
+    }
+}
+
+/// Reads `{seq, frame, seq, frame, ...}`.
+fn seq_frames(values: impl Iterator<Item = Value>) -> Result<Vec<(u64, Utf8Bytes)>, BrokerError> {
+    let values: Vec<Value> = values.collect();
+    values
+        .chunks(2)
+        .map(|pair| match pair {
+            [seq, body] => int(seq)
+                .zip(frame(body.clone()))
+                .ok_or_else(|| BrokerError::Unavailable("redis: malformed inbox entry".into())),
+            _ => Err(BrokerError::Unavailable(
+                "redis: malformed inbox reply".into(),
+            )),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn admit(&self, lease: &Lease, limit: u32) -> Result<Admission, BrokerError> {
+        let inner = &self.inner;
+        let keys = keys::user(&lease.app, &lease.user);
+        let reply: Vec<Value> = inner
+            .main
+            .invoke(
+                scripts::ADMIT
+                    .key(&keys.conns)
+                    .arg(lease.conn.to_string())
+                    .arg(lease.device.as_deref().unwrap_or(""))
+                    .arg(limit)
+                    .arg(now_ms())
+                    .arg(inner.settings.lease_ms),
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut reply = reply.into_iter();
+        if reply.next().as_ref().and_then(int) != Some(1) {
+            return Ok(Admission::Full);
+        }
+        let mut replaced = Vec::new();
+        for id in reply {
+            let Some(conn) = frame(id).and_then(|text| ConnRef::parse(&text)) else {
+                continue;
+            };
+            if conn.node == inner.node {
+                inner.hub.close_connection(
+                    conn.local,
+                    close::REPLACED,
+                    "replaced by a newer connection of this device",
+                );
+            } else if let Err(e) = inner
+                .publish(&keys::node_channel(&conn.node), &format!("r{}", conn.local))
+                .await
+            {
+                // The old connection's lease is gone already; it lingers until its node
+                // hears of it or it closes by itself.
+                warn!(error = %e, old = %conn, "could not tell a node to close a replaced connection");
+            }
+            replaced.push(conn);
+        }
+        Ok(Admission::Admitted { replaced })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), BrokerError> {
+        let keys = keys::user(&lease.app, &lease.user);
+        self.inner
+            .main
+            .query::<i64>(
+                redis::cmd("HDEL")
+                    .arg(&keys.conns)
+                    .arg(lease.conn.to_string()),
+            )
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.inner.reconcile(topic).await
+    }
+
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.inner.reconcile(topic).await
+    }
+
+    async fn send_to_user(
+        &self,
+        app: &str,
+        user: &str,
+        message: UserMessage,
+    ) -> Result<UserDelivery, BrokerError> {
+        let inner = &self.inner;
+        let keys = keys::user(app, user);
+        let now = now_ms();
+        let reply: Vec<Value> = inner
+            .main
+            .invoke(
+                scripts::APPEND
+                    .key(&keys.seq)
+                    .key(&keys.inbox)
+                    .key(&keys.conns)
+                    .key(&keys.channel)
+                    .arg(now)
+                    .arg(inner.settings.retention.ttl_ms)
+                    .arg(inner.settings.retention.max_len)
+                    .arg(&message.body)
+                    .arg(inner.sharded_arg()),
+            )
+            .await
+            .map_err(unavailable)?;
+        let numbers: Vec<u64> = reply.iter().filter_map(int).collect();
+        let [seq, delivered, trimmed @ ..] = numbers.as_slice() else {
+            return Err(BrokerError::Unavailable(
+                "redis: malformed append reply".into(),
+            ));
+        };
+        inner.count_queued(now, trimmed);
+        Ok(UserDelivery {
+            seq: *seq,
+            delivered: *delivered,
+        })
+    }
+
+    async fn send_to_room(
+        &self,
+        app: &str,
+        room: &str,
+        frame: Utf8Bytes,
+    ) -> Result<Option<u64>, BrokerError> {
+        let topic = Topic::Room {
+            app: Arc::from(app),
+            room: Arc::from(room),
+        };
+        self.inner
+            .publish(&keys::channel(&topic), &format!("m {}", frame.as_str()))
+            .await?;
+        // Members on other nodes are not counted anywhere; the protocol allows null.
+        Ok(None)
+    }
+
+    async fn send_to_app(&self, app: &str, frame: Utf8Bytes) -> Result<(), BrokerError> {
+        let topic = Topic::App {
+            app: Arc::from(app),
+        };
+        self.inner
+            .publish(&keys::channel(&topic), &format!("m {}", frame.as_str()))
+            .await
+    }
+
+    async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError> {
+        let inner = &self.inner;
+        let keys = keys::user(app, user);
+        inner
+            .main
+            .invoke(
+                scripts::KICK
+                    .key(&keys.conns)
+                    .key(&keys.channel)
+                    .arg(now_ms())
+                    .arg(inner.sharded_arg()),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn open_inbox(
+        &self,
+        app: &str,
+        user: &str,
+        device: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<Replay, BrokerError> {
+        let inner = &self.inner;
+        let keys = keys::user(app, user);
+        let reply: Vec<Value> = inner
+            .main
+            .invoke(
+                scripts::OPEN
+                    .key(&keys.inbox)
+                    .key(&keys.cursors)
+                    .arg(now_ms())
+                    .arg(inner.settings.retention.ttl_ms)
+                    .arg(device.unwrap_or(""))
+                    .arg(since.unwrap_or(0)),
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut reply = reply.into_iter();
+        let after = reply
+            .next()
+            .as_ref()
+            .and_then(int)
+            .ok_or_else(|| BrokerError::Unavailable("redis: malformed open reply".into()))?;
+        Ok(Replay {
+            frames: seq_frames(reply)?,
+            after,
+        })
+    }
+
+    async fn read_inbox(
+        &self,
+        app: &str,
+        user: &str,
+        after: u64,
+    ) -> Result<Vec<(u64, Utf8Bytes)>, BrokerError> {
+        let inner = &self.inner;
+        let keys = keys::user(app, user);
+        let reply: Vec<Value> = inner
+            .main
+            .invoke(
+                scripts::READ
+                    .key(&keys.inbox)
+                    .arg(after)
+                    .arg(now_ms())
+                    .arg(inner.settings.retention.ttl_ms),
+            )
+            .await
+            .map_err(unavailable)?;
+        seq_frames(reply.into_iter())
+    }
+
+    async fn ack_inbox(
+        &self,
+        app: &str,
+        user: &str,
+        device: Option<&str>,
+        seq: u64,
+    ) -> Result<AckOutcome, BrokerError> {
+        let inner = &self.inner;
+        let keys = keys::user(app, user);
+        let reply: Vec<u64> = inner
+            .main
+            .invoke(
+                scripts::ACK
+                    .key(&keys.seq)
+                    .key(&keys.cursors)
+                    .arg(device.unwrap_or(""))
+                    .arg(seq)
+                    .arg(now_ms())
+                    .arg(inner.settings.retention.ttl_ms),
+            )
+            .await
+            .map_err(unavailable)?;
+        match reply.as_slice() {
+            [1, _] => Ok(AckOutcome::Recorded),
+            [0, newest] => Ok(AckOutcome::BeyondNewest { newest: *newest }),
+            _ => Err(BrokerError::Unavailable(
+                "redis: malformed ack reply".into(),
+            )),
+        }
+    }
+
+    async fn store_inbound(&self, message: InboundMessage) -> Result<StoreOutcome, BrokerError> {
+        let inner = &self.inner;
+        let stored: i64 = inner
+            .main
+            .invoke(
+                scripts::STORE_INBOUND
+                    .key(keys::inbound_seen(&message.app, &message.user, &message.id))
+                    .key(keys::inbound_stream(&message.app))
+                    .arg(inner.settings.dedup_ttl_ms)
+                    .arg(inner.settings.inbound_max_per_app)
+                    .arg(&*message.user)
+                    .arg(&message.kind)
+                    .arg(&message.id)
+                    .arg(message.data.as_deref().map_or("null", |d| d.get()))
+                    .arg(message.ts)
+                    .arg(message.device.as_deref().unwrap_or("")),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(if stored == 1 {
+            StoreOutcome::Stored
+        } else {
+            StoreOutcome::Duplicate
+        })
+    }
+
+    async fn read_inbound(
+        &self,
+        app: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<InboundPage, BrokerError> {
+        let start = match after {
+            None | Some("") => "-".to_owned(),
+            Some(cursor) => {
+                let valid = cursor
+                    .split_once('-')
+                    .is_some_and(|(ms, n)| ms.parse::<u64>().is_ok() && n.parse::<u64>().is_ok());
+                if !valid {
+                    return Err(BrokerError::BadRequest(format!(
+                        "after={cursor:?} is not a stream cursor (<ms>-<n>)"
+                    )));
+                }
+                format!("({cursor}")
+            }
+        };
+        let reply: redis::streams::StreamRangeReply = self
+            .inner
+            .main
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(keys::inbound_stream(app))
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit),
+            )
+            .await
+            .map_err(unavailable)?;
+        let messages: Vec<InboundRecord> =
+            reply.ids.into_iter().filter_map(inbound_record).collect();
+        let next = messages
+            .last()
+            .map(|m| m.cursor.clone())
+            .or_else(|| after.filter(|a| !a.is_empty()).map(str::to_owned));
+        Ok(InboundPage { messages, next })
+    }
+
+    async fn cluster_stats(&self) -> Result<ClusterStats, BrokerError> {
+        let inner = &self.inner;
+        let now = now_ms();
+        let (_, nodes): (i64, Vec<String>) = inner
+            .main
+            .pipeline(
+                redis::pipe()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(keys::NODES)
+                    .arg("-inf")
+                    .arg(now)
+                    .cmd("ZRANGE")
+                    .arg(keys::NODES)
+                    .arg(0)
+                    .arg(-1),
+            )
+            .await
+            .map_err(unavailable)?;
+        let connections = if nodes.is_empty() {
+            0
+        } else {
+            let counts: Vec<Option<u64>> = inner
+                .main
+                .query(
+                    redis::cmd("MGET").arg(
+                        nodes
+                            .iter()
+                            .map(|n| keys::node_connections(n))
+                            .collect::<Vec<_>>(),
+                    ),
+                )
+                .await
+                .map_err(unavailable)?;
+            counts.into_iter().flatten().sum()
+        };
+        let bucket = inner.bucket_ms();
+        let first = now.saturating_sub(inner.settings.retention.ttl_ms) / bucket;
+        let buckets: Vec<String> = (first..=now / bucket).map(keys::queued_bucket).collect();
+        let queued: Vec<Option<i64>> = inner
+            .main
+            .query(redis::cmd("MGET").arg(buckets))
+            .await
+            .map_err(unavailable)?;
+        let pending: i64 = inner.queued_deltas.lock().values().sum();
+        let queued = queued.into_iter().flatten().sum::<i64>() + pending;
+        Ok(ClusterStats {
+            connections,
+            queued_messages: queued.max(0) as u64,
+            nodes: nodes.len() as u64,
+        })
+    }
+
+    async fn health(&self) -> Health {
+        let inner = &self.inner;
+        let links = [
+            ("main", &inner.main_link),
+            ("subscriber", &inner.subscriber_link),
+            ("publisher", &inner.publisher_link),
+        ];
+        let healthy = links
+            .iter()
+            .all(|(_, link)| link.up.load(Ordering::Acquire));
+        Health {
+            status: if healthy { "healthy" } else { "unhealthy" }.into(),
+            broker: None,
+            latency: Some(inner.latency_ms.load(Ordering::Relaxed)),
+            connections: Some(
+                links
+                    .iter()
+                    .map(|(name, link)| ((*name).to_owned(), link.label().to_owned()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+        }
+    }
+
+    async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.stop.cancel();
+        maintenance::flush_queued(inner).await;
+        let mut pipe = redis::pipe();
+        for (id, info) in inner.hub.connections() {
+            let keys = keys::user(&info.app, &info.user);
+            pipe.cmd("HDEL")
+                .arg(&keys.conns)
+                .arg(inner.hub.conn_ref(id).to_string())
+                .ignore();
+        }
+        pipe.cmd("ZREM").arg(keys::NODES).arg(&*inner.node).ignore();
+        pipe.cmd("DEL")
+            .arg(keys::node_connections(&inner.node))
+            .ignore();
+        let done =
+            tokio::time::timeout(Duration::from_secs(2), inner.main.pipeline::<()>(&pipe)).await;
+        if !matches!(done, Ok(Ok(()))) {
+            warn!(node = %inner.node, "could not remove this node's registry entries; they expire on their own");
+        }
+    }
+
+    fn halt(&self) {
+        self.inner.stop.cancel();
+    }
+}
+
+fn inbound_record(entry: redis::streams::StreamId) -> Option<InboundRecord> {
+    let text = |field: &str| -> Option<String> {
+        match entry.map.get(field)? {
+            Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+            Value::SimpleString(text) => Some(text.clone()),
+            _ => None,
+        }
+    };
+    let device = text("device").filter(|d| !d.is_empty());
+    let data = text("data").and_then(|d| serde_json::value::RawValue::from_string(d).ok());
+    Some(InboundRecord {
+        cursor: entry.id.clone(),
+        user_id: text("user")?,
+        device,
+        kind: text("type")?,
+        id: text("id")?,
+        data,
+        ts: text("ts")?.parse().ok()?,
+    })
+}

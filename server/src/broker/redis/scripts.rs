@@ -1,0 +1,226 @@
+//! The Lua scripts that make each cluster-wide rule one atomic step in Redis. Every key a
+//! script touches is passed in `KEYS` and shares one hash tag (see [`super::keys`]), so
+//! the scripts run unchanged on a single Redis and on a Redis Cluster.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Shared Lua: drop inbox members older than `cutoff` ms (members are `<ms>:<frame>`,
+/// scores are seqs, so the oldest come first). Bounded so one call never runs long.
+const TRIM_AGE: &str = r#"
+local function trim_age(inbox, cutoff)
+  for _ = 1, 1000 do
+    local oldest = redis.call('ZRANGE', inbox, 0, 0)
+    if #oldest == 0 then return end
+    local at = tonumber(string.match(oldest[1], '^(%d+):'))
+    if at == nil or at >= cutoff then return end
+    redis.call('ZREM', inbox, oldest[1])
+  end
+end
+"#;
+
+/// Appends to a user's inbox and publishes it live, in one step so that messages leave in
+/// seq order. KEYS: seq, inbox, conns, channel. ARGV: now ms, ttl ms, max length, body
+/// (the envelope without seq), sharded (1: SPUBLISH).
+/// Returns {seq, live connections, timestamps of messages trimmed by length...}.
+pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{TRIM_AGE}
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local max_len = tonumber(ARGV[3])
+local seq = redis.call('INCR', KEYS[1])
+local frame = '{{"seq":' .. seq .. ',' .. string.sub(ARGV[4], 2)
+redis.call('ZADD', KEYS[2], seq, ARGV[1] .. ':' .. frame)
+local result = {{seq, 0}}
+local excess = redis.call('ZCARD', KEYS[2]) - max_len
+if excess > 0 then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1)) do
+    table.insert(result, tonumber(string.match(member, '^(%d+):')))
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
+end
+trim_age(KEYS[2], now - ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+local conns = redis.call('HGETALL', KEYS[3])
+for i = 2, #conns, 2 do
+  local expires = tonumber(string.match(conns[i], '^(%d+)'))
+  if expires ~= nil and expires > now then result[2] = result[2] + 1 end
+end
+local payload = 'm' .. seq .. ' ' .. frame
+if ARGV[5] == '1' then
+  redis.call('SPUBLISH', KEYS[4], payload)
+else
+  redis.call('PUBLISH', KEYS[4], payload)
+end
+return result
+"#
+    ))
+});
+
+/// Positions a connecting device and returns what to replay. KEYS: inbox, cursors.
+/// ARGV: now ms, ttl ms, device ('' for none), since. A device's first connection (or one
+/// whose cursor went unused for the TTL) starts at the user's watermark.
+/// Returns {after, seq, frame, seq, frame, ...}.
+pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{TRIM_AGE}
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+trim_age(KEYS[1], now - ttl)
+local fields = redis.call('HGETALL', KEYS[2])
+local watermark = 0
+for i = 1, #fields, 2 do
+  if fields[i] == '~w' then
+    watermark = tonumber(fields[i + 1])
+  else
+    local used = tonumber(string.match(fields[i + 1], ':(%d+)$'))
+    if used == nil or used + ttl < now then redis.call('HDEL', KEYS[2], fields[i]) end
+  end
+end
+local after = watermark
+if ARGV[3] ~= '' then
+  local field = 'd:' .. ARGV[3]
+  local cursor = redis.call('HGET', KEYS[2], field)
+  if cursor then after = tonumber(string.match(cursor, '^(%d+):')) end
+  redis.call('HSET', KEYS[2], field, after .. ':' .. now)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+local since = tonumber(ARGV[4])
+if since > after then after = since end
+local result = {{after}}
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. after, '+inf', 'WITHSCORES')
+for i = 1, #found, 2 do
+  table.insert(result, tonumber(found[i + 1]))
+  table.insert(result, string.sub(found[i], string.find(found[i], ':', 1, true) + 1))
+end
+return result
+"#
+    ))
+});
+
+/// Inbox messages after a seq, younger than the TTL, touching no cursor. KEYS: inbox.
+/// ARGV: after, now ms, ttl ms. Returns {seq, frame, ...}.
+pub static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cutoff = tonumber(ARGV[2]) - tonumber(ARGV[3])
+local result = {}
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
+for i = 1, #found, 2 do
+  local colon = string.find(found[i], ':', 1, true)
+  if tonumber(string.sub(found[i], 1, colon - 1)) >= cutoff then
+    table.insert(result, tonumber(found[i + 1]))
+    table.insert(result, string.sub(found[i], colon + 1))
+  end
+end
+return result
+"#,
+    )
+});
+
+/// A device's cumulative ack. KEYS: seq, cursors. ARGV: device ('' for none), seq, now ms,
+/// ttl ms. Returns {1, newest} when recorded, {0, newest} when seq is beyond the newest.
+pub static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local newest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seq = tonumber(ARGV[2])
+if seq > newest then return {0, newest} end
+if ARGV[1] ~= '' then
+  local field = 'd:' .. ARGV[1]
+  local cursor = redis.call('HGET', KEYS[2], field)
+  local at = 0
+  if cursor then at = tonumber(string.match(cursor, '^(%d+):')) end
+  if seq > at then at = seq end
+  redis.call('HSET', KEYS[2], field, at .. ':' .. ARGV[3])
+end
+local watermark = tonumber(redis.call('HGET', KEYS[2], '~w') or '0')
+if seq > watermark then redis.call('HSET', KEYS[2], '~w', seq) end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return {1, newest}
+"#,
+    )
+});
+
+/// Checks the per-user limit and reserves a slot. KEYS: conns. ARGV: connection id,
+/// device ('' for none), limit, now ms, lease ms. Expired entries (their node died) are
+/// dropped; entries of the same device are replaced. Returns {0} when full, else {1,
+/// replaced connection ids...}.
+pub static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[4])
+local entries = redis.call('HGETALL', KEYS[1])
+local live = 0
+local same_device = {}
+for i = 1, #entries, 2 do
+  local expires, device = string.match(entries[i + 1], '^(%d+)|(.*)$')
+  if expires == nil or tonumber(expires) <= now then
+    redis.call('HDEL', KEYS[1], entries[i])
+  elseif ARGV[2] ~= '' and device == ARGV[2] then
+    table.insert(same_device, entries[i])
+  else
+    live = live + 1
+  end
+end
+if live >= tonumber(ARGV[3]) then return {0} end
+for _, id in ipairs(same_device) do redis.call('HDEL', KEYS[1], id) end
+redis.call('HSET', KEYS[1], ARGV[1], (now + tonumber(ARGV[5])) .. '|' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local result = {1}
+for _, id in ipairs(same_device) do table.insert(result, id) end
+return result
+"#,
+    )
+});
+
+/// Refreshes a live connection's lease (or restores it after Redis lost it). KEYS: conns.
+/// ARGV: connection id, device, now ms, lease ms.
+pub static REFRESH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('HSET', KEYS[1], ARGV[1], (tonumber(ARGV[3]) + tonumber(ARGV[4])) .. '|' .. ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+return 1
+"#,
+    )
+});
+
+/// Counts a user's live connections and tells every node to close them (4403).
+/// KEYS: conns, channel. ARGV: now ms, sharded. Returns the count.
+pub static KICK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local live = 0
+local conns = redis.call('HGETALL', KEYS[1])
+for i = 2, #conns, 2 do
+  local expires = tonumber(string.match(conns[i], '^(%d+)'))
+  if expires ~= nil and expires > now then live = live + 1 end
+end
+if ARGV[2] == '1' then
+  redis.call('SPUBLISH', KEYS[2], 'k')
+else
+  redis.call('PUBLISH', KEYS[2], 'k')
+end
+return live
+"#,
+    )
+});
+
+/// Stores a client app message once per (app, user, id). KEYS: seen key, stream.
+/// ARGV: dedup ttl ms, stream max length, user, type, id, data, ts, device.
+/// Returns 1 when stored, 0 for a duplicate. Both keys share a slot, so the check and
+/// the append cannot be separated by a crash.
+pub static STORE_INBOUND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+  'user', ARGV[3], 'type', ARGV[4], 'id', ARGV[5], 'data', ARGV[6], 'ts', ARGV[7], 'device', ARGV[8])
+return 1
+"#,
+    )
+});

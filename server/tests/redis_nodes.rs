@@ -1,0 +1,242 @@
+//! PROTOCOL.md §2, §6 and §9 across nodes: several gateway nodes on one Redis behave as
+//! one gateway.
+
+mod support;
+
+use serde_json::json;
+use support::redis::RedisServer;
+use support::*;
+
+async fn join(client: &mut Client, room: &str) {
+    let joined = client
+        .request(json!({"type": "join_room", "data": {"room": room}}))
+        .await;
+    assert_eq!(joined["type"], "room_joined", "{joined}");
+}
+
+#[tokio::test]
+async fn a_user_message_sent_on_one_node_reaches_connections_on_every_node() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let b = a.sibling().await;
+    let mut on_a = a.connect("u1", "phone").await;
+    let mut on_b = b.connect("u1", "tablet").await;
+    let sent = a
+        .send_to_user("u1", "order_update", json!({"orderId": 7}))
+        .await;
+    assert_eq!(sent["delivered"], 2, "connections of the user on all nodes");
+    assert_eq!(sent["seq"], 1);
+    for client in [&mut on_a, &mut on_b] {
+        let m = client.recv().await;
+        assert_eq!(m["type"], "order_update");
+        assert_eq!(m["seq"], 1);
+        assert_eq!(m["id"], sent["id"]);
+    }
+    let second = b.send_to_user("u1", "order_update", json!(2)).await;
+    assert_eq!(second["seq"], 2, "one seq per inbox, whichever node sends");
+    assert_eq!(on_a.recv().await["seq"], 2);
+    assert_eq!(on_b.recv().await["seq"], 2);
+}
+
+#[tokio::test]
+async fn room_and_app_messages_reach_members_on_every_node() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let b = a.sibling().await;
+    let mut on_a = a.connect("u1", "d").await;
+    let mut on_b = b.connect("u2", "d").await;
+    let mut outsider = b.connect("u3", "d").await;
+    join(&mut on_a, "orders:1").await;
+    join(&mut on_b, "orders:1").await;
+    let sent = a.send_to_room("orders:1", json!({"eta": 5})).await;
+    assert!(
+        sent["delivered"].is_null(),
+        "members on other nodes are not counted"
+    );
+    for client in [&mut on_a, &mut on_b] {
+        let m = client.recv().await;
+        assert_eq!(m["room"], "orders:1");
+        assert_eq!(m["id"], sent["id"]);
+    }
+    outsider.silent_for(200).await;
+
+    let (status, app_sent) = b
+        .api(
+            reqwest::Method::POST,
+            "/v1/send/app",
+            Some(json!({"app": APP, "message": {"type": "maintenance_notice"}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for client in [&mut on_a, &mut on_b, &mut outsider] {
+        assert_eq!(client.recv().await["id"], app_sent["id"]);
+    }
+}
+
+#[tokio::test]
+async fn a_node_stops_receiving_a_room_when_its_last_member_leaves() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let b = a.sibling().await;
+    let mut on_b = b.connect("u2", "d").await;
+    join(&mut on_b, "lobby").await;
+    let channels = || {
+        redis
+            .cli(&["PUBSUB", "CHANNELS", "*lobby*"])
+            .unwrap_or_default()
+    };
+    assert!(
+        !channels().trim().is_empty(),
+        "subscribed while it has a member"
+    );
+    on_b.request(json!({"type": "leave_room", "data": {"room": "lobby"}}))
+        .await;
+    eventually("unsubscribed", || async { channels().trim().is_empty() }).await;
+    a.send_to_room("lobby", json!(1)).await;
+    on_b.silent_for(200).await;
+}
+
+#[tokio::test]
+async fn the_connection_limit_holds_across_nodes() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |c| c.max_connections_per_user = 2).await;
+    let b = a.sibling().await;
+    let _one = a.connect("u1", "phone").await;
+    let _two = b.connect("u1", "tablet").await;
+    let token = a.token("u1");
+    for node in [&a, &b] {
+        let (status, code) = node
+            .refused(Some(&token), &format!("app={APP}&device=laptop"), &[])
+            .await;
+        assert_eq!((status, code.as_str()), (429, "too_many_connections"));
+    }
+    let stats = a.stats().await;
+    assert_eq!(stats["nodes"], 2);
+    assert_eq!(stats["totalConnections"], 1, "this node");
+    eventually("cluster totals refreshed by the heartbeats", || async {
+        a.stats().await["totalRedisConnections"] == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_device_reconnecting_on_another_node_replaces_its_old_connection() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |c| c.max_connections_per_user = 1).await;
+    let b = a.sibling().await;
+    let mut old = a.connect("u1", "phone").await;
+    let mut new = b.connect("u1", "phone").await;
+    assert_eq!(old.ended().await, Ended::Closed(4409));
+    let sent = a.send_to_user("u1", "n", json!(1)).await;
+    assert_eq!(sent["delivered"], 1);
+    assert_eq!(new.recv().await["seq"], 1);
+}
+
+#[tokio::test]
+async fn kicking_a_user_closes_their_connections_on_every_node() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let b = a.sibling().await;
+    let mut on_a = a.connect("u1", "phone").await;
+    let mut on_b = b.connect("u1", "tablet").await;
+    let (status, body) = a
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/v1/connections?app={APP}&userId=u1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["kicked"], 2);
+    assert_eq!(on_a.ended().await, Ended::Closed(4403));
+    assert_eq!(on_b.ended().await, Ended::Closed(4403));
+}
+
+#[tokio::test]
+async fn the_inbox_survives_a_node_restart_and_replays_from_any_node() {
+    let redis = RedisServer::start();
+    let mut a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let mut phone = a.connect("u1", "phone").await;
+    for i in 1..=3 {
+        a.send_to_user("u1", "n", json!(i)).await;
+        assert_eq!(phone.recv().await["seq"], i);
+    }
+    phone.ack(2).await;
+    phone.request(json!({"type": "ping"})).await;
+    a.shutdown().await;
+    assert_eq!(phone.ended().await, Ended::Closed(1012));
+    let b = TestGateway::redis(&redis.url(), |_| {}).await;
+    b.send_to_user("u1", "n", json!(4)).await;
+    let mut again = b.connect("u1", "phone").await;
+    assert_eq!(again.established["data"]["replayFrom"], 3);
+    assert_eq!(again.established["data"]["replayCount"], 2);
+    assert_eq!(again.recv().await["seq"], 3);
+    assert_eq!(again.recv().await["seq"], 4);
+    // A new device starts at the user's watermark (2), whichever node it reaches.
+    let mut tablet = b.connect("u1", "tablet").await;
+    assert_eq!(tablet.established["data"]["replayFrom"], 3);
+    assert_eq!(b.stats().await["totalQueuedMessages"], 4);
+}
+
+#[tokio::test]
+async fn an_app_message_resent_through_another_node_is_stored_once() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let b = a.sibling().await;
+    let message = json!({"type": "chat_message", "id": "m-1", "data": {"text": "hi"}});
+    let mut on_a = a.connect("u1", "phone").await;
+    assert_eq!(on_a.request(message.clone()).await["data"]["id"], "m-1");
+    drop(on_a);
+    let mut on_b = b.connect("u1", "phone").await;
+    assert_eq!(on_b.request(message).await["data"]["id"], "m-1");
+    let stored = b.inbound().await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["id"], "m-1");
+    assert_eq!(stored[0]["userId"], "u1");
+    assert_eq!(stored[0]["device"], "phone");
+    assert_eq!(stored[0]["data"], json!({"text": "hi"}));
+    // The stream carries the entry under the protocol's name, for consumer groups.
+    let length = redis.cli(&["XLEN", "tether:inbound:shop"]).unwrap();
+    assert_eq!(length.trim(), "1");
+}
+
+#[tokio::test]
+async fn ids_with_special_characters_never_reach_key_names_unescaped() {
+    let redis = RedisServer::start();
+    let gw = TestGateway::redis(&redis.url(), |_| {}).await;
+    let nasty = "we:ird*{id}";
+    let mut client = gw
+        .connect_with(&gw.token(nasty), &format!("app={APP}&device=a:b"), &[])
+        .await
+        .unwrap();
+    client
+        .request(json!({"type": "chat", "id": "x:y*{z}"}))
+        .await;
+    gw.send_to_user(nasty, "n", json!(1)).await;
+    assert_eq!(client.recv().await["seq"], 1);
+    let keys = redis.cli(&["KEYS", "*"]).unwrap();
+    for key in keys.lines() {
+        let inside_tag = key.split_once('{').map_or("", |(_, rest)| rest);
+        assert!(
+            !key.contains("we:ird") && !key.contains("x:y*"),
+            "unescaped id in {key}"
+        );
+        assert!(!inside_tag.contains('*'), "{key}");
+    }
+}
+
+#[tokio::test]
+async fn health_reports_each_redis_connection() {
+    let redis = RedisServer::start();
+    let gw = TestGateway::redis(&redis.url(), |_| {}).await;
+    let (status, health) = gw
+        .api_with_key(reqwest::Method::GET, "/health", None, None)
+        .await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "healthy");
+    assert!(health["latency"].is_u64());
+    assert_eq!(
+        health["connections"],
+        json!({"main": "ready", "subscriber": "ready", "publisher": "ready"})
+    );
+}
