@@ -173,7 +173,7 @@ async fn the_inbox_survives_a_node_restart_and_replays_from_any_node() {
     assert_eq!(again.recv().await["seq"], 3);
     assert_eq!(again.recv().await["seq"], 4);
     // A new device starts at the user's watermark (2), whichever node it reaches.
-    let mut tablet = b.connect("u1", "tablet").await;
+    let tablet = b.connect("u1", "tablet").await;
     assert_eq!(tablet.established["data"]["replayFrom"], 3);
     assert_eq!(b.stats().await["totalQueuedMessages"], 4);
 }
