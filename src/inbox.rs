@@ -2,6 +2,11 @@
 //! app once, duplicates (`seq` at or below what was already handed over) are dropped, and
 //! the cursor moves, durably, only after the app's listener returned for that message, so
 //! a kill between delivery and processing replays the message instead of losing it.
+//!
+//! A gateway never sends a seq at or below the `since` of the connection (it replays after
+//! the larger of its cursor and `since`, and new messages get higher seqs). Such a seq
+//! means the gateway lost the inbox and started counting again (an embedded broker that
+//! restarted): the cursor follows it down instead of dropping every new message.
 
 /// What to do with an incoming published message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,6 +15,12 @@ pub enum Verdict {
     Deliver,
     /// Already handed over (or processed): drop it.
     Duplicate,
+    /// The gateway's inbox restarted below our cursor: the cursor was moved down to just
+    /// before this message (store it), and the message is to be delivered.
+    Restarted {
+        /// The new cursor.
+        cursor: u64,
+    },
 }
 
 /// The cursor state of one client.
@@ -19,6 +30,8 @@ pub struct Inbox {
     processed: u64,
     /// Highest seq handed to the app (may be ahead of `processed` while the listener runs).
     dispatched: u64,
+    /// The `since` of the current connection; nothing at or below it can legitimately come.
+    floor: u64,
 }
 
 impl Inbox {
@@ -27,7 +40,14 @@ impl Inbox {
         Inbox {
             processed,
             dispatched: processed,
+            floor: 0,
         }
+    }
+
+    /// A connection is being opened: its `since`.
+    pub fn on_connect(&mut self) -> u64 {
+        self.floor = self.processed;
+        self.processed
     }
 
     /// The durable cursor: the `since` of the next connection.
@@ -39,6 +59,13 @@ impl Inbox {
     pub fn on_message(&mut self, seq: Option<u64>) -> Verdict {
         match seq {
             None => Verdict::Deliver,
+            Some(seq) if seq <= self.floor => {
+                let cursor = seq.saturating_sub(1);
+                self.floor = 0;
+                self.processed = cursor;
+                self.dispatched = seq;
+                Verdict::Restarted { cursor }
+            }
             Some(seq) if seq <= self.dispatched => Verdict::Duplicate,
             Some(seq) => {
                 self.dispatched = seq;

@@ -301,7 +301,7 @@ async fn a_rejected_token_is_refetched_and_a_signed_out_user_stops() {
 async fn a_gateway_restart_loses_nothing_queued_meanwhile() {
     let mut first = Backend::start(|_| {}).await;
     let proxy = FaultProxy::start(first.addr).await;
-    let s = sdk(
+    let mut s = sdk(
         &proxy.ws_url(),
         "phone-1",
         Tokens::fixed(&Backend::token("gina", 3600)),
@@ -311,6 +311,17 @@ async fn a_gateway_restart_loses_nothing_queued_meanwhile() {
     let before = s.send(0).await;
     s.all_acked().await;
     assert_exactly_once(&first.wait_inbound(1, WAIT).await, &[before]);
+    for n in 0..3 {
+        first
+            .send_to_user("gina", "order_update", serde_json::json!({"n": n}))
+            .await;
+    }
+    wait_for(
+        &mut s.seen,
+        WAIT,
+        |e| matches!(e, Seen::Message(m) if m.seq == Some(3)),
+    )
+    .await;
     // Graceful shutdown: 1012, the SDK comes straight back and finds nobody.
     first.shutdown().await;
     s.until(|st| matches!(st, ConnectionStatus::Reconnecting { .. }))
@@ -326,6 +337,9 @@ async fn a_gateway_restart_loses_nothing_queued_meanwhile() {
     s.all_acked().await;
     // The new node stores each queued message once, and nothing acked before.
     assert_exactly_once(&second.wait_inbound(5, WAIT).await, &sent);
+    // (Inbound after the restart is not checked here: the new node's inbox counts from
+    // seq 1 again and the gateway suppresses seqs at or below the client's `since`; see
+    // docs/sdk.md, "Known limits".)
     s.client.shutdown().await;
 }
 

@@ -612,3 +612,33 @@ async fn shutdown_releases_the_database_and_later_calls_fail() {
     assert_eq!(snapshot.queued, 1);
     let _ = id;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_gateway_inbox_that_restarted_below_the_cursor_is_followed() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    for seq in 1..=3u64 {
+        socket
+            .send(&format!(
+                r#"{{"type":"n","id":"a{seq}","seq":{seq},"ts":1}}"#
+            ))
+            .await;
+    }
+    while socket.next_of("ack").await["data"]["seq"] != 3 {}
+    socket
+        .to_client
+        .send(Incoming::Closed(Some(1012)))
+        .await
+        .unwrap();
+    let mut socket = h.connected(600_000).await;
+    assert_eq!(query(&socket.request, "since").as_deref(), Some("3"));
+    // A wiped inbox counts from 1 again: below `since`, which no healthy gateway sends.
+    socket
+        .send(r#"{"type":"n","id":"b1","seq":1,"ts":1}"#)
+        .await;
+    assert_eq!(socket.next_of("ack").await["data"]["seq"], 1);
+    let ids: Vec<String> = h.recorder.messages().iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, ["a1", "a2", "a3", "b1"]);
+    assert_eq!(h.client.last_error().unwrap().kind(), ErrorKind::Protocol);
+}

@@ -200,6 +200,23 @@ fn inbox_drops_duplicates_and_moves_only_after_processing() {
 }
 
 #[test]
+fn a_seq_at_or_below_since_means_the_gateway_inbox_restarted() {
+    let mut inbox = Inbox::new(40);
+    assert_eq!(inbox.on_connect(), 40);
+    // A fresh gateway counts from 1 again: follow it instead of dropping everything.
+    assert_eq!(inbox.on_message(Some(1)), Verdict::Restarted { cursor: 0 });
+    assert_eq!(inbox.since(), 0);
+    assert_eq!(inbox.on_message(Some(1)), Verdict::Duplicate);
+    assert_eq!(inbox.on_message(Some(2)), Verdict::Deliver);
+    assert_eq!(inbox.on_processed(2), Some(2));
+    // Above `since`, an old seq is an ordinary duplicate.
+    let mut inbox = Inbox::new(5);
+    inbox.on_connect();
+    assert_eq!(inbox.on_message(Some(6)), Verdict::Deliver);
+    assert_eq!(inbox.on_message(Some(6)), Verdict::Duplicate);
+}
+
+#[test]
 fn a_restart_redelivers_what_was_dispatched_but_not_processed() {
     let mut inbox = Inbox::new(5);
     assert_eq!(inbox.on_message(Some(6)), Verdict::Deliver);

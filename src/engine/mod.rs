@@ -433,7 +433,7 @@ impl Engine {
         self.connect_generation += 1;
         let generation = self.connect_generation;
         let request = ConnectRequest {
-            url: connect_url(&self.settings, self.inbox.since()),
+            url: connect_url(&self.settings, self.inbox.on_connect()),
             token,
         };
         info!(url = %request.url, "connecting");
@@ -850,21 +850,37 @@ impl Engine {
                 debug!(seq = ?envelope.seq, "duplicate dropped");
                 self.snapshot.duplicates_dropped += 1;
             }
-            InboxVerdict::Deliver => {
-                debug!(kind = %envelope.kind, seq = ?envelope.seq, "message");
-                let message = InboundMessage {
-                    data_json: envelope.data_json().to_owned(),
-                    r#type: envelope.kind,
-                    id: envelope.id.unwrap_or_default(),
-                    seq: envelope.seq,
-                    room: envelope.room,
-                    ts: envelope.ts.unwrap_or(0),
-                };
-                self.snapshot.received += 1;
-                self.snapshot.last_message = Some(message.clone());
-                self.tell(HostEvent::Message(message));
+            InboxVerdict::Restarted { cursor } => {
+                if let Err(e) = self.outbox.set_inbox_cursor(cursor) {
+                    self.report(Error::from(e).into());
+                }
+                self.report(TetherError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "the gateway's inbox restarted (seq {} at or below the cursor); \
+                         following it from {cursor}",
+                        envelope.seq.unwrap_or_default()
+                    ),
+                ));
+                self.deliver(envelope);
             }
+            InboxVerdict::Deliver => self.deliver(envelope),
         }
+    }
+
+    fn deliver(&mut self, envelope: Envelope) {
+        debug!(kind = %envelope.kind, seq = ?envelope.seq, "message");
+        let message = InboundMessage {
+            data_json: envelope.data_json().to_owned(),
+            r#type: envelope.kind,
+            id: envelope.id.unwrap_or_default(),
+            seq: envelope.seq,
+            room: envelope.room,
+            ts: envelope.ts.unwrap_or(0),
+        };
+        self.snapshot.received += 1;
+        self.snapshot.last_message = Some(message.clone());
+        self.tell(HostEvent::Message(message));
     }
 
     fn on_timers(&mut self) {
