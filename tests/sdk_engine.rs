@@ -642,3 +642,54 @@ async fn a_gateway_inbox_that_restarted_below_the_cursor_is_followed() {
     assert_eq!(ids, ["a1", "a2", "a3", "b1"]);
     assert_eq!(h.client.last_error().unwrap().kind(), ErrorKind::Protocol);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_past_their_age_are_reported_expired_and_never_sent() {
+    // Ages are wall-clock (they must survive restarts), so this test waits for real.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.max_message_age_s = 1;
+    let mut h = start_with(cfg, dir, Tokens::fixed("t"));
+    let old = h
+        .client
+        .send_message("chat".into(), "1".into())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let fresh = h
+        .client
+        .send_message("chat".into(), "2".into())
+        .await
+        .unwrap();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let sent = socket.next_of("chat").await;
+    assert_eq!(sent["id"], fresh.as_str());
+    wait_for(&mut h.seen, Duration::from_secs(10), |s| {
+        *s == Seen::Expired(old.clone())
+    })
+    .await;
+    let stats = h.client.stats();
+    assert_eq!(stats.expired, 1);
+    assert_eq!(stats.queued, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_expire_while_offline_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.max_message_age_s = 1;
+    let mut h = start_with(cfg, dir, Tokens::fixed("t"));
+    let old = h
+        .client
+        .send_message("chat".into(), "1".into())
+        .await
+        .unwrap();
+    // Ages are wall-clock; the sweep runs on the (paused) monotonic clock. Let the wall
+    // clock pass, then the sweep period, without ever connecting.
+    std::thread::sleep(Duration::from_millis(1_100));
+    tokio::time::advance(tether::engine::EXPIRY_SWEEP).await;
+    wait_for(&mut h.seen, LONG, |s| *s == Seen::Expired(old.clone())).await;
+    assert_eq!(h.client.stats().queued, 0);
+    assert!(h.gateway.attempt_times().is_empty());
+}

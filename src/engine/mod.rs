@@ -43,6 +43,9 @@ pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 /// Pause before resending after the gateway could not store a message (`unavailable`).
 pub const RESEND_PAUSE: Duration = Duration::from_secs(1);
+/// How often queued messages are checked for expiry while any are queued (they are
+/// also checked before each send).
+pub const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 /// Types that are control frames on the wire and so cannot be app messages.
 const CONTROL_TYPES: [&str; 4] = ["ping", "join_room", "leave_room", "ack"];
 
@@ -215,6 +218,7 @@ pub struct Engine {
     retry_at: Option<Instant>,
     grace_at: Option<Instant>,
     stable_at: Option<Instant>,
+    sweep_at: Option<Instant>,
     sessions_established: u64,
     stopping: bool,
     shutdown_reply: Option<oneshot::Sender<()>>,
@@ -289,6 +293,7 @@ impl Engine {
             retry_at: None,
             grace_at: None,
             stable_at: None,
+            sweep_at: None,
             sessions_established: 0,
             stopping: false,
             shutdown_reply: None,
@@ -335,6 +340,7 @@ impl Engine {
             self.retry_at,
             self.grace_at,
             self.stable_at,
+            self.sweep_at,
             session.flatten(),
         ])
     }
@@ -557,6 +563,9 @@ impl Engine {
             )));
         }
         let message = self.outbox.push(id, kind, data_json, wall_ms())?;
+        if self.sweep_at.is_none() {
+            self.sweep_at = Some(Instant::now() + EXPIRY_SWEEP);
+        }
         debug!(id = %message.id, seq = message.seq, "queued");
         Ok(message.id)
     }
@@ -631,6 +640,8 @@ impl Engine {
     }
 
     fn expire_old(&mut self) {
+        // Offline for days, a message still expires on time (and is reported then).
+        self.sweep_at = (!self.outbox.is_empty()).then(|| Instant::now() + EXPIRY_SWEEP);
         match self.outbox.expire(wall_ms()) {
             Ok(ids) => {
                 for id in ids {
@@ -897,6 +908,9 @@ impl Engine {
         if self.stable_at.is_some_and(|at| at <= now) {
             self.stable_at = None;
             self.apply(Event::StableElapsed);
+        }
+        if self.sweep_at.is_some_and(|at| at <= now) {
+            self.expire_old();
         }
         let Some(session) = self.session.as_mut() else {
             return;
