@@ -75,6 +75,37 @@ impl Backend {
         answer["seq"].as_u64().expect("seq")
     }
 
+    /// `POST /v1/send/room`; returns how many members it reached.
+    pub async fn send_to_room(&self, room: &str, kind: &str, data: Value) -> Option<u64> {
+        let answer: Value = self
+            .http
+            .post(format!("http://{}/v1/send/room", self.addr))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"room": room, "app": APP, "message": {"type": kind, "data": data}}))
+            .send()
+            .await
+            .expect("send/room")
+            .error_for_status()
+            .expect("send/room status")
+            .json()
+            .await
+            .expect("send/room body");
+        answer["delivered"].as_u64()
+    }
+
+    /// `DELETE /v1/connections`: kicks the user (4403).
+    pub async fn kick(&self, user: &str) {
+        self.http
+            .delete(format!("http://{}/v1/connections", self.addr))
+            .bearer_auth(ADMIN_KEY)
+            .query(&[("app", APP), ("userId", user)])
+            .send()
+            .await
+            .expect("kick")
+            .error_for_status()
+            .expect("kick status");
+    }
+
     /// Every app message stored so far, oldest first (`GET /v1/inbound`, all pages).
     pub async fn inbound(&self) -> Vec<Inbound> {
         let mut out = Vec::new();
