@@ -6,6 +6,7 @@
 use super::keys;
 use super::Inner;
 use crate::clock::now_ms;
+use futures_util::StreamExt;
 use redis::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,11 +14,13 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 const TICK: Duration = Duration::from_secs(1);
-/// A node not heard from for this long counts as gone.
-const NODE_TTL: Duration = Duration::from_secs(15);
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// Leases refreshed per pipeline.
-const LEASE_BATCH: usize = 500;
+/// A node not heard from for this long counts as gone (never longer than its leases live).
+fn node_ttl(inner: &Inner) -> Duration {
+    Duration::from_millis(inner.settings.lease_ms)
+        .clamp(Duration::from_secs(3), Duration::from_secs(15))
+}
+/// Lease refreshes in flight at once.
+const LEASES_IN_FLIGHT: usize = 64;
 
 pub(super) async fn run(inner: Arc<Inner>) {
     let mut ticker = tokio::time::interval(TICK);
@@ -50,7 +53,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
         if !main_up {
             continue;
         }
-        if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY)
+        let heartbeat_every = node_ttl(&inner) / 3;
+        if last_heartbeat.is_none_or(|at| at.elapsed() >= heartbeat_every)
             && heartbeat(&inner).await
         {
             last_heartbeat = Some(Instant::now());
@@ -81,7 +85,7 @@ async fn ping(inner: &Inner, conn: &super::Conn, measure: bool) -> bool {
 async fn heartbeat(inner: &Inner) -> bool {
     let now = now_ms();
     let connections = inner.hub.stats().connections;
-    let ttl = NODE_TTL.as_millis() as u64;
+    let ttl = node_ttl(inner).as_millis() as u64;
     let result = inner
         .main
         .pipeline::<()>(
@@ -106,28 +110,39 @@ async fn heartbeat(inner: &Inner) -> bool {
 }
 
 async fn refresh_leases(inner: &Inner) -> bool {
-    let connections = inner.hub.connections();
     let now = now_ms();
-    for batch in connections.chunks(LEASE_BATCH) {
-        let mut pipe = redis::pipe();
-        for (id, info) in batch {
+    let lease_ms = inner.settings.lease_ms;
+    // One small pipeline per lease (both commands touch one key, so one slot of a
+    // cluster), many in flight at once. The key's expiry is always set to now + lease, so
+    // it never ends before the newest entry in it.
+    let results: Vec<bool> = futures_util::stream::iter(inner.hub.connections())
+        .map(|(id, info)| async move {
             let keys = keys::user(&info.app, &info.user);
-            pipe.invoke_script(
-                super::scripts::REFRESH
-                    .key(&keys.conns)
-                    .arg(inner.hub.conn_ref(*id).to_string())
-                    .arg(info.device.as_deref().unwrap_or(""))
-                    .arg(now)
-                    .arg(inner.settings.lease_ms),
-            )
-            .ignore();
-        }
-        if let Err(e) = inner.main.pipeline::<()>(&pipe).await {
-            warn!(error = %e, "lease refresh failed; retrying next tick");
-            return false;
-        }
+            let value = format!(
+                "{}|{}",
+                now + lease_ms,
+                info.device.as_deref().unwrap_or("")
+            );
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET")
+                .arg(&keys.conns)
+                .arg(inner.hub.conn_ref(id).to_string())
+                .arg(value)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&keys.conns)
+                .arg(lease_ms)
+                .ignore();
+            inner.main.pipeline::<()>(&pipe).await.is_ok()
+        })
+        .buffer_unordered(LEASES_IN_FLIGHT)
+        .collect()
+        .await;
+    let ok = results.iter().all(|r| *r);
+    if !ok {
+        warn!("lease refresh failed; retrying next tick");
     }
-    true
+    ok
 }
 
 /// Writes the inbox count changes gathered since the last flush.

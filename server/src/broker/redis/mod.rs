@@ -27,6 +27,7 @@ use crate::ids::ConnRef;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use connection::{Conn, Target};
+use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -648,22 +649,34 @@ impl Broker for RedisBroker {
         let inner = &self.inner;
         inner.stop.cancel();
         maintenance::flush_queued(inner).await;
-        let mut pipe = redis::pipe();
-        for (id, info) in inner.hub.connections() {
-            let keys = keys::user(&info.app, &info.user);
-            pipe.cmd("HDEL")
-                .arg(&keys.conns)
-                .arg(inner.hub.conn_ref(id).to_string())
-                .ignore();
-        }
-        pipe.cmd("ZREM").arg(keys::NODES).arg(&*inner.node).ignore();
-        pipe.cmd("DEL")
+        // Separate commands (the keys live in different slots of a cluster), many at once.
+        let leases = futures_util::stream::iter(inner.hub.connections())
+            .map(|(id, info)| async move {
+                let keys = keys::user(&info.app, &info.user);
+                let conn = inner.hub.conn_ref(id).to_string();
+                inner
+                    .main
+                    .query::<i64>(redis::cmd("HDEL").arg(&keys.conns).arg(conn))
+                    .await
+                    .is_ok()
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<bool>>();
+        let mut node_entries = redis::pipe();
+        node_entries
+            .cmd("ZREM")
+            .arg(keys::NODES)
+            .arg(&*inner.node)
+            .ignore()
+            .cmd("DEL")
             .arg(keys::node_connections(&inner.node))
             .ignore();
+        let node = inner.main.pipeline::<()>(&node_entries);
         let done =
-            tokio::time::timeout(Duration::from_secs(2), inner.main.pipeline::<()>(&pipe)).await;
-        if !matches!(done, Ok(Ok(()))) {
-            warn!(node = %inner.node, "could not remove this node's registry entries; they expire on their own");
+            tokio::time::timeout(Duration::from_secs(2), async { (leases.await, node.await) })
+                .await;
+        if !matches!(&done, Ok((leases, Ok(()))) if leases.iter().all(|ok| *ok)) {
+            warn!(node = %inner.node, "could not remove all of this node's registry entries; they expire on their own");
         }
     }
 

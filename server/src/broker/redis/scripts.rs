@@ -175,19 +175,6 @@ return result
     )
 });
 
-/// Refreshes a live connection's lease (or restores it after Redis lost it). KEYS: conns.
-/// ARGV: connection id, device, now ms, lease ms.
-pub static REFRESH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-redis.call('HSET', KEYS[1], ARGV[1], (tonumber(ARGV[3]) + tonumber(ARGV[4])) .. '|' .. ARGV[2])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
-return 1
-"#,
-    )
-});
-
 /// Counts a user's live connections and tells every node to close them (4403).
 /// KEYS: conns, channel. ARGV: now ms, sharded. Returns the count.
 pub static KICK: LazyLock<Script> = LazyLock::new(|| {
