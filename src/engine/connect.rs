@@ -1,0 +1,166 @@
+//! Getting a socket: the single-flight token fetch (on a blocking thread, with a time
+//! limit), the connection attempt, abandoning either when the state machine says so, and
+//! sorting a failed attempt into what the machine should do next (PROTOCOL.md §2).
+
+use super::state::{ConnectFailure, Event};
+use super::{Engine, Session};
+use crate::transport::{connect_url, ConnectError, ConnectRequest, Connection, Outgoing};
+use std::collections::BTreeSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+use tether_protocol::close;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+pub(super) enum TokenOutcome {
+    Token(String),
+    SignedOut,
+    Failed(String),
+}
+
+pub(super) enum Internal {
+    Token(TokenOutcome),
+    Connected {
+        generation: u64,
+        result: Result<Connection, ConnectError>,
+    },
+}
+
+/// How long the token provider may take.
+pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sorts a failed attempt by what to do next (PROTOCOL.md §2's table).
+pub fn classify(error: &ConnectError) -> ConnectFailure {
+    match error {
+        ConnectError::Refused {
+            status: 401,
+            message,
+            ..
+        } => ConnectFailure::Unauthorized(format!("gateway refused the token: {message}")),
+        ConnectError::Refused {
+            status: 400 | 403,
+            message,
+            code,
+            ..
+        } => ConnectFailure::Fatal(format!(
+            "gateway refused the connection ({}): {message}",
+            code.map_or("no code".to_string(), |c| format!("{c:?}"))
+        )),
+        ConnectError::Refused { retry_after, .. } => ConnectFailure::Retryable {
+            reason: error.to_string(),
+            retry_after: *retry_after,
+        },
+        ConnectError::Timeout(_) | ConnectError::Network(_) => ConnectFailure::Retryable {
+            reason: error.to_string(),
+            retry_after: None,
+        },
+    }
+}
+
+impl Engine {
+    pub(super) fn fetch_token(&mut self) {
+        self.token_wanted = true;
+        if self.token_in_flight {
+            // Single flight: the answer to the call in progress serves this request too.
+            return;
+        }
+        self.token_in_flight = true;
+        let tokens = self.tokens.clone();
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let call = tokio::task::spawn_blocking(move || {
+                catch_unwind(AssertUnwindSafe(|| tokens.fetch_token()))
+            });
+            let outcome = match tokio::time::timeout(TOKEN_TIMEOUT, call).await {
+                Err(_) => {
+                    TokenOutcome::Failed(format!("no answer within {}s", TOKEN_TIMEOUT.as_secs()))
+                }
+                Ok(Err(e)) => TokenOutcome::Failed(e.to_string()),
+                Ok(Ok(Err(_))) => TokenOutcome::Failed("the token provider threw".into()),
+                Ok(Ok(Ok(None))) => TokenOutcome::SignedOut,
+                Ok(Ok(Ok(Some(token)))) if token.trim().is_empty() => TokenOutcome::SignedOut,
+                Ok(Ok(Ok(Some(token)))) => TokenOutcome::Token(token),
+            };
+            let _ = internal.send(Internal::Token(outcome));
+        });
+    }
+
+    pub(super) fn open_socket(&mut self) {
+        let Some(token) = self.token.take() else {
+            self.apply(Event::TokenFailed("no token at hand".into()));
+            return;
+        };
+        self.connect_generation += 1;
+        let generation = self.connect_generation;
+        let request = ConnectRequest {
+            url: connect_url(&self.settings, self.inbox.on_connect()),
+            token,
+        };
+        info!(url = %request.url, "connecting");
+        let attempt = self.connector.connect(request);
+        let internal = self.internal_tx.clone();
+        let task = tokio::spawn(async move {
+            let result = attempt.await;
+            let _ = internal.send(Internal::Connected { generation, result });
+        });
+        self.connect_task = Some(task.abort_handle());
+    }
+
+    pub(super) fn close_socket(&mut self, code: close::CloseCode) {
+        // Abandon whatever is in progress; late answers are recognised and dropped.
+        self.token_wanted = false;
+        self.token = None;
+        self.connect_generation += 1;
+        if let Some(task) = self.connect_task.take() {
+            task.abort();
+        }
+        if let Some(session) = self.session.take() {
+            let _ = session.connection.outgoing.send(Outgoing::Close(code));
+        }
+        self.session_ended();
+    }
+
+    pub(super) fn on_internal(&mut self, internal: Internal) {
+        match internal {
+            Internal::Token(outcome) => {
+                self.token_in_flight = false;
+                if !std::mem::take(&mut self.token_wanted) {
+                    return;
+                }
+                match outcome {
+                    TokenOutcome::Token(token) => {
+                        self.token = Some(token);
+                        self.apply(Event::TokenReady);
+                    }
+                    TokenOutcome::SignedOut => self.apply(Event::SignedOut),
+                    TokenOutcome::Failed(reason) => self.apply(Event::TokenFailed(reason)),
+                }
+            }
+            Internal::Connected { generation, result } => {
+                if generation != self.connect_generation {
+                    // An abandoned attempt; dropping its connection closes it.
+                    return;
+                }
+                self.connect_task = None;
+                match result {
+                    Ok(connection) => {
+                        debug!("socket open, waiting for connection_established");
+                        self.session = Some(Session {
+                            connection,
+                            established: false,
+                            establish_by: Instant::now() + self.settings.connect_timeout,
+                            heartbeat: None,
+                            in_flight: BTreeSet::new(),
+                            send_cursor: None,
+                            resend_at: None,
+                        });
+                    }
+                    Err(e) => {
+                        let failure = classify(&e);
+                        self.apply(Event::ConnectFailed(failure));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The inbound side: frames from the gateway (session start, pongs, acks, errors,
+//! published messages), the inbox rules applied to published messages, and moving the
+//! durable cursor once the listener has processed them.
+
+use super::dispatch::HostEvent;
+use super::heartbeat::Heartbeat;
+use super::state::Event;
+use super::{wall_ms, Engine, PROBE_DEADLINE};
+use crate::callbacks::InboundMessage;
+use crate::error::{Error, ErrorKind, TetherError};
+use crate::inbox::Verdict as InboxVerdict;
+use crate::transport::Incoming;
+use std::time::Duration;
+use tether_protocol::client::ClientMessage;
+use tether_protocol::server::ServerMessage;
+use tether_protocol::{close, Envelope};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+impl Engine {
+    pub(super) fn on_processed(&mut self, seq: u64) {
+        // Coalesce: one durable write and one ack for everything processed so far.
+        let mut highest = seq;
+        while let Ok(more) = self.processed.try_recv() {
+            highest = highest.max(more);
+        }
+        let Some(cursor) = self.inbox.on_processed(highest) else {
+            return;
+        };
+        if let Err(e) = self.outbox.set_inbox_cursor(cursor) {
+            self.report(Error::from(e).into());
+            return;
+        }
+        if self.established() {
+            self.send_frame(ClientMessage::Ack { seq: cursor }.to_json());
+        }
+    }
+
+    pub(super) fn on_incoming(&mut self, incoming: Incoming) {
+        let now = Instant::now();
+        match incoming {
+            Incoming::Text(text) => {
+                if let Some(heartbeat) = self.session.as_mut().and_then(|s| s.heartbeat.as_mut()) {
+                    heartbeat.on_frame(now);
+                }
+                match ServerMessage::parse(&text) {
+                    Ok(message) => self.on_server_message(message),
+                    Err(e) => self.report(TetherError::new(ErrorKind::Protocol, e.to_string())),
+                }
+            }
+            Incoming::Closed(Some(code)) if code != close::ABNORMAL => {
+                info!(
+                    code,
+                    reason = close::describe(code),
+                    "gateway closed the connection"
+                );
+                self.drop_session();
+                self.apply(Event::Closed(code));
+            }
+            Incoming::Closed(_) => {
+                self.drop_session();
+                self.apply(Event::Lost("connection lost without a close frame".into()));
+            }
+            Incoming::Failed(reason) => {
+                self.drop_session();
+                self.apply(Event::Lost(format!("connection failed: {reason}")));
+            }
+        }
+    }
+
+    fn on_server_message(&mut self, message: ServerMessage) {
+        let now = Instant::now();
+        match message {
+            ServerMessage::ConnectionEstablished(established) => {
+                let Some(session) = self.session.as_mut() else {
+                    return;
+                };
+                if session.established {
+                    warn!("second connection_established ignored");
+                    return;
+                }
+                info!(
+                    connection = %established.connection_id,
+                    server = %established.server_id,
+                    heartbeat_ms = established.heartbeat_interval,
+                    replay = established.replay_count,
+                    "session established"
+                );
+                let interval = match established.heartbeat_interval {
+                    0 => Duration::from_secs(30),
+                    ms => Duration::from_millis(ms),
+                };
+                session.heartbeat = Some(Heartbeat::new(interval, PROBE_DEADLINE, now, wall_ms()));
+                self.apply(Event::Established);
+            }
+            ServerMessage::Pong { ts, .. } => {
+                if let Some(heartbeat) = self.session.as_mut().and_then(|s| s.heartbeat.as_mut()) {
+                    if let Some(rtt) = heartbeat.on_pong(ts.as_deref(), now) {
+                        debug!(rtt_ms = rtt.as_millis() as u64, "pong");
+                        self.snapshot.last_rtt = Some(rtt);
+                    }
+                }
+            }
+            ServerMessage::Ack { id } => match self.outbox.ack(&id) {
+                Ok(Some(seq)) => {
+                    debug!(%id, "acked");
+                    if let Some(session) = self.session.as_mut() {
+                        session.in_flight.remove(&seq);
+                    }
+                    self.snapshot.acked += 1;
+                    self.tell(HostEvent::Ack(id));
+                    self.pump();
+                }
+                // A repeated ack (a resend the gateway had stored already).
+                Ok(None) => debug!(%id, "ack for a message no longer queued"),
+                Err(e) => self.report(Error::from(e).into()),
+            },
+            ServerMessage::RoomJoined { room } => debug!(%room, "room joined"),
+            ServerMessage::RoomLeft { room } => debug!(%room, "room left"),
+            ServerMessage::Error(error) => self.on_error_frame(error),
+            ServerMessage::Published(envelope) => self.on_published(envelope),
+        }
+    }
+
+    fn on_published(&mut self, envelope: Envelope) {
+        match self.inbox.on_message(envelope.seq) {
+            InboxVerdict::Duplicate => {
+                debug!(seq = ?envelope.seq, "duplicate dropped");
+                self.snapshot.duplicates_dropped += 1;
+            }
+            InboxVerdict::Restarted { cursor } => {
+                if let Err(e) = self.outbox.set_inbox_cursor(cursor) {
+                    self.report(Error::from(e).into());
+                }
+                self.report(TetherError::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "the gateway's inbox restarted (seq {} at or below the cursor); \
+                         following it from {cursor}",
+                        envelope.seq.unwrap_or_default()
+                    ),
+                ));
+                self.deliver(envelope);
+            }
+            InboxVerdict::Deliver => self.deliver(envelope),
+        }
+    }
+
+    fn deliver(&mut self, envelope: Envelope) {
+        debug!(kind = %envelope.kind, seq = ?envelope.seq, "message");
+        let message = InboundMessage {
+            data_json: envelope.data_json().to_owned(),
+            r#type: envelope.kind,
+            id: envelope.id.unwrap_or_default(),
+            seq: envelope.seq,
+            room: envelope.room,
+            ts: envelope.ts.unwrap_or(0),
+        };
+        self.snapshot.received += 1;
+        self.snapshot.last_message = Some(message.clone());
+        self.tell(HostEvent::Message(message));
+    }
+}

@@ -1,0 +1,189 @@
+//! The outbound side: checking and queueing app messages, sending the queue in order
+//! within the send window, expiry, and what to do when the gateway refuses a message.
+
+use super::dispatch::HostEvent;
+use super::{wall_ms, Engine};
+use crate::error::{Error, ErrorKind, TetherError};
+use std::time::Duration;
+use tether_protocol::client::{is_reserved, AppMessage, ClientMessage};
+use tether_protocol::envelope::raw_json;
+use tether_protocol::error::ErrorCode;
+use tether_protocol::names;
+use tether_protocol::server::ErrorData;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+/// Most app messages sent and not yet acked: enough to fill a mobile link, few enough that
+/// a reconnect does not burst the whole queue into a gateway's rate limiter.
+pub const SEND_WINDOW: usize = 32;
+
+/// Pause before resending after the gateway could not store a message (`unavailable`).
+pub const RESEND_PAUSE: Duration = Duration::from_secs(1);
+
+/// How often queued messages are checked for expiry while any are queued (they are
+/// also checked before each send).
+pub const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
+
+/// Types that are control frames on the wire and so cannot be app messages.
+const CONTROL_TYPES: [&str; 4] = ["ping", "join_room", "leave_room", "ack"];
+
+/// Refuses types that are not app messages: bad names, server-only and control types.
+pub fn validate_app_type(kind: &str) -> Result<(), Error> {
+    names::validate_type(kind).map_err(|e| Error::Message(e.to_string()))?;
+    if is_reserved(kind) || CONTROL_TYPES.contains(&kind) {
+        return Err(Error::Message(format!(
+            "type {kind:?} is reserved by the protocol"
+        )));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Checks and stores one app message; its id once it is on disk.
+    pub(super) fn enqueue(&mut self, kind: String, data_json: String) -> Result<String, Error> {
+        validate_app_type(&kind)?;
+        let data = raw_json(&data_json)
+            .map_err(|e| Error::Message(format!("data_json is not valid JSON: {e}")))?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let frame = ClientMessage::App(AppMessage {
+            kind: kind.clone(),
+            id: id.clone(),
+            data: Some(data),
+        })
+        .to_json();
+        if frame.len() > self.settings.max_message_bytes {
+            return Err(Error::Message(format!(
+                "message is {} bytes encoded, above max_message_bytes ({})",
+                frame.len(),
+                self.settings.max_message_bytes
+            )));
+        }
+        let message = self.outbox.push(id, kind, data_json, wall_ms())?;
+        if self.sweep_at.is_none() {
+            self.sweep_at = Some(Instant::now() + EXPIRY_SWEEP);
+        }
+        debug!(id = %message.id, seq = message.seq, "queued");
+        Ok(message.id)
+    }
+
+    /// Sends queued messages in order while the window has room.
+    pub(super) fn pump(&mut self) {
+        let now = Instant::now();
+        let now_ms = wall_ms();
+        loop {
+            let Some(session) = self.session.as_mut() else {
+                return;
+            };
+            if !session.established
+                || session.in_flight.len() >= SEND_WINDOW
+                || session.resend_at.is_some_and(|at| at > now)
+            {
+                return;
+            }
+            session.resend_at = None;
+            let Some(seq) = self.outbox.next_after(session.send_cursor) else {
+                return;
+            };
+            session.send_cursor = Some(seq);
+            if self.outbox.is_expired(seq, now_ms) {
+                self.drop_expired(seq);
+                continue;
+            }
+            let message = match self.outbox.get(seq) {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.report(Error::from(e).into());
+                    return;
+                }
+            };
+            let frame = match raw_json(&message.data_json) {
+                Ok(data) => ClientMessage::App(AppMessage {
+                    kind: message.kind,
+                    id: message.id,
+                    data: Some(data),
+                })
+                .to_json(),
+                Err(_) => {
+                    // Cannot happen for what enqueue stored; a damaged record is dropped
+                    // rather than blocking the queue forever.
+                    let _ = self.outbox.remove(seq);
+                    self.report(TetherError::new(
+                        ErrorKind::Storage,
+                        format!("queued message {} was damaged and dropped", message.id),
+                    ));
+                    continue;
+                }
+            };
+            if let Some(session) = self.session.as_mut() {
+                session.in_flight.insert(seq);
+            }
+            self.snapshot.sent += 1;
+            self.send_frame(frame);
+        }
+    }
+
+    fn drop_expired(&mut self, seq: u64) {
+        match self.outbox.remove(seq) {
+            Ok(Some(id)) => {
+                info!(%id, "message expired before delivery");
+                self.snapshot.expired += 1;
+                self.tell(HostEvent::Expired(id));
+            }
+            Ok(None) => {}
+            Err(e) => self.report(Error::from(e).into()),
+        }
+    }
+
+    pub(super) fn expire_old(&mut self) {
+        // Offline for days, a message still expires on time (and is reported then).
+        self.sweep_at = (!self.outbox.is_empty()).then(|| Instant::now() + EXPIRY_SWEEP);
+        match self.outbox.expire(wall_ms()) {
+            Ok(ids) => {
+                for id in ids {
+                    info!(%id, "message expired before delivery");
+                    self.snapshot.expired += 1;
+                    self.tell(HostEvent::Expired(id));
+                }
+            }
+            Err(e) => self.report(Error::from(e).into()),
+        }
+    }
+
+    pub(super) fn on_error_frame(&mut self, error: ErrorData) {
+        let queued = error
+            .reference
+            .as_deref()
+            .and_then(|r| self.outbox.seq_of(r).map(|seq| (r.to_owned(), seq)));
+        let text = format!("gateway error {}: {}", error.code, error.message);
+        let Some((id, seq)) = queued else {
+            self.report(TetherError::new(ErrorKind::Protocol, text));
+            return;
+        };
+        match error.code {
+            ErrorCode::InvalidMessage | ErrorCode::MissingId | ErrorCode::ReservedType => {
+                // Refused for what it is: resending would be refused again, forever.
+                let _ = self.outbox.remove(seq);
+                if let Some(session) = self.session.as_mut() {
+                    session.in_flight.remove(&seq);
+                }
+                self.report(TetherError::new(
+                    ErrorKind::InvalidMessage,
+                    format!("message {id} dropped: {text}"),
+                ));
+                self.pump();
+            }
+            _ => {
+                // Not stored this time (unavailable, rate limited): resend in order after
+                // a pause; the gateway de-duplicates what it had stored already.
+                debug!(%id, seq, %text, "message not stored, will resend");
+                if let Some(session) = self.session.as_mut() {
+                    session.in_flight.clear();
+                    // The queue holds only unacked messages: start over from its head.
+                    session.send_cursor = None;
+                    session.resend_at = Some(Instant::now() + RESEND_PAUSE);
+                }
+            }
+        }
+    }
+}
