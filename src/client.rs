@@ -174,7 +174,7 @@ impl TetherClient {
 
     /// The last message delivered.
     pub fn last_message(&self) -> Option<InboundMessage> {
-        self.snapshot.borrow().last_message.clone()
+        self.snapshot.borrow().last_message.as_deref().cloned()
     }
 
     /// The last error reported.

@@ -693,3 +693,55 @@ async fn messages_expire_while_offline_too() {
     assert_eq!(h.client.stats().queued, 0);
     assert!(h.gateway.attempt_times().is_empty());
 }
+
+/// A provider that blocks until the test lets it answer.
+struct SlowTokens {
+    gate: std::sync::Mutex<std::sync::mpsc::Receiver<Option<String>>>,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl tether::TokenProvider for SlowTokens {
+    fn fetch_token(&self) -> Option<String> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.gate.lock().unwrap().recv().unwrap_or(None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_token_provider_is_never_called_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (answer, gate) = std::sync::mpsc::channel();
+    let tokens = Arc::new(SlowTokens {
+        gate: std::sync::Mutex::new(gate),
+        calls: std::sync::atomic::AtomicU32::new(0),
+    });
+    let (gateway, mut sockets) = ScriptedGateway::new();
+    let (recorder, _seen) = Recorder::new();
+    let client = TetherClient::start(
+        config(&dir),
+        recorder,
+        tokens.clone(),
+        &tokio::runtime::Handle::current(),
+        StartOptions {
+            connector: Some(gateway),
+            seed: Some(3),
+        },
+    )
+    .unwrap();
+    client.connect();
+    // Reconnect requests pile up while the provider hangs: still one call.
+    for _ in 0..5 {
+        client.reconnect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(tokens.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    answer.send(Some("late-token".into())).unwrap();
+    let socket = tokio::time::timeout(Duration::from_secs(10), sockets.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(socket.request.token, "late-token");
+    assert_eq!(tokens.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(answer);
+    client.shutdown().await;
+}

@@ -19,7 +19,11 @@ pub(super) enum TokenOutcome {
 }
 
 pub(super) enum Internal {
+    /// The provider answered (or threw).
     Token(TokenOutcome),
+    /// The provider is still busy after `TOKEN_TIMEOUT`: the attempt fails (and backs
+    /// off), but the call stays the one in flight until it returns.
+    TokenLate,
     Connected {
         generation: u64,
         result: Result<Connection, ConnectError>,
@@ -68,18 +72,23 @@ impl Engine {
         let tokens = self.tokens.clone();
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
-            let call = tokio::task::spawn_blocking(move || {
+            let mut call = tokio::task::spawn_blocking(move || {
                 catch_unwind(AssertUnwindSafe(|| tokens.fetch_token()))
             });
-            let outcome = match tokio::time::timeout(TOKEN_TIMEOUT, call).await {
+            let answer = match tokio::time::timeout(TOKEN_TIMEOUT, &mut call).await {
+                Ok(answer) => answer,
                 Err(_) => {
-                    TokenOutcome::Failed(format!("no answer within {}s", TOKEN_TIMEOUT.as_secs()))
+                    // Never a second call while this one hangs: wait it out.
+                    let _ = internal.send(Internal::TokenLate);
+                    call.await
                 }
-                Ok(Err(e)) => TokenOutcome::Failed(e.to_string()),
-                Ok(Ok(Err(_))) => TokenOutcome::Failed("the token provider threw".into()),
-                Ok(Ok(Ok(None))) => TokenOutcome::SignedOut,
-                Ok(Ok(Ok(Some(token)))) if token.trim().is_empty() => TokenOutcome::SignedOut,
-                Ok(Ok(Ok(Some(token)))) => TokenOutcome::Token(token),
+            };
+            let outcome = match answer {
+                Err(e) => TokenOutcome::Failed(e.to_string()),
+                Ok(Err(_)) => TokenOutcome::Failed("the token provider threw".into()),
+                Ok(Ok(None)) => TokenOutcome::SignedOut,
+                Ok(Ok(Some(token))) if token.trim().is_empty() => TokenOutcome::SignedOut,
+                Ok(Ok(Some(token))) => TokenOutcome::Token(token),
             };
             let _ = internal.send(Internal::Token(outcome));
         });
@@ -134,6 +143,14 @@ impl Engine {
                     }
                     TokenOutcome::SignedOut => self.apply(Event::SignedOut),
                     TokenOutcome::Failed(reason) => self.apply(Event::TokenFailed(reason)),
+                }
+            }
+            Internal::TokenLate => {
+                if std::mem::take(&mut self.token_wanted) {
+                    self.apply(Event::TokenFailed(format!(
+                        "no answer within {}s",
+                        TOKEN_TIMEOUT.as_secs()
+                    )));
                 }
             }
             Internal::Connected { generation, result } => {

@@ -10,6 +10,7 @@ use crate::callbacks::InboundMessage;
 use crate::error::{Error, ErrorKind, TetherError};
 use crate::inbox::Verdict as InboxVerdict;
 use crate::transport::Incoming;
+use std::sync::Arc;
 use std::time::Duration;
 use tether_protocol::client::ClientMessage;
 use tether_protocol::server::ServerMessage;
@@ -157,7 +158,7 @@ impl Engine {
             ts: envelope.ts.unwrap_or(0),
         };
         self.snapshot.received += 1;
-        self.snapshot.last_message = Some(message.clone());
+        self.snapshot.last_message = Some(Arc::new(message.clone()));
         self.tell(HostEvent::Message(message));
     }
 }

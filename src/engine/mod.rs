@@ -97,8 +97,8 @@ pub struct Snapshot {
     pub last_rtt: Option<Duration>,
     /// When the current session was established.
     pub connected_at: Option<Instant>,
-    /// Last message delivered.
-    pub last_message: Option<InboundMessage>,
+    /// Last message delivered (shared: the snapshot is cloned on every publish).
+    pub last_message: Option<Arc<InboundMessage>>,
     /// Last error reported.
     pub last_error: Option<Arc<TetherError>>,
 }
