@@ -398,3 +398,61 @@ proptest! {
         }
     }
 }
+
+/// Drives the machine as the engine does, with timers on tokio's paused clock: every
+/// attempt fails until the gateway comes back; returns when the session is up.
+async fn drive_until_up(m: &mut Machine, gateway_up_at: tokio::time::Instant) -> Vec<Duration> {
+    let mut delays = Vec::new();
+    let mut actions = m.handle(Event::ConnectRequested);
+    loop {
+        if actions.contains(&Action::FetchToken) {
+            actions = m.handle(Event::TokenReady);
+            continue;
+        }
+        if actions.contains(&Action::OpenSocket) {
+            actions = if tokio::time::Instant::now() >= gateway_up_at {
+                m.handle(Event::Established)
+            } else {
+                m.handle(Event::ConnectFailed(ConnectFailure::Retryable {
+                    reason: "refused".into(),
+                    retry_after: None,
+                }))
+            };
+            continue;
+        }
+        if let Some(delay) = retry_delay(&actions) {
+            delays.push(delay);
+            tokio::time::sleep(delay).await;
+            actions = m.handle(Event::RetryElapsed);
+            continue;
+        }
+        return delays;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_the_clock_retries_stop_when_the_gateway_returns_and_reset_after_a_stable_session() {
+    let start = tokio::time::Instant::now();
+    let mut m = machine();
+    let delays = drive_until_up(&mut m, start + Duration::from_secs(60)).await;
+    assert_eq!(m.status(), &ConnectionStatus::Connected);
+    let elapsed = tokio::time::Instant::now() - start;
+    assert!(elapsed >= Duration::from_secs(60), "{elapsed:?}");
+    // The wait after the gateway returned is at most one (capped) delay.
+    assert!(elapsed <= Duration::from_secs(90), "{elapsed:?}");
+    let backoff = timings().backoff;
+    for (n, delay) in delays.iter().enumerate() {
+        assert!(*delay <= backoff.ceiling(n as u32));
+    }
+    let failures = m.attempt();
+    assert_eq!(failures as usize, delays.len());
+    // The session must stay up for the reset delay before the backoff starts over.
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    m.handle(Event::Lost("flap".into()));
+    assert_eq!(m.attempt(), failures + 1, "29 s was not long enough");
+    let mut m = machine();
+    let _ = drive_until_up(&mut m, tokio::time::Instant::now()).await;
+    tokio::time::sleep(timings().backoff_reset_after).await;
+    m.handle(Event::StableElapsed);
+    assert_eq!(m.attempt(), 0);
+}
