@@ -19,6 +19,23 @@ pub struct OutgoingMessage {
     pub data: Option<Box<RawValue>>,
 }
 
+impl OutgoingMessage {
+    /// A message of `kind` carrying `data` (any serialisable value).
+    pub fn new<T: Serialize + ?Sized>(kind: impl Into<String>, data: &T) -> OutgoingMessage {
+        OutgoingMessage {
+            kind: kind.into(),
+            id: None,
+            data: Some(crate::envelope::to_raw(data)),
+        }
+    }
+
+    /// The same message with the backend's own id.
+    pub fn with_id(mut self, id: impl Into<String>) -> OutgoingMessage {
+        self.id = Some(id.into());
+        self
+    }
+}
+
 /// `POST /v1/send/user`
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -18,6 +18,8 @@ pub mod hub;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod outgoing;
+pub mod publisher;
 pub mod server;
 pub mod state;
 

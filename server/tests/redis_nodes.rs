@@ -240,3 +240,73 @@ async fn health_reports_each_redis_connection() {
         json!({"main": "ready", "subscriber": "ready", "publisher": "ready"})
     );
 }
+
+#[tokio::test]
+async fn a_rust_backend_publishes_straight_into_redis_with_the_apis_semantics() {
+    use tether_protocol::api::OutgoingMessage;
+    use tether_server::publisher::{PublishError, Publisher};
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let b = a.sibling().await;
+    let mut on_a = a.connect("u1", "phone").await;
+    let mut on_b = b.connect("u2", "phone").await;
+    join(&mut on_a, "orders:9").await;
+    join(&mut on_b, "orders:9").await;
+    let publisher = Publisher::connect(&redis.url()).await.unwrap();
+
+    let first = a.send_to_user("u1", "n", json!("via http")).await;
+    let sent = publisher
+        .send_to_user(
+            APP,
+            "u1",
+            OutgoingMessage::new("order_update", &json!({"orderId": 9})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.seq, 2, "one inbox, whoever appends");
+    assert_eq!(sent.delivered, 1);
+    assert!(sent.queued);
+    assert_eq!(on_a.recv().await["id"], first["id"]);
+    let m = on_a.recv().await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["id"].as_str()),
+        (Some(2), Some(sent.id.as_str()))
+    );
+    assert_eq!(m["data"]["orderId"], 9);
+
+    let room = publisher
+        .send_to_room(
+            APP,
+            "orders:9",
+            OutgoingMessage::new("order_update", &json!("eta 5")).with_id("eta-9"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(room.id, "eta-9");
+    for client in [&mut on_a, &mut on_b] {
+        let m = client.recv().await;
+        assert_eq!(m["id"], "eta-9");
+        assert_eq!(m["room"], "orders:9");
+    }
+    let app = publisher
+        .send_to_app(
+            APP,
+            OutgoingMessage::new("maintenance_notice", &json!(null)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(on_a.recv().await["id"], app.id);
+    assert_eq!(on_b.recv().await["id"], app.id);
+
+    let refused = publisher
+        .send_to_user(APP, "u1", OutgoingMessage::new("pong", &json!(1)))
+        .await;
+    assert!(matches!(refused, Err(PublishError::Invalid(m)) if m.contains("reserved")));
+    let refused = publisher
+        .send_to_room("bad app", "r", OutgoingMessage::new("x", &json!(1)))
+        .await;
+    assert!(matches!(refused, Err(PublishError::Invalid(_))));
+
+    assert_eq!(publisher.kick_user(APP, "u2").await.unwrap().kicked, 1);
+    assert_eq!(on_b.ended().await, Ended::Closed(4403));
+}

@@ -1,10 +1,9 @@
 //! `POST /v1/send/user|room|app` and `DELETE /v1/connections`: how the backend reaches
-//! users. Each message is validated, encoded once, and handed to the broker.
+//! users. Each message is validated and encoded once ([`crate::outgoing`]) and handed to
+//! the broker.
 
 use super::error::{json_body, ApiError};
-use crate::broker::UserMessage;
-use crate::clock::now_ms;
-use crate::ids::new_message_id;
+use crate::outgoing::{check_app, check_room, check_user, encode, Invalid};
 use crate::state::Shared;
 use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
@@ -13,38 +12,14 @@ use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
 use tether_protocol::api::{
-    Kicked, OutgoingMessage, SendToApp, SendToRoom, SendToUser, SentToApp, SentToRoom, SentToUser,
+    Kicked, SendToApp, SendToRoom, SendToUser, SentToApp, SentToRoom, SentToUser,
 };
-use tether_protocol::client::is_reserved;
-use tether_protocol::{names, Envelope};
 use tracing::debug;
 
-/// Checks a backend message and encodes its envelope (without `seq`), with an id and `ts`.
-fn envelope(message: OutgoingMessage, room: Option<&str>) -> Result<(String, String), ApiError> {
-    names::validate_type(&message.kind).map_err(|e| ApiError::invalid(format!("message.{e}")))?;
-    if is_reserved(&message.kind) {
-        return Err(ApiError::invalid(format!(
-            "message.type {} is reserved for the gateway",
-            message.kind
-        )));
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> ApiError {
+        ApiError::invalid(e.0)
     }
-    let id = match message.id {
-        Some(id) => {
-            names::validate_id(&id).map_err(|e| ApiError::invalid(format!("message.{e}")))?;
-            id
-        }
-        None => new_message_id(),
-    };
-    let mut envelope = Envelope::new(message.kind);
-    envelope.id = Some(id.clone());
-    envelope.room = room.map(str::to_owned);
-    envelope.data = message.data;
-    envelope.ts = Some(now_ms());
-    Ok((id, envelope.to_json()))
-}
-
-fn check<T>(result: Result<T, names::NameError>) -> Result<T, ApiError> {
-    result.map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// `POST /v1/send/user`: durable, into the user's inbox and live to their connections.
@@ -53,24 +28,16 @@ pub async fn to_user(
     body: Bytes,
 ) -> Result<Json<SentToUser>, ApiError> {
     let request: SendToUser = json_body(&body)?;
-    check(names::validate_app(&request.app))?;
-    names::validate_user_id(&request.user_id)
-        .map_err(|e| ApiError::invalid(e.to_string().replacen("sub", "userId", 1)))?;
-    let (id, body) = envelope(request.message, None)?;
+    check_app(&request.app)?;
+    check_user(&request.user_id)?;
+    let message = encode(request.message, None)?;
     let delivery = shared
         .broker
-        .send_to_user(
-            &request.app,
-            &request.user_id,
-            UserMessage {
-                id: id.clone(),
-                body,
-            },
-        )
+        .send_to_user(&request.app, &request.user_id, &message.body)
         .await?;
     debug!(app = %request.app, user = %request.user_id, seq = delivery.seq, delivered = delivery.delivered, "sent to user");
     Ok(Json(SentToUser {
-        id,
+        id: message.id,
         seq: delivery.seq,
         delivered: delivery.delivered,
         queued: true,
@@ -83,14 +50,17 @@ pub async fn to_room(
     body: Bytes,
 ) -> Result<Json<SentToRoom>, ApiError> {
     let request: SendToRoom = json_body(&body)?;
-    check(names::validate_app(&request.app))?;
-    check(names::validate_room(&request.room))?;
-    let (id, frame) = envelope(request.message, Some(&request.room))?;
+    check_app(&request.app)?;
+    check_room(&request.room)?;
+    let message = encode(request.message, Some(&request.room))?;
     let delivered = shared
         .broker
-        .send_to_room(&request.app, &request.room, Utf8Bytes::from(frame))
+        .send_to_room(&request.app, &request.room, Utf8Bytes::from(message.body))
         .await?;
-    Ok(Json(SentToRoom { id, delivered }))
+    Ok(Json(SentToRoom {
+        id: message.id,
+        delivered,
+    }))
 }
 
 /// `POST /v1/send/app`: live to every connection of the app.
@@ -99,13 +69,13 @@ pub async fn to_app(
     body: Bytes,
 ) -> Result<Json<SentToApp>, ApiError> {
     let request: SendToApp = json_body(&body)?;
-    check(names::validate_app(&request.app))?;
-    let (id, frame) = envelope(request.message, None)?;
+    check_app(&request.app)?;
+    let message = encode(request.message, None)?;
     shared
         .broker
-        .send_to_app(&request.app, Utf8Bytes::from(frame))
+        .send_to_app(&request.app, Utf8Bytes::from(message.body))
         .await?;
-    Ok(Json(SentToApp { id }))
+    Ok(Json(SentToApp { id: message.id }))
 }
 
 /// Query of `DELETE /v1/connections`.
@@ -128,9 +98,8 @@ pub async fn kick(
     let user = query
         .user_id
         .ok_or_else(|| ApiError::invalid("userId is required"))?;
-    check(names::validate_app(&app))?;
-    names::validate_user_id(&user)
-        .map_err(|e| ApiError::invalid(e.to_string().replacen("sub", "userId", 1)))?;
+    check_app(&app)?;
+    check_user(&user)?;
     let kicked = shared.broker.kick_user(&app, &user).await?;
     Ok(Json(Kicked { kicked }))
 }

@@ -6,7 +6,7 @@ use super::inbound::InboundLog;
 use super::inbox::{Inbox, Retention};
 use super::{
     frame_with_seq, AckOutcome, Admission, Broker, BrokerError, ClusterStats, InboundMessage,
-    Lease, Replay, StoreOutcome, UserDelivery, UserMessage,
+    Lease, Replay, StoreOutcome, UserDelivery,
 };
 use crate::clock::now_ms;
 use crate::hub::{Hub, Outgoing, Topic};
@@ -121,12 +121,12 @@ impl Broker for MemoryBroker {
         &self,
         app: &str,
         user: &str,
-        message: UserMessage,
+        body: &str,
     ) -> Result<UserDelivery, BrokerError> {
         let mut inboxes = self.inboxes.lock();
         let inbox = inboxes.entry(Self::key(app, user)).or_default();
         let (seq, frame) = inbox.append(now_ms(), self.settings.retention, |seq| {
-            frame_with_seq(seq, &message.body)
+            frame_with_seq(seq, body)
         });
         let delivered = self.hub.deliver_to_user(
             app,

@@ -58,15 +58,6 @@ pub enum Admission {
     Full,
 }
 
-/// A message for a user's inbox, encoded once without its `seq` (which the broker assigns).
-#[derive(Debug, Clone)]
-pub struct UserMessage {
-    /// The message id.
-    pub id: String,
-    /// The envelope JSON without `seq`; it always starts with `{"type":`.
-    pub body: String,
-}
-
 /// Inserts `seq` into an encoded envelope that lacks it (field order does not matter in JSON,
 /// so the broker never decodes the body; a Lua script can do the same with two strings).
 pub fn frame_with_seq(seq: u64, body: &str) -> String {
@@ -163,12 +154,13 @@ pub trait Broker: Send + Sync + 'static {
     /// subscribe.
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError>;
 
-    /// Appends to the user's inbox and delivers live on every node, in seq order.
+    /// Appends to the user's inbox and delivers live on every node, in seq order. `body`
+    /// is the encoded envelope without `seq` ([`crate::outgoing::Encoded::body`]).
     async fn send_to_user(
         &self,
         app: &str,
         user: &str,
-        message: UserMessage,
+        body: &str,
     ) -> Result<UserDelivery, BrokerError>;
     /// Delivers to the room's members on every node; the count when known.
     async fn send_to_room(

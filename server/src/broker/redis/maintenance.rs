@@ -148,17 +148,10 @@ async fn refresh_leases(inner: &Inner) -> bool {
 /// Writes the inbox count changes gathered since the last flush.
 pub(super) async fn flush_queued(inner: &Inner) {
     let deltas: Vec<(u64, i64)> = inner.queued_deltas.lock().drain().collect();
-    if deltas.is_empty() {
-        return;
-    }
-    let keep_ms = inner.settings.retention.ttl_ms + 2 * inner.bucket_ms();
-    let mut pipe = redis::pipe();
-    for (bucket, delta) in &deltas {
-        let key = keys::queued_bucket(*bucket);
-        pipe.cmd("INCRBY").arg(&key).arg(*delta).ignore();
-        pipe.cmd("PEXPIRE").arg(&key).arg(keep_ms).ignore();
-    }
-    if inner.main.pipeline::<()>(&pipe).await.is_err() {
+    if super::ops::add_queued(&inner.main, inner.settings.retention, &deltas)
+        .await
+        .is_err()
+    {
         // Keep them for the next flush.
         let mut pending = inner.queued_deltas.lock();
         for (bucket, delta) in deltas {

@@ -13,13 +13,14 @@
 pub mod connection;
 pub mod keys;
 mod maintenance;
+pub mod ops;
 pub mod scripts;
 mod subscriber;
 
 use super::inbox::Retention;
 use super::{
     AckOutcome, Admission, Broker, BrokerError, ClusterStats, InboundMessage, Lease, Replay,
-    StoreOutcome, UserDelivery, UserMessage,
+    StoreOutcome, UserDelivery,
 };
 use crate::clock::now_ms;
 use crate::hub::{Hub, Topic};
@@ -104,7 +105,7 @@ pub struct RedisBroker {
     inner: Arc<Inner>,
 }
 
-fn unavailable(e: redis::RedisError) -> BrokerError {
+pub(crate) fn unavailable(e: redis::RedisError) -> BrokerError {
     BrokerError::Unavailable(format!("redis: {e}"))
 }
 
@@ -164,39 +165,13 @@ impl RedisBroker {
 }
 
 impl Inner {
-    fn sharded_arg(&self) -> &'static str {
-        if self.main.sharded() {
-            "1"
-        } else {
-            "0"
-        }
-    }
-
-    fn bucket_ms(&self) -> u64 {
-        (self.settings.retention.ttl_ms / 100).max(1000)
-    }
-
-    /// Records inbox count changes for the cluster's `totalQueuedMessages`.
+    /// Records inbox count changes for the cluster's `totalQueuedMessages`; the
+    /// maintenance task writes them once a second.
     fn count_queued(&self, added_at: u64, trimmed_at: &[u64]) {
-        let bucket = self.bucket_ms();
-        let mut deltas = self.queued_deltas.lock();
-        *deltas.entry(added_at / bucket).or_default() += 1;
-        for at in trimmed_at {
-            *deltas.entry(at / bucket).or_default() -= 1;
+        let mut pending = self.queued_deltas.lock();
+        for (bucket, delta) in ops::queued_deltas(self.settings.retention, added_at, trimmed_at) {
+            *pending.entry(bucket).or_default() += delta;
         }
-    }
-
-    async fn publish(&self, channel: &str, payload: &str) -> Result<(), BrokerError> {
-        let command = if self.publisher.sharded() {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        };
-        self.publisher
-            .query::<i64>(redis::cmd(command).arg(channel).arg(payload))
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
     }
 
     /// Subscribes or unsubscribes a topic's channel to match what the hub needs now.
@@ -230,7 +205,7 @@ fn stripe_of(text: &str, stripes: usize) -> usize {
     (hasher.finish() % stripes as u64) as usize
 }
 
-fn int(value: &Value) -> Option<u64> {
+pub(crate) fn int(value: &Value) -> Option<u64> {
     match value {
         Value::Int(n) => u64::try_from(*n).ok(),
         Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
@@ -300,9 +275,12 @@ impl Broker for RedisBroker {
                     close::REPLACED,
                     "replaced by a newer connection of this device",
                 );
-            } else if let Err(e) = inner
-                .publish(&keys::node_channel(&conn.node), &format!("r{}", conn.local))
-                .await
+            } else if let Err(e) = ops::publish(
+                &inner.publisher,
+                &keys::node_channel(&conn.node),
+                &format!("r{}", conn.local),
+            )
+            .await
             {
                 // The old connection's lease is gone already; it lingers until its node
                 // hears of it or it closes by itself.
@@ -339,38 +317,14 @@ impl Broker for RedisBroker {
         &self,
         app: &str,
         user: &str,
-        message: UserMessage,
+        body: &str,
     ) -> Result<UserDelivery, BrokerError> {
         let inner = &self.inner;
-        let keys = keys::user(app, user);
         let now = now_ms();
-        let reply: Vec<Value> = inner
-            .main
-            .invoke(
-                scripts::APPEND
-                    .key(&keys.seq)
-                    .key(&keys.inbox)
-                    .key(&keys.conns)
-                    .key(&keys.channel)
-                    .arg(now)
-                    .arg(inner.settings.retention.ttl_ms)
-                    .arg(inner.settings.retention.max_len)
-                    .arg(&message.body)
-                    .arg(inner.sharded_arg()),
-            )
-            .await
-            .map_err(unavailable)?;
-        let numbers: Vec<u64> = reply.iter().filter_map(int).collect();
-        let [seq, delivered, trimmed @ ..] = numbers.as_slice() else {
-            return Err(BrokerError::Unavailable(
-                "redis: malformed append reply".into(),
-            ));
-        };
-        inner.count_queued(now, trimmed);
-        Ok(UserDelivery {
-            seq: *seq,
-            delivered: *delivered,
-        })
+        let appended =
+            ops::append(&inner.main, inner.settings.retention, app, user, body, now).await?;
+        inner.count_queued(now, &appended.trimmed_at);
+        Ok(appended.delivery)
     }
 
     async fn send_to_room(
@@ -383,9 +337,7 @@ impl Broker for RedisBroker {
             app: Arc::from(app),
             room: Arc::from(room),
         };
-        self.inner
-            .publish(&keys::channel(&topic), &format!("m {}", frame.as_str()))
-            .await?;
+        ops::publish_frame(&self.inner.publisher, &topic, frame.as_str()).await?;
         // Members on other nodes are not counted anywhere; the protocol allows null.
         Ok(None)
     }
@@ -394,25 +346,11 @@ impl Broker for RedisBroker {
         let topic = Topic::App {
             app: Arc::from(app),
         };
-        self.inner
-            .publish(&keys::channel(&topic), &format!("m {}", frame.as_str()))
-            .await
+        ops::publish_frame(&self.inner.publisher, &topic, frame.as_str()).await
     }
 
     async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError> {
-        let inner = &self.inner;
-        let keys = keys::user(app, user);
-        inner
-            .main
-            .invoke(
-                scripts::KICK
-                    .key(&keys.conns)
-                    .key(&keys.channel)
-                    .arg(now_ms())
-                    .arg(inner.sharded_arg()),
-            )
-            .await
-            .map_err(unavailable)
+        ops::kick(&self.inner.main, app, user, now_ms()).await
     }
 
     async fn open_inbox(
@@ -605,7 +543,7 @@ impl Broker for RedisBroker {
                 .map_err(unavailable)?;
             counts.into_iter().flatten().sum()
         };
-        let bucket = inner.bucket_ms();
+        let bucket = ops::bucket_ms(inner.settings.retention);
         let first = now.saturating_sub(inner.settings.retention.ttl_ms) / bucket;
         let buckets: Vec<String> = (first..=now / bucket).map(keys::queued_bucket).collect();
         let queued: Vec<Option<i64>> = inner

@@ -1,0 +1,136 @@
+//! Redis operations shared by the broker (inside a gateway node) and the
+//! [`Publisher`](crate::publisher::Publisher) (inside a backend service), so both follow
+//! exactly the same rules.
+
+use super::connection::Conn;
+use super::{int, keys, scripts, unavailable};
+use crate::broker::inbox::Retention;
+use crate::broker::{BrokerError, UserDelivery};
+use crate::hub::Topic;
+use redis::Value;
+
+/// The result of an inbox append.
+pub struct Appended {
+    /// Seq and live connections.
+    pub delivery: UserDelivery,
+    /// When the messages trimmed by the length cap were appended (ms), for the counters.
+    pub trimmed_at: Vec<u64>,
+}
+
+fn sharded_arg(conn: &Conn) -> &'static str {
+    if conn.sharded() {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+/// Appends `body` to the (app, user) inbox and publishes it on the user's channel.
+pub async fn append(
+    conn: &Conn,
+    retention: Retention,
+    app: &str,
+    user: &str,
+    body: &str,
+    now: u64,
+) -> Result<Appended, BrokerError> {
+    let keys = keys::user(app, user);
+    let reply: Vec<Value> = conn
+        .invoke(
+            scripts::APPEND
+                .key(&keys.seq)
+                .key(&keys.inbox)
+                .key(&keys.conns)
+                .key(&keys.channel)
+                .arg(now)
+                .arg(retention.ttl_ms)
+                .arg(retention.max_len)
+                .arg(body)
+                .arg(sharded_arg(conn)),
+        )
+        .await
+        .map_err(unavailable)?;
+    let numbers: Vec<u64> = reply.iter().filter_map(int).collect();
+    let [seq, delivered, trimmed @ ..] = numbers.as_slice() else {
+        return Err(BrokerError::Unavailable(
+            "redis: malformed append reply".into(),
+        ));
+    };
+    Ok(Appended {
+        delivery: UserDelivery {
+            seq: *seq,
+            delivered: *delivered,
+        },
+        trimmed_at: trimmed.to_vec(),
+    })
+}
+
+/// Publishes an encoded room or app message on its channel.
+pub async fn publish_frame(conn: &Conn, topic: &Topic, frame: &str) -> Result<(), BrokerError> {
+    publish(conn, &keys::channel(topic), &format!("m {frame}")).await
+}
+
+/// Publishes a raw payload (PUBLISH, or SPUBLISH on a cluster).
+pub async fn publish(conn: &Conn, channel: &str, payload: &str) -> Result<(), BrokerError> {
+    let command = if conn.sharded() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
+    conn.query::<i64>(redis::cmd(command).arg(channel).arg(payload))
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
+}
+
+/// Counts the user's live connections and tells every node to close them with 4403.
+pub async fn kick(conn: &Conn, app: &str, user: &str, now: u64) -> Result<u64, BrokerError> {
+    let keys = keys::user(app, user);
+    conn.invoke(
+        scripts::KICK
+            .key(&keys.conns)
+            .key(&keys.channel)
+            .arg(now)
+            .arg(sharded_arg(conn)),
+    )
+    .await
+    .map_err(unavailable)
+}
+
+/// Width of one time bucket of the inbox message counters.
+pub fn bucket_ms(retention: Retention) -> u64 {
+    (retention.ttl_ms / 100).max(1000)
+}
+
+/// Adds inbox count changes (by time bucket) to the cluster's counters.
+pub async fn add_queued(
+    conn: &Conn,
+    retention: Retention,
+    deltas: &[(u64, i64)],
+) -> Result<(), BrokerError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let keep_ms = retention.ttl_ms + 2 * bucket_ms(retention);
+    let mut pipe = redis::pipe();
+    for (bucket, delta) in deltas {
+        let key = keys::queued_bucket(*bucket);
+        pipe.cmd("INCRBY").arg(&key).arg(*delta).ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(keep_ms).ignore();
+    }
+    conn.pipeline::<()>(&pipe).await.map_err(unavailable)
+}
+
+/// Groups one append (and what it trimmed) into bucket deltas.
+pub fn queued_deltas(retention: Retention, added_at: u64, trimmed_at: &[u64]) -> Vec<(u64, i64)> {
+    let bucket = bucket_ms(retention);
+    let mut deltas: Vec<(u64, i64)> = vec![(added_at / bucket, 1)];
+    for at in trimmed_at {
+        let b = at / bucket;
+        match deltas.iter_mut().find(|(k, _)| *k == b) {
+            Some((_, d)) => *d -= 1,
+            None => deltas.push((b, -1)),
+        }
+    }
+    deltas
+}

@@ -1,0 +1,183 @@
+//! Publishing from a Rust backend service straight into Redis, without the HTTP hop:
+//! `send_to_user`, `send_to_room`, `send_to_app` and `kick_user` with the same rules and
+//! answers as the gateway's `/v1` API (the same validation, the same Lua scripts).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tether_server::publisher::PublishError> {
+//! use tether_server::publisher::Publisher;
+//! use tether_protocol::api::OutgoingMessage;
+//!
+//! let publisher = Publisher::connect("redis://127.0.0.1:6379/").await?;
+//! let sent = publisher
+//!     .send_to_user("shop", "u42", OutgoingMessage::new("order_update", &serde_json::json!({"orderId": 123})))
+//!     .await?;
+//! println!("seq {} reached {} connections", sent.seq, sent.delivered);
+//! # Ok(()) }
+//! ```
+
+use crate::broker::inbox::Retention;
+use crate::broker::redis::connection::{self, Conn, Target};
+use crate::broker::redis::ops;
+use crate::broker::BrokerError;
+use crate::clock::now_ms;
+use crate::hub::Topic;
+use crate::outgoing::{check_app, check_room, check_user, encode, Invalid};
+use std::sync::Arc;
+use tether_protocol::api::{Kicked, OutgoingMessage, SentToApp, SentToRoom, SentToUser};
+use thiserror::Error;
+
+/// Why a publish failed. Nothing was sent in either case.
+#[derive(Debug, Clone, Error)]
+pub enum PublishError {
+    /// The request breaks a rule (bad app, user, room, type or id).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Redis could not be reached or refused; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<Invalid> for PublishError {
+    fn from(e: Invalid) -> PublishError {
+        PublishError::Invalid(e.0)
+    }
+}
+
+impl From<BrokerError> for PublishError {
+    fn from(e: BrokerError) -> PublishError {
+        match e {
+            BrokerError::Unavailable(m) => PublishError::Unavailable(m),
+            BrokerError::BadRequest(m) => PublishError::Invalid(m),
+        }
+    }
+}
+
+/// A handle for publishing; cheap to clone, safe to share between tasks.
+#[derive(Clone)]
+pub struct Publisher {
+    conn: Conn,
+    retention: Retention,
+}
+
+impl Publisher {
+    /// Connects to Redis: one URL, or comma-separated seed URLs of a Redis Cluster.
+    /// Inbox retention defaults to the gateway's (7 days, 1000 messages); use
+    /// [`Publisher::with_retention`] when the gateways run with other values.
+    pub async fn connect(urls: &str) -> Result<Publisher, PublishError> {
+        let urls: Vec<String> = urls
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let target = Target {
+            cluster: urls.len() > 1,
+            urls,
+        };
+        Self::connect_to(target).await
+    }
+
+    /// Connects to a Redis Cluster given one or more seed URLs.
+    pub async fn connect_cluster(urls: &[&str]) -> Result<Publisher, PublishError> {
+        Self::connect_to(Target {
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            cluster: true,
+        })
+        .await
+    }
+
+    async fn connect_to(target: Target) -> Result<Publisher, PublishError> {
+        let conn = connection::open(&target, None, 1)
+            .await
+            .map_err(|e| PublishError::Unavailable(format!("redis: {e}")))?;
+        Ok(Publisher {
+            conn,
+            retention: Retention {
+                ttl_ms: 604_800_000,
+                max_len: 1000,
+            },
+        })
+    }
+
+    /// Sets the inbox retention: use the gateways' `WS_MESSAGE_TTL` (seconds) and
+    /// `WS_MAX_QUEUE_PER_USER`.
+    pub fn with_retention(mut self, message_ttl_s: u64, max_queue_per_user: u32) -> Publisher {
+        self.retention = Retention {
+            ttl_ms: message_ttl_s.saturating_mul(1000),
+            max_len: max_queue_per_user as usize,
+        };
+        self
+    }
+
+    /// Durable message to a user: into their inbox and live to every connection.
+    pub async fn send_to_user(
+        &self,
+        app: &str,
+        user_id: &str,
+        message: OutgoingMessage,
+    ) -> Result<SentToUser, PublishError> {
+        check_app(app)?;
+        check_user(user_id)?;
+        let message = encode(message, None)?;
+        let now = now_ms();
+        let appended =
+            ops::append(&self.conn, self.retention, app, user_id, &message.body, now).await?;
+        // Counters for the gateways' stats; a failure here loses no message.
+        let deltas = ops::queued_deltas(self.retention, now, &appended.trimmed_at);
+        let _ = ops::add_queued(&self.conn, self.retention, &deltas).await;
+        Ok(SentToUser {
+            id: message.id,
+            seq: appended.delivery.seq,
+            delivered: appended.delivery.delivered,
+            queued: true,
+        })
+    }
+
+    /// Live message to a room's members on every node.
+    pub async fn send_to_room(
+        &self,
+        app: &str,
+        room: &str,
+        message: OutgoingMessage,
+    ) -> Result<SentToRoom, PublishError> {
+        check_app(app)?;
+        check_room(room)?;
+        let message = encode(message, Some(room))?;
+        let topic = Topic::Room {
+            app: Arc::from(app),
+            room: Arc::from(room),
+        };
+        ops::publish_frame(&self.conn, &topic, &message.body).await?;
+        Ok(SentToRoom {
+            id: message.id,
+            delivered: None,
+        })
+    }
+
+    /// Live message to every connection of an app.
+    pub async fn send_to_app(
+        &self,
+        app: &str,
+        message: OutgoingMessage,
+    ) -> Result<SentToApp, PublishError> {
+        check_app(app)?;
+        let message = encode(message, None)?;
+        ops::publish_frame(
+            &self.conn,
+            &Topic::App {
+                app: Arc::from(app),
+            },
+            &message.body,
+        )
+        .await?;
+        Ok(SentToApp { id: message.id })
+    }
+
+    /// Closes every connection of a user with 4403, on every node.
+    pub async fn kick_user(&self, app: &str, user_id: &str) -> Result<Kicked, PublishError> {
+        check_app(app)?;
+        check_user(user_id)?;
+        Ok(Kicked {
+            kicked: ops::kick(&self.conn, app, user_id, now_ms()).await?,
+        })
+    }
+}
