@@ -213,3 +213,26 @@ async fn messages_arriving_during_replay_are_delivered_once_in_seq_order() {
     }
     client.silent_for(200).await;
 }
+
+#[tokio::test]
+async fn a_since_from_before_the_inbox_was_lost_hides_nothing() {
+    // The embedded broker restarted: the client's since (500) is from the old inbox.
+    let gw = TestGateway::start().await;
+    gw.send_to_user("u1", "n", json!("new")).await;
+    let mut client = gw
+        .connect_with(
+            &gw.token("u1"),
+            &format!("app={APP}&device=phone&since=500"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(client.established["data"]["replayFrom"], 1);
+    assert_eq!(client.recv().await["data"], "new");
+    gw.send_to_user("u1", "n", json!("live")).await;
+    assert_eq!(
+        client.recv().await["seq"],
+        2,
+        "live messages are not held back either"
+    );
+}

@@ -310,3 +310,20 @@ async fn a_rust_backend_publishes_straight_into_redis_with_the_apis_semantics() 
     assert_eq!(publisher.kick_user(APP, "u2").await.unwrap().kicked, 1);
     assert_eq!(on_b.ended().await, Ended::Closed(4403));
 }
+
+#[tokio::test]
+async fn a_since_from_an_inbox_redis_lost_hides_nothing() {
+    let redis = RedisServer::start();
+    let gw = TestGateway::redis(&redis.url(), |_| {}).await;
+    gw.send_to_user("u1", "n", json!("new")).await;
+    let mut client = gw
+        .connect_with(
+            &gw.token("u1"),
+            &format!("app={APP}&device=phone&since=500"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(client.established["data"]["replayFrom"], 1);
+    assert_eq!(client.recv().await["data"], "new");
+}

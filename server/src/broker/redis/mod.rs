@@ -368,6 +368,7 @@ impl Broker for RedisBroker {
                 scripts::OPEN
                     .key(&keys.inbox)
                     .key(&keys.cursors)
+                    .key(&keys.seq)
                     .arg(now_ms())
                     .arg(inner.settings.retention.ttl_ms)
                     .arg(device.unwrap_or(""))

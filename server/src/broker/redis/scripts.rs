@@ -58,7 +58,7 @@ return result
     ))
 });
 
-/// Positions a connecting device and returns what to replay. KEYS: inbox, cursors.
+/// Positions a connecting device and returns what to replay. KEYS: inbox, cursors, seq.
 /// ARGV: now ms, ttl ms, device ('' for none), since. A device's first connection (or one
 /// whose cursor went unused for the TTL) starts at the user's watermark.
 /// Returns {after, seq, frame, seq, frame, ...}.
@@ -86,8 +86,10 @@ if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[2], field, after .. ':' .. now)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
+-- A since above the newest seq comes from an inbox Redis no longer has: ignore it.
 local since = tonumber(ARGV[4])
-if since > after then after = since end
+local newest = tonumber(redis.call('GET', KEYS[3]) or '0')
+if since > after and since <= newest then after = since end
 local result = {{after}}
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. after, '+inf', 'WITHSCORES')
 for i = 1, #found, 2 do
