@@ -337,9 +337,34 @@ async fn a_gateway_restart_loses_nothing_queued_meanwhile() {
     s.all_acked().await;
     // The new node stores each queued message once, and nothing acked before.
     assert_exactly_once(&second.wait_inbound(5, WAIT).await, &sent);
-    // (Inbound after the restart is not checked here: the new node's inbox counts from
-    // seq 1 again and the gateway suppresses seqs at or below the client's `since`; see
-    // docs/sdk.md, "Known limits".)
+    // Its inbox (embedded broker) counts from seq 1 again, below the client's cursor of
+    // 3: the gateway ignores the stale `since` and the client follows the new sequence
+    // instead of dropping the messages as duplicates.
+    for n in ["after-1", "after-2"] {
+        second
+            .send_to_user("gina", "order_update", serde_json::json!({"n": n}))
+            .await;
+    }
+    wait_for(
+        &mut s.seen,
+        WAIT,
+        |e| matches!(e, Seen::Message(m) if m.data_json == r#"{"n":"after-2"}"#),
+    )
+    .await;
+    let after: Vec<(Option<u64>, String)> = s
+        .recorder
+        .messages()
+        .into_iter()
+        .filter(|m| m.data_json.contains("after"))
+        .map(|m| (m.seq, m.data_json))
+        .collect();
+    assert_eq!(
+        after,
+        [
+            (Some(1), r#"{"n":"after-1"}"#.to_owned()),
+            (Some(2), r#"{"n":"after-2"}"#.to_owned())
+        ]
+    );
     s.client.shutdown().await;
 }
 
