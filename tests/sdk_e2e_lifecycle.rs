@@ -196,3 +196,53 @@ async fn no_network_waits_quietly_and_its_return_connects() {
     assert_eq!(proxy.accepted(), accepted + 1);
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_the_token_forbids_is_reported_and_not_rejoined() {
+    let backend = Backend::start(|_| {}).await;
+    let proxy = FaultProxy::start(backend.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ClientConfig::new(
+        &proxy.ws_url(),
+        APP,
+        "phone-1",
+        dir.path().to_str().unwrap(),
+    );
+    config.backoff_base_ms = 100;
+    config.backoff_cap_ms = 800;
+    let mut claims = tether_server::auth::Claims::new("rita", &[APP], 3600);
+    claims.rooms = Some(vec!["lobby".into()]);
+    let token = tether_server::auth::mint_token(sdk_support::gateway::SECRET.as_bytes(), &claims);
+    let (recorder, mut seen) = Recorder::new();
+    let client = TetherClient::new(config, recorder.clone(), Tokens::fixed(&token)).unwrap();
+    client.join_room("admin".into()).unwrap();
+    client.join_room("lobby".into()).unwrap();
+    client.connect();
+    let refused = wait_for(&mut seen, WAIT, |e| matches!(e, Seen::Error(_))).await;
+    let Seen::Error(error) = refused else {
+        unreachable!()
+    };
+    assert_eq!(error.kind(), ErrorKind::Auth);
+    assert!(
+        error.message().contains("room admin refused"),
+        "{}",
+        error.message()
+    );
+    send_to_room_when_joined(&backend, "lobby", serde_json::json!(1)).await;
+    message_with(&mut seen, "1").await;
+    // After a reconnect only the allowed room is joined again: no second refusal.
+    proxy.cut();
+    until(&client, |s| *s != ConnectionStatus::Connected).await;
+    until(&client, |s| *s == ConnectionStatus::Connected).await;
+    send_to_room_when_joined(&backend, "lobby", serde_json::json!(2)).await;
+    message_with(&mut seen, "2").await;
+    let refusals = recorder
+        .all
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Seen::Error(err) if err.message().contains("room admin")))
+        .count();
+    assert_eq!(refusals, 1);
+    client.shutdown().await;
+}

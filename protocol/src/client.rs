@@ -34,11 +34,15 @@ pub enum ClientMessage {
     JoinRoom {
         /// A valid room name.
         room: String,
+        /// Optional id; an `error` answering this request carries it as `ref`.
+        id: Option<String>,
     },
     /// `leave_room`.
     LeaveRoom {
         /// A valid room name.
         room: String,
+        /// Optional id, as for `join_room`.
+        id: Option<String>,
     },
     /// Cumulative inbox ack.
     Ack {
@@ -185,10 +189,20 @@ impl ClientMessage {
                         reference,
                     ));
                 }
+                let id = envelope.id;
+                if let Some(id) = &id {
+                    if let Err(e) = names::validate_id(id) {
+                        return Err(FrameError::rejected(
+                            ErrorCode::InvalidMessage,
+                            e.to_string(),
+                            Some(envelope.kind),
+                        ));
+                    }
+                }
                 Ok(if envelope.kind == "join_room" {
-                    ClientMessage::JoinRoom { room }
+                    ClientMessage::JoinRoom { room, id }
                 } else {
-                    ClientMessage::LeaveRoom { room }
+                    ClientMessage::LeaveRoom { room, id }
                 })
             }
             "ack" => {
@@ -244,12 +258,14 @@ impl ClientMessage {
                     .as_deref()
                     .and_then(|ts| crate::envelope::raw_json(&format!("{{\"ts\":{ts}}}")).ok());
             }
-            ClientMessage::JoinRoom { room } => {
+            ClientMessage::JoinRoom { room, id } => {
                 envelope = Envelope::new("join_room");
+                envelope.id = id.clone();
                 envelope.data = Some(to_raw(&Room { room }));
             }
-            ClientMessage::LeaveRoom { room } => {
+            ClientMessage::LeaveRoom { room, id } => {
                 envelope = Envelope::new("leave_room");
+                envelope.id = id.clone();
                 envelope.data = Some(to_raw(&Room { room }));
             }
             ClientMessage::Ack { seq } => {
@@ -337,13 +353,22 @@ mod tests {
         assert_eq!(
             ClientMessage::parse(r#"{"type":"join_room","data":{"room":"orders:1"}}"#),
             Ok(ClientMessage::JoinRoom {
-                room: "orders:1".into()
+                room: "orders:1".into(),
+                id: None
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"join_room","id":"j1","data":{"room":"r"}}"#),
+            Ok(ClientMessage::JoinRoom {
+                room: "r".into(),
+                id: Some("j1".into())
             })
         );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"leave_room","data":{"room":"orders:1"}}"#),
             Ok(ClientMessage::LeaveRoom {
-                room: "orders:1".into()
+                room: "orders:1".into(),
+                id: None
             })
         );
         assert_eq!(
@@ -425,8 +450,16 @@ mod tests {
             proptest::option::of(any::<u32>()).prop_map(|ts| ClientMessage::Ping {
                 ts: ts.map(|t| t.to_string())
             }),
-            "[A-Za-z0-9._:-]{1,128}".prop_map(|room| ClientMessage::JoinRoom { room }),
-            "[A-Za-z0-9._:-]{1,128}".prop_map(|room| ClientMessage::LeaveRoom { room }),
+            (
+                "[A-Za-z0-9._:-]{1,128}",
+                proptest::option::of("[!-~]{1,64}")
+            )
+                .prop_map(|(room, id)| ClientMessage::JoinRoom { room, id }),
+            (
+                "[A-Za-z0-9._:-]{1,128}",
+                proptest::option::of("[!-~]{1,64}")
+            )
+                .prop_map(|(room, id)| ClientMessage::LeaveRoom { room, id }),
             any::<u64>().prop_map(|seq| ClientMessage::Ack { seq }),
             ("[a-z0-9_.:-]{1,64}", "[!-~]{1,64}", arb_data())
                 .prop_filter("not a control type", |(k, _, _)| {

@@ -90,7 +90,14 @@ async fn the_rooms_claim_limits_what_may_be_joined() {
     let refused = join(&mut client, "admin").await;
     assert_eq!(refused["type"], "error");
     assert_eq!(refused["data"]["code"], "forbidden");
-    assert_eq!(refused["data"]["ref"], "admin");
+    assert_eq!(refused["data"]["ref"], "join_room", "no id: the type");
+    let refused = client
+        .request(json!({"type": "join_room", "id": "j-7", "data": {"room": "admin"}}))
+        .await;
+    assert_eq!(
+        refused["data"]["ref"], "j-7",
+        "the request's id when it has one"
+    );
 }
 
 #[tokio::test]

@@ -116,7 +116,10 @@ impl Engine {
                 Ok(None) => debug!(%id, "ack for a message no longer queued"),
                 Err(e) => self.report(Error::from(e).into()),
             },
-            ServerMessage::RoomJoined { room } => debug!(%room, "room joined"),
+            ServerMessage::RoomJoined { room } => {
+                debug!(%room, "room joined");
+                self.rooms.joined(&room);
+            }
             ServerMessage::RoomLeft { room } => debug!(%room, "room left"),
             ServerMessage::Error(error) => self.on_error_frame(error),
             ServerMessage::Published(envelope) => self.on_published(envelope),

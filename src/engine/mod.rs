@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod heartbeat;
 mod inbound;
 mod outbound;
+pub mod rooms;
 pub mod state;
 
 use connect::Internal;
@@ -175,7 +176,7 @@ pub struct Engine {
     machine: Machine,
     outbox: Outbox,
     inbox: Inbox,
-    rooms: BTreeSet<String>,
+    rooms: rooms::Rooms,
     connector: Arc<dyn Connector>,
     tokens: Arc<dyn TokenProvider>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -252,7 +253,7 @@ impl Engine {
             machine,
             outbox,
             inbox,
-            rooms: BTreeSet::new(),
+            rooms: rooms::Rooms::default(),
             connector,
             tokens,
             commands,
@@ -400,9 +401,8 @@ impl Engine {
         if let Some(session) = self.session.as_mut() {
             session.established = true;
         }
-        let rooms: Vec<String> = self.rooms.iter().cloned().collect();
-        for room in rooms {
-            self.send_frame(ClientMessage::JoinRoom { room }.to_json());
+        for join in self.rooms.rejoin_all() {
+            self.send_frame(join.to_json());
         }
         self.expire_old();
         self.pump();
@@ -428,13 +428,17 @@ impl Engine {
                 }
             }
             Command::JoinRoom(room) => {
-                if self.rooms.insert(room.clone()) && self.established() {
-                    self.send_frame(ClientMessage::JoinRoom { room }.to_json());
+                if let Some(join) = self.rooms.join(room) {
+                    if self.established() {
+                        self.send_frame(join.to_json());
+                    }
                 }
             }
             Command::LeaveRoom(room) => {
-                if self.rooms.remove(&room) && self.established() {
-                    self.send_frame(ClientMessage::LeaveRoom { room }.to_json());
+                if let Some(leave) = self.rooms.leave(&room) {
+                    if self.established() {
+                        self.send_frame(leave.to_json());
+                    }
                 }
             }
             Command::Network(state) => {

@@ -156,6 +156,27 @@ impl Engine {
             .as_deref()
             .and_then(|r| self.outbox.seq_of(r).map(|seq| (r.to_owned(), seq)));
         let text = format!("gateway error {}: {}", error.code, error.message);
+        let refused_room = error
+            .reference
+            .as_deref()
+            .and_then(|r| self.rooms.refused(r, error.code));
+        if let Some(refusal) = refused_room {
+            let what = if refusal.kept {
+                "will retry after the next reconnect"
+            } else {
+                "not joined again"
+            };
+            let kind = if error.code == ErrorCode::Forbidden {
+                ErrorKind::Auth
+            } else {
+                ErrorKind::InvalidMessage
+            };
+            self.report(TetherError::new(
+                kind,
+                format!("room {} refused ({what}): {text}", refusal.room),
+            ));
+            return;
+        }
         let Some((id, seq)) = queued else {
             self.report(TetherError::new(ErrorKind::Protocol, text));
             return;

@@ -366,8 +366,12 @@ impl Connection {
                 ts,
                 server_ts: now_ms(),
             }),
-            ClientMessage::JoinRoom { room } => Some(self.join_room(room).await),
-            ClientMessage::LeaveRoom { room } => {
+            ClientMessage::JoinRoom { room, id } => {
+                // An error names the request by its id, else by its type (PROTOCOL.md §5).
+                let reference = id.unwrap_or_else(|| "join_room".to_owned());
+                Some(self.join_room(room, reference).await)
+            }
+            ClientMessage::LeaveRoom { room, .. } => {
                 if let Some(topic) = self.shared.hub.leave_room(self.id, &room) {
                     if let Err(e) = self.shared.broker.unsubscribe(&topic).await {
                         debug!(error = %e, "unsubscribe failed");
@@ -434,13 +438,13 @@ impl Connection {
             .collect())
     }
 
-    async fn join_room(&mut self, room: String) -> ServerMessage {
+    async fn join_room(&mut self, room: String, reference: String) -> ServerMessage {
         if let Some(patterns) = &self.claims.rooms {
             if !room_allowed(patterns, &room) {
                 return ServerMessage::error(
                     ErrorCode::Forbidden,
                     format!("the token does not allow room {room:?}"),
-                    Some(room),
+                    Some(reference),
                 );
             }
         }
@@ -454,18 +458,20 @@ impl Connection {
                     ServerMessage::error(
                         ErrorCode::Unavailable,
                         format!("could not join: {e}"),
-                        Some(room),
+                        Some(reference),
                     )
                 }
             },
             Err(crate::hub::JoinRefused::TooManyRooms) => ServerMessage::error(
                 ErrorCode::TooManyRooms,
                 format!("a connection may be in at most {max} rooms"),
-                Some(room),
+                Some(reference),
             ),
-            Err(crate::hub::JoinRefused::NotConnected) => {
-                ServerMessage::error(ErrorCode::Unavailable, "connection is closing", Some(room))
-            }
+            Err(crate::hub::JoinRefused::NotConnected) => ServerMessage::error(
+                ErrorCode::Unavailable,
+                "connection is closing",
+                Some(reference),
+            ),
         }
     }
 

@@ -1,0 +1,145 @@
+//! The rooms a client wants to be in, re-joined after every reconnect. Each `join_room`
+//! carries an id, so an `error` answering it (whose `ref` is that id) names the room: a
+//! room the gateway refuses for good (forbidden, invalid, too many) is dropped instead of
+//! being re-joined, and refused again, on every reconnect.
+
+use std::collections::{BTreeSet, HashMap};
+use tether_protocol::client::ClientMessage;
+use tether_protocol::ErrorCode;
+
+/// What became of a refused join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The room.
+    pub room: String,
+    /// Whether the client still tries it after the next reconnect (the refusal was passing).
+    pub kept: bool,
+}
+
+/// Wanted rooms and joins awaiting an answer.
+#[derive(Debug, Default)]
+pub struct Rooms {
+    wanted: BTreeSet<String>,
+    /// Join request id -> room, until `room_joined` or an `error` answers it.
+    pending: HashMap<String, String>,
+    next_id: u64,
+}
+
+impl Rooms {
+    /// Adds a room; the join request to send now (when connected), if it is new.
+    pub fn join(&mut self, room: String) -> Option<ClientMessage> {
+        self.wanted.insert(room.clone()).then(|| self.request(room))
+    }
+
+    /// Removes a room; the leave request to send, if it was wanted.
+    pub fn leave(&mut self, room: &str) -> Option<ClientMessage> {
+        self.pending.retain(|_, r| r != room);
+        self.wanted.remove(room).then(|| ClientMessage::LeaveRoom {
+            room: room.to_owned(),
+            id: None,
+        })
+    }
+
+    /// Join requests for every wanted room (a new session).
+    pub fn rejoin_all(&mut self) -> Vec<ClientMessage> {
+        self.pending.clear();
+        let rooms: Vec<String> = self.wanted.iter().cloned().collect();
+        rooms.into_iter().map(|room| self.request(room)).collect()
+    }
+
+    fn request(&mut self, room: String) -> ClientMessage {
+        self.next_id += 1;
+        let id = format!("join-{}", self.next_id);
+        self.pending.insert(id.clone(), room.clone());
+        ClientMessage::JoinRoom { room, id: Some(id) }
+    }
+
+    /// `room_joined` arrived.
+    pub fn joined(&mut self, room: &str) {
+        self.pending.retain(|_, r| r != room);
+    }
+
+    /// An `error` arrived; `Some` when it answers one of our joins.
+    pub fn refused(&mut self, reference: &str, code: ErrorCode) -> Option<Refusal> {
+        let room = self.pending.remove(reference)?;
+        let kept = !matches!(
+            code,
+            ErrorCode::Forbidden
+                | ErrorCode::InvalidRoom
+                | ErrorCode::TooManyRooms
+                | ErrorCode::InvalidMessage
+        );
+        if !kept {
+            self.wanted.remove(&room);
+        }
+        Some(Refusal { room, kept })
+    }
+
+    /// Rooms wanted.
+    pub fn wanted(&self) -> impl Iterator<Item = &String> {
+        self.wanted.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id_of(message: &ClientMessage) -> String {
+        match message {
+            ClientMessage::JoinRoom { id: Some(id), .. } => id.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_room_refused_for_good_is_not_rejoined() {
+        let mut rooms = Rooms::default();
+        let join = rooms.join("admin".into()).unwrap();
+        rooms.join("lobby".into()).unwrap();
+        assert!(rooms.join("lobby".into()).is_none(), "already wanted");
+        let refusal = rooms.refused(&id_of(&join), ErrorCode::Forbidden).unwrap();
+        assert_eq!(
+            refusal,
+            Refusal {
+                room: "admin".into(),
+                kept: false
+            }
+        );
+        let again: Vec<String> = rooms
+            .rejoin_all()
+            .iter()
+            .map(|m| match m {
+                ClientMessage::JoinRoom { room, .. } => room.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(again, ["lobby"]);
+    }
+
+    #[test]
+    fn a_passing_refusal_keeps_the_room() {
+        let mut rooms = Rooms::default();
+        let join = rooms.join("lobby".into()).unwrap();
+        let refusal = rooms
+            .refused(&id_of(&join), ErrorCode::Unavailable)
+            .unwrap();
+        assert!(refusal.kept);
+        assert_eq!(rooms.wanted().count(), 1);
+    }
+
+    #[test]
+    fn answers_are_matched_by_id_only() {
+        let mut rooms = Rooms::default();
+        let join = rooms.join("lobby".into()).unwrap();
+        assert!(rooms.refused("join_room", ErrorCode::Forbidden).is_none());
+        assert!(rooms.refused("m-1", ErrorCode::Forbidden).is_none());
+        rooms.joined("lobby");
+        assert!(
+            rooms.refused(&id_of(&join), ErrorCode::Forbidden).is_none(),
+            "already answered"
+        );
+        assert!(rooms.leave("lobby").is_some());
+        assert!(rooms.leave("lobby").is_none());
+    }
+}
