@@ -202,12 +202,8 @@ async fn a_room_the_token_forbids_is_reported_and_not_rejoined() {
     let backend = Backend::start(|_| {}).await;
     let proxy = FaultProxy::start(backend.addr).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ClientConfig::new(
-        &proxy.ws_url(),
-        APP,
-        "phone-1",
-        dir.path().to_str().unwrap(),
-    );
+    let mut config =
+        ClientConfig::new(proxy.ws_url(), APP, "phone-1", dir.path().to_str().unwrap());
     config.backoff_base_ms = 100;
     config.backoff_cap_ms = 800;
     let mut claims = tether_server::auth::Claims::new("rita", &[APP], 3600);
