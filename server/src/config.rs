@@ -238,6 +238,24 @@ pub struct Cli {
         default_value_t = 100_000
     )]
     pub ws_inbound_max_per_app: u64,
+    /// How long a client may take to send its HTTP request head, in ms (slowloris
+    /// protection: a client that trickles its handshake is dropped).
+    #[arg(
+        long = "ws-handshake-timeout",
+        env = "WS_HANDSHAKE_TIMEOUT",
+        value_name = "WS_HANDSHAKE_TIMEOUT",
+        default_value_t = 10_000
+    )]
+    pub ws_handshake_timeout: u64,
+    /// Frames per second all of one user's connections on this node may send together
+    /// (burst: twice as many); 0 turns the limit off.
+    #[arg(
+        long = "ws-rate-limit-per-user",
+        env = "WS_RATE_LIMIT_PER_USER",
+        value_name = "WS_RATE_LIMIT_PER_USER",
+        default_value_t = 200
+    )]
+    pub ws_rate_limit_per_user: u32,
     /// How long graceful shutdown waits for connections to close, in ms.
     #[arg(
         long = "shutdown-timeout",
@@ -385,6 +403,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Registry entry lifetime without refresh.
     pub registry_ttl: Duration,
+    /// Deadline for the HTTP request head.
+    pub handshake_timeout: Duration,
+    /// Frames per second per user on this node (0: unlimited).
+    pub rate_limit_per_user: u32,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -456,6 +478,12 @@ impl Config {
         if cli.ws_outbound_queue < 8 {
             return Err(invalid("WS_OUTBOUND_QUEUE", "must be at least 8"));
         }
+        if !(100..=120_000).contains(&cli.ws_handshake_timeout) {
+            return Err(invalid(
+                "WS_HANDSHAKE_TIMEOUT",
+                "must be between 100 and 120000 ms",
+            ));
+        }
         if cli.ws_registry_ttl < 3 {
             return Err(invalid("WS_REGISTRY_TTL", "must be at least 3 seconds"));
         }
@@ -494,6 +522,8 @@ impl Config {
             inbound_max_per_app: cli.ws_inbound_max_per_app,
             shutdown_timeout: Duration::from_millis(cli.shutdown_timeout),
             registry_ttl: Duration::from_secs(cli.ws_registry_ttl),
+            handshake_timeout: Duration::from_millis(cli.ws_handshake_timeout),
+            rate_limit_per_user: cli.ws_rate_limit_per_user,
             log_format: cli.log_format,
         })
     }
@@ -526,6 +556,8 @@ impl Config {
             inbound_max_per_app: 100_000,
             shutdown_timeout: Duration::from_secs(5),
             registry_ttl: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(10),
+            rate_limit_per_user: 200,
             log_format: LogFormat::Pretty,
         }
     }

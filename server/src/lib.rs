@@ -16,6 +16,7 @@ pub mod dev;
 pub mod gateway;
 pub mod hub;
 pub mod ids;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod outgoing;

@@ -70,21 +70,30 @@ impl Gateway {
         let shared = Arc::new(Shared::new(config, node.clone(), hub, broker, verifier));
         crate::metrics::prometheus();
 
-        let app = Router::new()
-            .route(tether_protocol::WS_PATH, get(handshake::handle))
+        let app = Router::new().route(tether_protocol::WS_PATH, get(handshake::handle));
+        #[cfg(feature = "autobahn-echo")]
+        let app = app.route("/echo", get(crate::gateway::echo::handle));
+        let app = app
             .merge(api::routes(shared.clone()))
             .fallback(|| async {
                 api::error::ApiError::new(HttpErrorCode::NotFound, "no such route")
             })
             .with_state(shared.clone());
-        let stop = shared.shutdown.clone();
-        let server = tokio::spawn(async move {
-            let service = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(e) = axum::serve(listener, service)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                warn!(error = %e, "listener failed");
+        let server = tokio::spawn(crate::listener::serve(
+            listener,
+            app,
+            shared.config.handshake_timeout,
+            shared.shutdown.clone(),
+        ));
+        let pruning = shared.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => pruning.prune_limiters(),
+                    () = pruning.shutdown.cancelled() => return,
+                    () = pruning.kill.cancelled() => return,
+                }
             }
         });
         info!(

@@ -26,6 +26,8 @@ pub struct Shared {
     pub verifier: TokenVerifier,
     /// Handshakes per IP, when limited.
     pub handshake_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Frames per (app, user) across the user's connections on this node, when limited.
+    pub user_limiter: Option<DefaultKeyedRateLimiter<(Arc<str>, Arc<str>)>>,
     /// Set once graceful shutdown starts: new handshakes get 503.
     draining: AtomicBool,
     /// Cancelled at graceful shutdown: every connection closes with 1012.
@@ -49,7 +51,12 @@ impl Shared {
             let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
+        let user_limiter = NonZeroU32::new(config.rate_limit_per_user).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
         Shared {
+            user_limiter,
             config,
             node,
             hub,
@@ -66,6 +73,18 @@ impl Shared {
     /// Whether graceful shutdown has started.
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Forgets rate-limit state of keys that have been quiet (bounded memory).
+    pub fn prune_limiters(&self) {
+        if let Some(limiter) = &self.handshake_limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some(limiter) = &self.user_limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 
     /// Starts graceful shutdown: refuse new handshakes.

@@ -247,3 +247,41 @@ async fn the_inbound_api_pages_with_cursors() {
         (400, Some("invalid_request"))
     );
 }
+
+#[tokio::test]
+async fn the_per_user_limit_spans_the_users_connections() {
+    let gw = TestGateway::with(|c| {
+        c.rate_limit_per_connection = 0;
+        c.rate_limit_per_user = 2;
+    })
+    .await;
+    let mut phone = gw.connect("u1", "phone").await;
+    let mut tablet = gw.connect("u1", "tablet").await;
+    // Burst 4 for the user: two pings each pass, the fifth frame (on either) is refused.
+    for client in [&mut phone, &mut tablet] {
+        for _ in 0..2 {
+            assert_eq!(
+                client.request(json!({"type": "ping"})).await["type"],
+                "pong"
+            );
+        }
+    }
+    let refused = tablet.request(json!({"type": "ping"})).await;
+    assert_eq!(refused["data"]["code"], "rate_limited");
+    // Another user has their own allowance.
+    let mut other = gw.connect("u2", "phone").await;
+    assert_eq!(other.request(json!({"type": "ping"})).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_message_flood_ends_with_4008() {
+    let gw = TestGateway::with(|c| c.rate_limit_per_connection = 5).await;
+    let mut client = gw.connect("u1", "d").await;
+    for i in 0..40 {
+        client
+            .send(json!({"type": "chat", "id": format!("f{i}")}))
+            .await;
+    }
+    // Ten acks and refusals come back, then the connection is closed for the flood.
+    assert_eq!(client.ended().await, Ended::Closed(4008));
+}

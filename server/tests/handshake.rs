@@ -278,3 +278,31 @@ async fn a_draining_node_answers_503_shutting_down() {
         tokio_tungstenite::connect_async(format!("ws://{addr}/ws?app={APP}&token={token}")).await;
     assert!(refused.is_err());
 }
+
+#[tokio::test]
+async fn a_client_that_trickles_its_handshake_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw =
+        TestGateway::with(|c| c.handshake_timeout = std::time::Duration::from_millis(300)).await;
+    let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    socket
+        .write_all(b"GET /ws?app=shop HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 256];
+    // The gateway closes the socket (possibly after a 408 answer) once the deadline passes.
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the half-sent handshake was never dropped");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    // Other clients are served meanwhile and afterwards.
+    gw.connect("u1", "d").await;
+}

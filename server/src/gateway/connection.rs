@@ -335,15 +335,20 @@ impl Connection {
 
     /// Answers one text frame; `Err` ends the connection.
     async fn handle_text(&mut self, text: &str) -> Result<Vec<Utf8Bytes>, End> {
-        if let Some(limiter) = &self.limiter {
-            if limiter.check().is_err() {
-                self.violation()?;
-                return Ok(vec![error_frame(
-                    ErrorCode::RateLimited,
-                    "slow down: too many frames",
-                    None,
-                )]);
-            }
+        let connection_over = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
+        let user_over = !connection_over
+            && self.shared.user_limiter.as_ref().is_some_and(|l| {
+                l.check_key(&(self.info.app.clone(), self.info.user.clone()))
+                    .is_err()
+            });
+        if connection_over || user_over {
+            self.violation()?;
+            let message = if connection_over {
+                "slow down: too many frames on this connection"
+            } else {
+                "slow down: too many frames from this user"
+            };
+            return Ok(vec![error_frame(ErrorCode::RateLimited, message, None)]);
         }
         let message = match ClientMessage::parse(text) {
             Ok(message) => message,

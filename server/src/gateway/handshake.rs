@@ -178,10 +178,7 @@ async fn admit(
         replay,
     };
     let config = &shared.config;
-    Ok(upgrade
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+    Ok(configure(upgrade)
         .max_message_size(config.max_message_bytes)
         .max_frame_size(config.max_message_bytes)
         .on_failed_upgrade(|e| debug!(error = %e, "upgrade failed after the handshake"))
@@ -189,6 +186,14 @@ async fn admit(
             let tracker = session.shared.connections.clone();
             tracker.track_future(connection::run(socket, session))
         }))
+}
+
+/// The WebSocket layer's buffer settings, shared by every endpoint that upgrades.
+pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
 }
 
 fn unavailable(e: &crate::broker::BrokerError) -> Refusal {

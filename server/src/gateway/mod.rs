@@ -3,5 +3,7 @@
 
 pub mod admission;
 pub mod connection;
+#[cfg(feature = "autobahn-echo")]
+pub mod echo;
 pub mod handshake;
 pub mod origin;
