@@ -1,0 +1,108 @@
+//! A load-generator connection speaking one of the dialects under test: Tether's protocol
+//! (our gateway, and the ws/Bun peers which implement its join/room subset), or Socket.IO
+//! (Engine.IO framing over WebSocket).
+
+use crate::procs::{APP, JWT_SECRET};
+use crate::ws::{Frame, Target, Ws};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use tether_server::auth::{mint_token, Claims};
+
+/// How a server is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// Tether's wire protocol.
+    Tether,
+    /// Socket.IO v4 over WebSocket.
+    SocketIo,
+}
+
+/// A token for `user` (HS256, the run's secret), valid for a day.
+pub fn token(user: &str) -> String {
+    mint_token(JWT_SECRET.as_bytes(), &Claims::new(user, &[APP], 86_400))
+}
+
+/// Opens an authenticated connection for `user` with `device`, waits for the server's
+/// first frame, and joins `room` (waiting for the confirmation) when given.
+pub async fn open(
+    dialect: Dialect,
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    user: &str,
+    room: Option<&str>,
+    read_buffer: usize,
+) -> Result<Ws> {
+    let token = token(user);
+    let (path, headers) = match dialect {
+        Dialect::Tether => (
+            format!("/ws?app={APP}&device=d-{user}"),
+            format!("Authorization: Bearer {token}\r\n"),
+        ),
+        Dialect::SocketIo => (
+            format!("/socket.io/?EIO=4&transport=websocket&token={token}"),
+            String::new(),
+        ),
+    };
+    let mut ws = Ws::connect(
+        &Target {
+            addr,
+            path: &path,
+            headers: &headers,
+            source,
+        },
+        read_buffer,
+    )
+    .await?;
+    match dialect {
+        Dialect::Tether => {
+            expect_text(&mut ws, b"connection_established").await?;
+            if let Some(room) = room {
+                ws.send_text(&format!(
+                    r#"{{"type":"join_room","data":{{"room":"{room}"}}}}"#
+                ))
+                .await?;
+                expect_text(&mut ws, b"room_joined").await?;
+            }
+        }
+        Dialect::SocketIo => {
+            // Engine.IO open packet, then connect to the default namespace.
+            expect_text(&mut ws, b"0{").await?;
+            ws.send_text(&format!(r#"40{{"token":"{token}"}}"#)).await?;
+            expect_text(&mut ws, b"40").await?;
+            if let Some(room) = room {
+                ws.send_text(&format!(r#"42["join_room","{room}"]"#))
+                    .await?;
+                expect_text(&mut ws, b"room_joined").await?;
+            }
+        }
+    }
+    Ok(ws)
+}
+
+async fn expect_text(ws: &mut Ws, needle: &[u8]) -> Result<()> {
+    loop {
+        match ws.next().await? {
+            Frame::Text(text) if text.windows(needle.len()).any(|w| w == needle) => return Ok(()),
+            Frame::Text(_) | Frame::Other => continue,
+            Frame::Close(code) => bail!(
+                "closed with {code} while waiting for {}",
+                String::from_utf8_lossy(needle)
+            ),
+        }
+    }
+}
+
+/// A heartbeat frame in the dialect (Socket.IO's heartbeat is server-driven: nothing).
+pub fn ping(dialect: Dialect) -> Option<&'static str> {
+    match dialect {
+        Dialect::Tether => Some(r#"{"type":"ping"}"#),
+        Dialect::SocketIo => None,
+    }
+}
+
+/// The answer a dialect needs to a server frame (Engine.IO ping "2" wants pong "3").
+pub fn answer(dialect: Dialect, text: &[u8]) -> Option<&'static str> {
+    (dialect == Dialect::SocketIo && text == b"2").then_some("3")
+}
