@@ -4,72 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on purpose
 
+mod fault_support;
 mod support;
 
+use fault_support::{Node, ADMIN};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::redis::RedisServer;
 use support::{APP, SECRET};
 use tether_server::auth::{mint_token, Claims};
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tether-server");
-const ADMIN: &str = "node-kill-admin-key-0123";
-
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Node {
-    fn start(redis: &str) -> Node {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(BIN)
-            .current_dir(std::env::temp_dir())
-            .env("JWT_SECRET", SECRET)
-            .env("ADMIN_API_KEY", ADMIN)
-            .env("REDIS_URL", redis)
-            .env("WS_MAX_CONNECTIONS_PER_USER", "1")
-            .env("WS_RATE_LIMIT", "0")
-            .env("WS_RATE_LIMIT_PER_USER", "0")
-            .env("RUST_LOG", "warn")
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let node = Node {
-            child,
-            addr: format!("127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&node.addr).is_err() {
-            assert!(Instant::now() < deadline, "node did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        node
-    }
-
-    fn sigkill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -127,8 +74,8 @@ async fn send_to_user(http: &reqwest::Client, addr: &str, user: &str, n: u64) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_traffic_loses_no_acked_message() {
     let redis = RedisServer::start_with_aof();
-    let mut a = Node::start(&redis.url());
-    let b = Node::start(&redis.url());
+    let mut a = Node::start(&redis.url(), &[]);
+    let b = Node::start(&redis.url(), &[]);
     let addrs = vec![a.addr.clone(), b.addr.clone()];
     let http = reqwest::Client::new();
 
@@ -237,7 +184,7 @@ async fn a_node_killed_mid_traffic_loses_no_acked_message() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.sigkill();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _a_again = Node::start(&redis.url());
+    let _a_again = Node::start(&redis.url(), &[]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     publisher.await.unwrap();
