@@ -1,0 +1,177 @@
+// The Kotlin face of the SDK, shared by the Android library and the JVM tests
+// (bindings/kotlin): flows instead of a listener, a lambda instead of a TokenProvider, a
+// suspend send taking a JsonElement. Nothing here is Android-specific; the Android module
+// adds the connectivity and lifecycle observers and the TLS init (android/src/main).
+
+package dev.tether
+
+import dev.tether.sdk.AppState
+import dev.tether.sdk.ClientConfig
+import dev.tether.sdk.ClientStats
+import dev.tether.sdk.ConnectionStatus
+import dev.tether.sdk.EventListener
+import dev.tether.sdk.InboundMessage
+import dev.tether.sdk.LogLevel
+import dev.tether.sdk.LogSink
+import dev.tether.sdk.NetworkState
+import dev.tether.sdk.TetherClient
+import dev.tether.sdk.TetherException
+import dev.tether.sdk.TokenProvider
+import dev.tether.sdk.setLogSink
+import kotlinx.coroutines.channels.BufferOverflow
+import kotlinx.coroutines.flow.MutableSharedFlow
+import kotlinx.coroutines.flow.MutableStateFlow
+import kotlinx.coroutines.flow.SharedFlow
+import kotlinx.coroutines.flow.StateFlow
+import kotlinx.coroutines.flow.asSharedFlow
+import kotlinx.coroutines.flow.asStateFlow
+import kotlinx.coroutines.runBlocking
+import kotlinx.serialization.json.JsonElement
+
+/**
+ * One connection to the Tether gateway.
+ *
+ * Start collecting [messages] before calling [connect]: a message that arrives while no
+ * one collects is not buffered for later collectors (it is still [lastMessage]), and the
+ * SDK counts it as delivered. Collectors that fall behind slow the SDK down rather than
+ * lose messages: up to [MESSAGE_BUFFER] messages wait, then delivery pauses.
+ *
+ * @param tokens called on a background thread before every connection attempt and after
+ *   the gateway refuses a token; may block (a refresh over the network). Return `null`
+ *   when the user is signed out: the status becomes `Failed` and nothing is retried until
+ *   [connect] is called again.
+ * @throws TetherException with kind `InvalidConfig` or `Storage` when the config is wrong
+ *   or the storage directory cannot be opened.
+ */
+class Tether(config: ClientConfig, tokens: () -> String?) : AutoCloseable {
+    private val statusFlow = MutableStateFlow<ConnectionStatus>(ConnectionStatus.Idle)
+    private val messageFlow = MutableSharedFlow<InboundMessage>(extraBufferCapacity = MESSAGE_BUFFER)
+    private val ackFlow = events<String>()
+    private val errorFlow = events<TetherException>()
+    private val expiredFlow = events<String>()
+
+    /** The underlying generated client, for what this wrapper does not cover. */
+    val client: TetherClient = TetherClient(config, Listener(), Tokens(tokens))
+
+    /** The connection status; starts at `Idle`. */
+    val status: StateFlow<ConnectionStatus> = statusFlow.asStateFlow()
+
+    /** Messages from the backend, in order, each once. */
+    val messages: SharedFlow<InboundMessage> = messageFlow.asSharedFlow()
+
+    /** Ids of sent messages the gateway stored (the id [send] returned). */
+    val acks: SharedFlow<String> = ackFlow.asSharedFlow()
+
+    /** Failures the SDK reports; it already retries what can be retried. */
+    val errors: SharedFlow<TetherException> = errorFlow.asSharedFlow()
+
+    /** Ids of sent messages dropped because they grew older than `maxMessageAgeS`. */
+    val expired: SharedFlow<String> = expiredFlow.asSharedFlow()
+
+    /** Whether the status is `Connected`. */
+    val isConnected: Boolean get() = status.value is ConnectionStatus.Connected
+
+    /** Connects, and keeps connecting after failures. Idempotent. */
+    fun connect() = client.connect()
+
+    /** Disconnects and stays disconnected until [connect]; queued messages are kept. */
+    fun disconnect() = client.disconnect()
+
+    /** Drops the socket and connects again now. */
+    fun reconnect() = client.reconnect()
+
+    /**
+     * Queues a message and returns its id once it is on disk. It is sent now when
+     * connected, else after the next connect; its id appears in [acks] when the gateway
+     * stored it.
+     *
+     * @throws TetherException `InvalidMessage` (bad type, too large), `QueueFull`,
+     *   `Storage`, `Shutdown`.
+     */
+    suspend fun send(type: String, data: JsonElement): String = client.sendMessage(type, data.toString())
+
+    /** [send] with the payload already encoded as JSON text. */
+    suspend fun sendJson(type: String, dataJson: String): String = client.sendMessage(type, dataJson)
+
+    /** Joins [room] now and after every reconnect. @throws TetherException on a bad name. */
+    fun joinRoom(room: String) = client.joinRoom(room)
+
+    /** Leaves [room] and stops re-joining it. @throws TetherException on a bad name. */
+    fun leaveRoom(room: String) = client.leaveRoom(room)
+
+    /** What the OS reports about the network (the Android module feeds this). */
+    fun setNetwork(state: NetworkState) = client.setNetwork(state)
+
+    /** Foreground or background (the Android module feeds this). */
+    fun setAppState(state: AppState) = client.setAppState(state)
+
+    /** Counters and gauges. */
+    fun stats(): ClientStats = client.stats()
+
+    /** The last message delivered, if any. */
+    fun lastMessage(): InboundMessage? = client.lastMessage()
+
+    /** The last error reported, if any. */
+    fun lastError(): TetherException? = client.lastError()
+
+    /** Stops the client and releases its storage directory; returns once released. */
+    suspend fun shutdown() = client.shutdown()
+
+    /** [shutdown], blocking, then frees the native object. */
+    override fun close() {
+        runBlocking { client.shutdown() }
+        client.close()
+    }
+
+    private inner class Listener : EventListener {
+        override fun onStatus(status: ConnectionStatus) {
+            statusFlow.value = status
+        }
+
+        override fun onMessage(message: InboundMessage) {
+            // Called on the SDK's dispatcher thread, which exists to be blocked: waiting
+            // here for room in the buffer is how a slow collector slows the SDK down.
+            runBlocking { messageFlow.emit(message) }
+        }
+
+        override fun onAck(id: String) {
+            ackFlow.tryEmit(id)
+        }
+
+        override fun onError(error: TetherException) {
+            errorFlow.tryEmit(error)
+        }
+
+        override fun onExpired(id: String) {
+            expiredFlow.tryEmit(id)
+        }
+    }
+
+    private class Tokens(private val fetch: () -> String?) : TokenProvider {
+        override fun fetchToken(): String? = fetch()
+    }
+
+    companion object {
+        /** Messages waiting for slow collectors before delivery pauses. */
+        const val MESSAGE_BUFFER = 64
+
+        /** Events (acks, errors, expiries) kept for slow collectors; older ones are dropped. */
+        const val EVENT_BUFFER = 256
+
+        private fun <T> events() =
+            MutableSharedFlow<T>(extraBufferCapacity = EVENT_BUFFER, onBufferOverflow = BufferOverflow.DROP_OLDEST)
+
+        /**
+         * Sends the SDK's log lines at [level] and above to [sink] (Logcat, the app's
+         * logger). Once per process. @throws TetherException when a sink is already set.
+         */
+        fun setLogger(level: LogLevel, sink: (level: LogLevel, target: String, message: String) -> Unit) {
+            setLogSink(
+                object : LogSink {
+                    override fun log(level: LogLevel, target: String, message: String) = sink(level, target, message)
+                },
+                level,
+            )
+        }
+    }
+}

@@ -1,0 +1,105 @@
+// The token provider as a Kotlin lambda: asked before connecting, asked again when the
+// gateway refuses a token, retried when it throws, and a signed-out user (null) stops the
+// client in Failed without a retry loop.
+
+package dev.tether
+
+import dev.tether.sdk.ConnectionStatus
+import java.util.concurrent.atomic.AtomicInteger
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.runBlocking
+import org.junit.jupiter.api.AfterAll
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.BeforeAll
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.TestInstance
+
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+class TokenProviderTest {
+    private lateinit var gateway: Gateway
+
+    @BeforeAll
+    fun startGateway() {
+        gateway = Gateway.start()
+    }
+
+    @AfterAll
+    fun stopGateway() = gateway.stop()
+
+    @Test
+    fun `the provider is asked for a token before connecting, from a background thread`() = runBlocking {
+        val user = newUser("tokens")
+        val calls = AtomicInteger()
+        val threads = mutableListOf<String>()
+        val caller = Thread.currentThread().name
+        Tether(testConfig(gateway), tokens = {
+            calls.incrementAndGet()
+            synchronized(threads) { threads.add(Thread.currentThread().name) }
+            Gateway.token(user)
+        }).use { tether ->
+            assertEquals(0, calls.get(), "no token before connect()")
+            tether.connect()
+            tether.awaitStatus<ConnectionStatus.Connected>()
+            assertEquals(1, calls.get())
+            assertTrue(synchronized(threads) { threads.none { it == caller } }, "$threads")
+        }
+    }
+
+    @Test
+    fun `a signed-out user (null token) fails without retrying, until connect is called again`() = runBlocking {
+        val user = newUser("signed-out")
+        val calls = AtomicInteger()
+        val signedIn = java.util.concurrent.atomic.AtomicBoolean(false)
+        Tether(testConfig(gateway), tokens = {
+            calls.incrementAndGet()
+            if (signedIn.get()) Gateway.token(user) else null
+        }).use { tether ->
+            tether.connect()
+            tether.awaitStatus<ConnectionStatus.Failed>()
+            delay(1_500) // well past several backoff periods (base 100 ms, cap 1 s)
+            assertEquals(1, calls.get(), "no retry loop while signed out")
+            assertTrue(tether.status.value is ConnectionStatus.Failed)
+
+            signedIn.set(true)
+            tether.connect()
+            tether.awaitStatus<ConnectionStatus.Connected>()
+            assertEquals(2, calls.get())
+        }
+    }
+
+    @Test
+    fun `a token the gateway refuses (401) is replaced by a fresh one at once`() = runBlocking {
+        val user = newUser("refused")
+        val calls = AtomicInteger()
+        Tether(testConfig(gateway), tokens = {
+            // The first token is signed with the wrong secret: the gateway answers 401.
+            if (calls.incrementAndGet() == 1) Gateway.token(user, secret = "not-the-gateway-secret-0123456789abcdef")
+            else Gateway.token(user)
+        }).use { tether ->
+            val errors = record(tether.errors)
+            tether.connect()
+            tether.awaitStatus<ConnectionStatus.Connected>()
+            assertEquals(2, calls.get())
+            assertEquals(dev.tether.sdk.ErrorKind.AUTH, errors.next().kind())
+            errors.stop()
+        }
+    }
+
+    @Test
+    fun `a provider that throws is retried with backoff`() = runBlocking {
+        val user = newUser("throws")
+        val calls = AtomicInteger()
+        Tether(testConfig(gateway), tokens = {
+            if (calls.incrementAndGet() <= 2) throw IllegalStateException("token service unavailable")
+            Gateway.token(user)
+        }).use { tether ->
+            val statuses = record(tether.status)
+            tether.connect()
+            statuses.until { it is ConnectionStatus.Connected }
+            assertEquals(3, calls.get())
+            assertTrue(statuses.seen.any { it is ConnectionStatus.Reconnecting }, "${statuses.seen}")
+            statuses.stop()
+        }
+    }
+}

@@ -1,0 +1,8 @@
+// @tether/react-native: the useWebSocket() hook over the Tether SDK.
+
+export { TetherStore, TetherException, statusName, toMessage, toException } from './store';
+export type { ConnectionStatusName, ErrorKindName, Message, TetherOptions, TetherSnapshot, TetherStats } from './store';
+export { TetherProvider, useWebSocket } from './useWebSocket';
+export type { UseWebSocket } from './useWebSocket';
+export { watchAppState, watchNetInfo, isForeground, networkKind } from './lifecycle';
+export type { AppStateModule, NetInfoModule, NetInfoState } from './lifecycle';

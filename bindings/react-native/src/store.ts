@@ -1,0 +1,365 @@
+// The non-React half of the package: a TetherStore wraps one TetherClient from the
+// generated bindings and turns its callbacks into an immutable snapshot that React (or
+// anything else) subscribes to. It also converts the SDK's shapes into plain JS ones:
+// status names instead of tagged enums, numbers instead of bigints, parsed JSON payloads,
+// and one Error class with a `kind`. The hook (useWebSocket.ts) is a thin layer over it.
+
+import {
+  AppState,
+  ClientConfig,
+  ConnectionStatus_Tags,
+  ErrorKind,
+  NetworkKind,
+  TetherClient,
+  type ClientStats,
+  type ConnectionStatus,
+  type EventListener,
+  type InboundMessage,
+  type TetherErrorLike,
+  type TokenProvider,
+} from './generated/index';
+
+/** The connection status as a plain string. */
+export type ConnectionStatusName =
+  | 'idle'
+  | 'connecting'
+  | 'connected'
+  | 'reconnecting'
+  | 'waitingForNetwork'
+  | 'suspended'
+  | 'disconnected'
+  | 'failed';
+
+/** What kind of failure a {@link TetherException} is. */
+export type ErrorKindName =
+  | 'invalidConfig'
+  | 'invalidMessage'
+  | 'queueFull'
+  | 'storage'
+  | 'auth'
+  | 'network'
+  | 'protocol'
+  | 'shutdown';
+
+/** A message from the backend. */
+export interface Message {
+  type: string;
+  id: string;
+  /** Inbox sequence (messages sent to the user); absent for room and app messages. */
+  seq?: number;
+  /** The room, for room messages. */
+  room?: string;
+  /** The payload, parsed from JSON. */
+  data: unknown;
+  /** When the gateway stamped it (ms since the epoch). */
+  ts: number;
+}
+
+/** What `useWebSocket()` renders from; replaced (never mutated) on every change. */
+export interface TetherSnapshot {
+  isConnected: boolean;
+  connectionStatus: ConnectionStatusName;
+  lastMessage: Message | null;
+  /** The last error, as text; cleared when a connection is established. */
+  error: string | null;
+}
+
+/** Counters and gauges, as numbers. */
+export interface TetherStats {
+  connectionStatus: ConnectionStatusName;
+  reconnects: number;
+  sent: number;
+  acked: number;
+  received: number;
+  duplicatesDropped: number;
+  expired: number;
+  queued: number;
+  queuedBytes: number;
+  oldestQueuedAgeMs: number | null;
+  lastRttMs: number | null;
+  connectedForMs: number | null;
+  lastError: string | null;
+}
+
+export interface TetherOptions {
+  /** `wss://host/ws` */
+  url: string;
+  app: string;
+  /** Stable per install; the app stores it. */
+  deviceId: string;
+  /** A directory the app owns, for the SDK's on-disk queue. */
+  storageDir: string;
+  /**
+   * Returns the current token, or null when the user is signed out. Called before every
+   * connection attempt and after the gateway refuses a token. It must answer at once (the
+   * SDK waits for it): keep the token in memory and refresh it in the app.
+   */
+  tokens: () => string | null | undefined;
+  connectTimeoutMs?: number;
+  backoffBaseMs?: number;
+  backoffCapMs?: number;
+  backgroundGraceMs?: number;
+  backoffResetAfterMs?: number;
+  maxQueuedMessages?: number;
+  maxQueuedBytes?: number;
+  maxMessageBytes?: number;
+  maxMessageAgeS?: number;
+  /** PEM of the only CA to trust (private deployments, tests). */
+  tlsRootCaPem?: string;
+}
+
+/** The one error type: `kind` says what to do, `message` what happened. */
+export class TetherException extends Error {
+  readonly kind: ErrorKindName;
+
+  constructor(kind: ErrorKindName, message: string) {
+    super(message);
+    this.name = 'TetherException';
+    this.kind = kind;
+  }
+}
+
+const statusNames: Record<ConnectionStatus_Tags, ConnectionStatusName> = {
+  [ConnectionStatus_Tags.Idle]: 'idle',
+  [ConnectionStatus_Tags.Connecting]: 'connecting',
+  [ConnectionStatus_Tags.Connected]: 'connected',
+  [ConnectionStatus_Tags.Reconnecting]: 'reconnecting',
+  [ConnectionStatus_Tags.WaitingForNetwork]: 'waitingForNetwork',
+  [ConnectionStatus_Tags.Suspended]: 'suspended',
+  [ConnectionStatus_Tags.Disconnected]: 'disconnected',
+  [ConnectionStatus_Tags.Failed]: 'failed',
+};
+
+const errorKindNames: Record<ErrorKind, ErrorKindName> = {
+  [ErrorKind.InvalidConfig]: 'invalidConfig',
+  [ErrorKind.InvalidMessage]: 'invalidMessage',
+  [ErrorKind.QueueFull]: 'queueFull',
+  [ErrorKind.Storage]: 'storage',
+  [ErrorKind.Auth]: 'auth',
+  [ErrorKind.Network]: 'network',
+  [ErrorKind.Protocol]: 'protocol',
+  [ErrorKind.Shutdown]: 'shutdown',
+};
+
+export function statusName(status: ConnectionStatus): ConnectionStatusName {
+  return statusNames[status.tag];
+}
+
+function isTetherError(e: unknown): e is TetherErrorLike {
+  return (
+    typeof e === 'object' &&
+    e !== null &&
+    typeof (e as TetherErrorLike).kind === 'function' &&
+    typeof (e as TetherErrorLike).message === 'function'
+  );
+}
+
+/**
+ * The SDK's error as a {@link TetherException}; anything else unchanged. The bindings
+ * throw the SDK's error object wrapped in a `UniffiThrownObject` (as `inner`).
+ */
+export function toException(e: unknown): unknown {
+  if (e instanceof TetherException) return e;
+  const inner = typeof e === 'object' && e !== null ? (e as { inner?: unknown }).inner : undefined;
+  const error = isTetherError(e) ? e : isTetherError(inner) ? inner : undefined;
+  return error ? new TetherException(errorKindNames[error.kind()], error.message()) : e;
+}
+
+function errorText(e: TetherErrorLike): string {
+  return `${errorKindNames[e.kind()]}: ${e.message()}`;
+}
+
+function toNumber(value: bigint | undefined): number | null {
+  return value === undefined ? null : Number(value);
+}
+
+export function toMessage(m: InboundMessage): Message {
+  let data: unknown;
+  try {
+    data = JSON.parse(m.dataJson);
+  } catch {
+    // The gateway only forwards JSON; keep the text rather than lose the message.
+    data = m.dataJson;
+  }
+  const message: Message = { type: m.type, id: m.id, data, ts: Number(m.ts) };
+  if (m.seq !== undefined) message.seq = Number(m.seq);
+  if (m.room !== undefined) message.room = m.room;
+  return message;
+}
+
+function toStats(s: ClientStats): TetherStats {
+  return {
+    connectionStatus: statusName(s.status),
+    reconnects: Number(s.reconnects),
+    sent: Number(s.sent),
+    acked: Number(s.acked),
+    received: Number(s.received),
+    duplicatesDropped: Number(s.duplicatesDropped),
+    expired: Number(s.expired),
+    queued: s.queued,
+    queuedBytes: Number(s.queuedBytes),
+    oldestQueuedAgeMs: toNumber(s.oldestQueuedAgeMs),
+    lastRttMs: toNumber(s.lastRttMs),
+    connectedForMs: toNumber(s.connectedForMs),
+    lastError: s.lastError ?? null,
+  };
+}
+
+function clientConfig(o: TetherOptions): ClientConfig {
+  const big = (v: number | undefined) => (v === undefined ? undefined : BigInt(v));
+  const overrides = {
+    connectTimeoutMs: big(o.connectTimeoutMs),
+    backoffBaseMs: big(o.backoffBaseMs),
+    backoffCapMs: big(o.backoffCapMs),
+    backgroundGraceMs: big(o.backgroundGraceMs),
+    backoffResetAfterMs: big(o.backoffResetAfterMs),
+    maxQueuedMessages: o.maxQueuedMessages,
+    maxQueuedBytes: big(o.maxQueuedBytes),
+    maxMessageBytes: o.maxMessageBytes,
+    maxMessageAgeS: big(o.maxMessageAgeS),
+    tlsRootCaPem: o.tlsRootCaPem,
+  };
+  const set = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined));
+  return ClientConfig.create({ url: o.url, app: o.app, deviceId: o.deviceId, storageDir: o.storageDir, ...set });
+}
+
+type Listener = () => void;
+
+/** One connection, observable. Create one per app (per storage directory). */
+export class TetherStore {
+  private readonly client: TetherClient;
+  private snapshot: TetherSnapshot = {
+    isConnected: false,
+    connectionStatus: 'idle',
+    lastMessage: null,
+    error: null,
+  };
+  private readonly listeners = new Set<Listener>();
+  private readonly messageHandlers = new Set<(m: Message) => void>();
+  private readonly ackHandlers = new Set<(id: string) => void>();
+
+  /** @throws TetherException (`invalidConfig`, `storage`) */
+  constructor(options: TetherOptions) {
+    const store = this;
+    const listener: EventListener = {
+      onStatus(status) {
+        const name = statusName(status);
+        store.update({
+          connectionStatus: name,
+          isConnected: name === 'connected',
+          ...(name === 'connected' ? { error: null } : {}),
+          ...(status.tag === ConnectionStatus_Tags.Failed ? { error: `failed: ${status.inner.reason}` } : {}),
+        });
+      },
+      onMessage(m) {
+        const message = toMessage(m);
+        store.update({ lastMessage: message });
+        for (const handler of store.messageHandlers) store.guard(() => handler(message));
+      },
+      onAck(id) {
+        for (const handler of store.ackHandlers) store.guard(() => handler(id));
+      },
+      onError(e) {
+        store.update({ error: errorText(e) });
+      },
+      onExpired(id) {
+        store.update({ error: `expired: message ${id} was too old to send` });
+      },
+    };
+    const tokens: TokenProvider = {
+      fetchToken: () => options.tokens() ?? undefined,
+    };
+    try {
+      this.client = new TetherClient(clientConfig(options), listener, tokens);
+    } catch (e) {
+      throw toException(e);
+    }
+  }
+
+  /** For `useSyncExternalStore`: called after every snapshot change. */
+  subscribe = (listener: Listener): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  /** The current snapshot (the same object until something changes). */
+  getSnapshot = (): TetherSnapshot => this.snapshot;
+
+  /** Every message, in order (the snapshot only keeps the last). */
+  onMessage(handler: (message: Message) => void): () => void {
+    this.messageHandlers.add(handler);
+    return () => this.messageHandlers.delete(handler);
+  }
+
+  /** Ids the gateway acknowledged (as returned by {@link sendMessage}). */
+  onAck(handler: (id: string) => void): () => void {
+    this.ackHandlers.add(handler);
+    return () => this.ackHandlers.delete(handler);
+  }
+
+  connect = (): void => this.client.connect();
+  disconnect = (): void => this.client.disconnect();
+  reconnect = (): void => this.client.reconnect();
+
+  /**
+   * Queues a message; resolves with its id once it is on disk (sent now or after the
+   * next connect). Rejects with a {@link TetherException}.
+   */
+  sendMessage = async ({ type, data }: { type: string; data?: unknown }): Promise<string> => {
+    const json = JSON.stringify(data ?? null);
+    try {
+      return await this.client.sendMessage(type, json);
+    } catch (e) {
+      throw toException(e);
+    }
+  };
+
+  /** @throws TetherException on a bad room name. */
+  joinRoom = (room: string): void => this.call(() => this.client.joinRoom(room));
+  /** @throws TetherException on a bad room name. */
+  leaveRoom = (room: string): void => this.call(() => this.client.leaveRoom(room));
+
+  getStats = (): TetherStats => toStats(this.client.stats());
+
+  /** What NetInfo says (see lifecycle.ts). */
+  setNetwork(available: boolean, kind: NetworkKind = NetworkKind.Other, expensive = false): void {
+    this.client.setNetwork({ available, kind: available ? kind : NetworkKind.None, expensive });
+  }
+
+  /** Whether the app is in the foreground (see lifecycle.ts). */
+  setForeground(foreground: boolean): void {
+    this.client.setAppState(foreground ? AppState.Foreground : AppState.Background);
+  }
+
+  /** Stops the client and releases its storage directory. */
+  async shutdown(): Promise<void> {
+    await this.client.shutdown();
+    this.client.uniffiDestroy();
+    this.listeners.clear();
+    this.messageHandlers.clear();
+    this.ackHandlers.clear();
+  }
+
+  private call(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      throw toException(e);
+    }
+  }
+
+  private update(change: Partial<TetherSnapshot>): void {
+    this.snapshot = { ...this.snapshot, ...change };
+    for (const listener of this.listeners) this.guard(listener);
+  }
+
+  private guard(f: () => void): void {
+    // An app handler that throws must not break delivery to the others, nor make the
+    // SDK treat the callback as failed.
+    try {
+      f();
+    } catch (e) {
+      console.error('@tether/react-native: a handler threw', e);
+    }
+  }
+}

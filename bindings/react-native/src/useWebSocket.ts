@@ -1,0 +1,47 @@
+// The React half: a context carrying the app's TetherStore, and useWebSocket(), which
+// renders from the store's snapshot through useSyncExternalStore (no extra state, no
+// effects) and hands out the store's actions.
+
+import { createContext, createElement, useContext, useMemo, useSyncExternalStore, type ReactNode } from 'react';
+import type { ConnectionStatusName, Message, TetherStats, TetherStore } from './store';
+
+const TetherContext = createContext<TetherStore | null>(null);
+
+/** Makes `store` the one `useWebSocket()` uses below it. */
+export function TetherProvider({ store, children }: { store: TetherStore; children?: ReactNode }) {
+  return createElement(TetherContext.Provider, { value: store }, children);
+}
+
+export interface UseWebSocket {
+  isConnected: boolean;
+  connectionStatus: ConnectionStatusName;
+  lastMessage: Message | null;
+  error: string | null;
+  /** Resolves with the message id once it is queued on disk. */
+  sendMessage: (message: { type: string; data?: unknown }) => Promise<string>;
+  reconnect: () => void;
+  getStats: () => TetherStats;
+  joinRoom: (room: string) => void;
+  leaveRoom: (room: string) => void;
+}
+
+/** The connection of the nearest TetherProvider (or of `store` when given). */
+export function useWebSocket(store?: TetherStore): UseWebSocket {
+  const fromContext = useContext(TetherContext);
+  const s = store ?? fromContext;
+  if (!s) {
+    throw new Error('useWebSocket() needs a <TetherProvider store={...}> above it (or a store argument)');
+  }
+  const snapshot = useSyncExternalStore(s.subscribe, s.getSnapshot, s.getSnapshot);
+  return useMemo(
+    () => ({
+      ...snapshot,
+      sendMessage: s.sendMessage,
+      reconnect: s.reconnect,
+      getStats: s.getStats,
+      joinRoom: s.joinRoom,
+      leaveRoom: s.leaveRoom,
+    }),
+    [snapshot, s],
+  );
+}

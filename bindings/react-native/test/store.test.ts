@@ -1,0 +1,207 @@
+// TetherStore (the logic under useWebSocket) on Node, through ubrn's napi bindings of the
+// real SDK library, against a real tether-server: connecting, receiving, sending with an
+// ack, refusals, the offline queue across a gateway restart, and the token provider.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { TetherException, TetherStore, type ConnectionStatusName, type Message } from '../src/index';
+import { Gateway, newUser, testOptions, token, waitFor } from './gateway';
+
+function statuses(store: TetherStore): ConnectionStatusName[] {
+  const seen: ConnectionStatusName[] = [store.getSnapshot().connectionStatus];
+  store.subscribe(() => {
+    const now = store.getSnapshot().connectionStatus;
+    if (seen[seen.length - 1] !== now) seen.push(now);
+  });
+  return seen;
+}
+
+async function until(store: TetherStore, status: ConnectionStatusName, ms = 15_000): Promise<void> {
+  await waitFor(`status ${status} (now ${store.getSnapshot().connectionStatus})`, () =>
+    store.getSnapshot().connectionStatus === status ? true : undefined, ms);
+}
+
+describe('TetherStore against a real gateway', () => {
+  let gateway: Gateway;
+  before(async () => {
+    gateway = await Gateway.start();
+  });
+  after(async () => {
+    await gateway.stop();
+  });
+
+  test('connects: idle, connecting, connected, and tells subscribers', async () => {
+    const store = new TetherStore(testOptions(gateway, newUser('connect')));
+    try {
+      const seen = statuses(store);
+      assert.deepEqual(store.getSnapshot(), { isConnected: false, connectionStatus: 'idle', lastMessage: null, error: null });
+      const before = store.getSnapshot();
+      store.connect();
+      await until(store, 'connected');
+      assert.deepEqual(seen, ['idle', 'connecting', 'connected']);
+      assert.equal(store.getSnapshot().isConnected, true);
+      assert.notEqual(store.getSnapshot(), before, 'a new snapshot object on change');
+      assert.equal(store.getStats().connectionStatus, 'connected');
+    } finally {
+      await store.shutdown();
+    }
+  });
+
+  test('receives the user\'s messages in order with parsed payloads', async () => {
+    const user = newUser('receive');
+    const store = new TetherStore(testOptions(gateway, user));
+    try {
+      const received: Message[] = [];
+      store.onMessage((m) => received.push(m));
+      store.connect();
+      await until(store, 'connected');
+      const seqs = [];
+      for (const n of [1, 2, 3]) seqs.push(await gateway.sendToUser(user, 'order_update', { orderId: n, status: 'delivered' }));
+      await waitFor('3 messages', () => (received.length >= 3 ? true : undefined));
+      assert.deepEqual(received.map((m) => m.seq), seqs);
+      assert.deepEqual(received.map((m) => m.data), [1, 2, 3].map((n) => ({ orderId: n, status: 'delivered' })));
+      assert.equal(typeof received[0]!.ts, 'number');
+      assert.deepEqual(store.getSnapshot().lastMessage, received[2]);
+      assert.equal(store.getStats().received, 3);
+    } finally {
+      await store.shutdown();
+    }
+  });
+
+  test('room messages arrive after joinRoom', async () => {
+    const room = `orders:${Date.now()}`;
+    const store = new TetherStore(testOptions(gateway, newUser('room')));
+    try {
+      store.joinRoom(room);
+      store.connect();
+      await until(store, 'connected');
+      let delivered = 0;
+      const deadline = Date.now() + 10_000;
+      while (delivered === 0 && Date.now() < deadline) {
+        delivered = await gateway.sendToRoom(room, 'eta', { minutes: 5 });
+        if (delivered === 0) await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal(delivered, 1);
+      const message = await waitFor('the room message', () => store.getSnapshot().lastMessage ?? undefined);
+      assert.equal(message.room, room);
+      assert.equal(message.seq, undefined);
+      assert.deepEqual(message.data, { minutes: 5 });
+    } finally {
+      await store.shutdown();
+    }
+  });
+
+  test('sendMessage resolves with an id, the gateway acks it and the backend reads it', async () => {
+    const user = newUser('send');
+    const store = new TetherStore(testOptions(gateway, user));
+    try {
+      const acks: string[] = [];
+      store.onAck((id) => acks.push(id));
+      store.connect();
+      await until(store, 'connected');
+      const id = await store.sendMessage({ type: 'chat_message', data: { text: 'hello', n: 7 } });
+      await waitFor('the ack', () => (acks.includes(id) ? true : undefined));
+      const stored = (await gateway.inbound()).find((m) => m.id === id);
+      assert.ok(stored, 'stored by the gateway');
+      assert.equal(stored.userId, user);
+      assert.equal(stored.type, 'chat_message');
+      assert.deepEqual(stored.data, { text: 'hello', n: 7 });
+      const stats = store.getStats();
+      assert.equal(stats.acked, 1);
+      assert.equal(stats.queued, 0);
+      assert.equal(typeof stats.connectedForMs, 'number');
+    } finally {
+      await store.shutdown();
+    }
+  });
+
+  test('refusals are TetherExceptions with a kind', async () => {
+    const store = new TetherStore(testOptions(gateway, newUser('refuse')));
+    try {
+      await assert.rejects(store.sendMessage({ type: 'ping', data: {} }), (e: unknown) => {
+        assert.ok(e instanceof TetherException);
+        assert.equal(e.kind, 'invalidMessage');
+        return true;
+      });
+      assert.throws(() => store.joinRoom('no spaces allowed'), (e: unknown) => e instanceof TetherException && e.kind === 'invalidMessage');
+    } finally {
+      await store.shutdown();
+    }
+    assert.throws(
+      () => new TetherStore({ ...testOptions(gateway, 'x'), url: 'https://not-a-websocket' }),
+      (e: unknown) => e instanceof TetherException && e.kind === 'invalidConfig',
+    );
+  });
+
+  test('a signed-out user (null token) fails without retrying', async () => {
+    let calls = 0;
+    const store = new TetherStore({ ...testOptions(gateway, 'nobody'), tokens: () => { calls += 1; return null; } });
+    try {
+      store.connect();
+      await until(store, 'failed');
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.equal(calls, 1);
+      assert.equal(store.getSnapshot().connectionStatus, 'failed');
+      assert.match(store.getSnapshot().error ?? '', /^failed: /);
+    } finally {
+      await store.shutdown();
+    }
+  });
+
+  test('a refused token (401) is replaced by a fresh one, and the error clears on connect', async () => {
+    const user = newUser('refused');
+    let calls = 0;
+    const errors: string[] = [];
+    const store = new TetherStore({
+      ...testOptions(gateway, user),
+      tokens: () => {
+        calls += 1;
+        return calls === 1 ? token(user, 3600, 'not-the-gateway-secret-0123456789abcdef') : token(user);
+      },
+    });
+    try {
+      store.subscribe(() => {
+        const e = store.getSnapshot().error;
+        if (e && errors[errors.length - 1] !== e) errors.push(e);
+      });
+      store.connect();
+      await until(store, 'connected');
+      assert.equal(calls, 2);
+      assert.ok(errors.some((e) => e.startsWith('auth: ')), JSON.stringify(errors));
+      assert.equal(store.getSnapshot().error, null);
+    } finally {
+      await store.shutdown();
+    }
+  });
+});
+
+describe('the offline queue', () => {
+  test('messages sent while the gateway is down are flushed in order after reconnecting', async () => {
+    let gateway = await Gateway.start();
+    const port = gateway.port;
+    const user = newUser('offline');
+    const store = new TetherStore(testOptions(gateway, user));
+    try {
+      const acks: string[] = [];
+      store.onAck((id) => acks.push(id));
+      store.connect();
+      await until(store, 'connected');
+      await gateway.stop();
+      await until(store, 'reconnecting');
+      const ids = [];
+      for (const n of [1, 2, 3]) ids.push(await store.sendMessage({ type: 'offline_note', data: { n } }));
+      assert.equal(store.getStats().queued, 3);
+
+      gateway = await Gateway.start(port);
+      await until(store, 'connected', 20_000);
+      await waitFor('3 acks', () => (acks.length >= 3 ? true : undefined));
+      assert.deepEqual([...acks].sort(), [...ids].sort());
+      assert.deepEqual((await gateway.inbound()).map((m) => m.id), ids);
+      assert.equal(store.getStats().queued, 0);
+      assert.equal(store.getStats().reconnects, 1);
+    } finally {
+      await store.shutdown();
+      await gateway.stop();
+    }
+  });
+});
