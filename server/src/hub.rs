@@ -12,12 +12,12 @@
 use crate::ids::ConnRef;
 use crate::metrics::HotMetrics;
 use axum::extract::ws::Utf8Bytes;
-use parking_lot::RwLock;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tether_protocol::close;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// A local connection number.
 pub type ConnId = u64;
@@ -31,35 +31,93 @@ pub struct Outgoing {
     pub seq: Option<u64>,
 }
 
-/// A request to close one connection, set once by whoever decides it (kick, replacement,
-/// slow consumer, shutdown) and awaited by the connection's task.
-#[derive(Debug, Default)]
-pub struct CloseSignal {
-    reason: OnceLock<(u16, &'static str)>,
-    notify: Notify,
+/// Close code that means "drop the socket without a close frame" (a simulated crash).
+pub const ABANDON: u16 = 0;
+
+/// What the rest of the gateway shares with one connection's task: its outbound queue
+/// (allocated only while frames wait), its close request, and its resync flag, behind
+/// one wake-up. The hub and the brokers write; the connection's task reads.
+#[derive(Debug)]
+pub struct ConnCell {
+    queue: Mutex<VecDeque<Outgoing>>,
+    capacity: usize,
+    wake: Notify,
+    close: OnceLock<(u16, &'static str)>,
+    resync: AtomicBool,
 }
 
-impl CloseSignal {
-    /// Asks the connection to close with `code`; the first request wins.
-    pub fn request(&self, code: u16, reason: &'static str) {
-        if self.reason.set((code, reason)).is_ok() {
-            self.notify.notify_one();
+impl ConnCell {
+    fn new(capacity: usize) -> ConnCell {
+        ConnCell {
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            wake: Notify::new(),
+            close: OnceLock::new(),
+            resync: AtomicBool::new(false),
         }
     }
 
-    /// Waits until a close is requested.
-    pub async fn requested(&self) -> (u16, &'static str) {
-        loop {
-            if let Some(reason) = self.reason.get() {
-                return *reason;
+    /// Queues a frame; false when the queue is full.
+    fn offer(&self, frame: &Outgoing) -> bool {
+        let mut queue = self.queue.lock();
+        if queue.len() >= self.capacity {
+            return false;
+        }
+        queue.push_back(frame.clone());
+        drop(queue);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Hands up to `max` queued frames to `each`, oldest first; a frame for which `each`
+    /// returns false stays at the head of the queue and the hand-over stops.
+    pub fn take(&self, max: usize, mut each: impl FnMut(&Outgoing) -> bool) {
+        let mut queue = self.queue.lock();
+        for _ in 0..max {
+            let Some(frame) = queue.front() else { break };
+            if !each(frame) {
+                break;
             }
-            self.notify.notified().await;
+            queue.pop_front();
+        }
+        if queue.is_empty() && queue.capacity() > 16 {
+            // A burst is over: an idle connection keeps no queue memory.
+            *queue = VecDeque::new();
         }
     }
 
-    /// The request, if one was made.
-    pub fn get(&self) -> Option<(u16, &'static str)> {
-        self.reason.get().copied()
+    /// Whether frames wait.
+    pub fn has_frames(&self) -> bool {
+        !self.queue.lock().is_empty()
+    }
+
+    /// Asks the connection to close with `code` ([`ABANDON`]: without a close frame);
+    /// the first request wins.
+    pub fn request_close(&self, code: u16, reason: &'static str) {
+        if self.close.set((code, reason)).is_ok() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The close request, if one was made.
+    pub fn close_requested(&self) -> Option<(u16, &'static str)> {
+        self.close.get().copied()
+    }
+
+    /// Asks the connection to re-read its inbox.
+    fn request_resync(&self) {
+        self.resync.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether a resync was asked for (and clears the request).
+    pub fn take_resync(&self) -> bool {
+        self.resync.swap(false, Ordering::AcqRel)
+    }
+
+    /// Waits until something happened: frames queued, a close or resync requested.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
     }
 }
 
@@ -100,11 +158,7 @@ pub struct ConnInfo {
     pub user_type: Arc<str>,
 }
 
-#[derive(Clone)]
-struct Member {
-    tx: mpsc::Sender<Outgoing>,
-    close: Arc<CloseSignal>,
-}
+type Member = Arc<ConnCell>;
 
 struct Entry {
     info: ConnInfo,
@@ -135,16 +189,11 @@ pub enum JoinRefused {
 pub struct Registration {
     /// The connection's number.
     pub id: ConnId,
-    /// Frames for the connection.
-    pub rx: mpsc::Receiver<Outgoing>,
-    /// Its close signal.
-    pub close: Arc<CloseSignal>,
+    /// What the connection shares with the hub: its queue, close and resync requests.
+    pub cell: Arc<ConnCell>,
     /// Topics this node needs from now on (the user's and the app's, when this is their
     /// first connection here).
     pub new_topics: Vec<Topic>,
-    /// Changes when the broker asks every connection to re-read its inbox (after the
-    /// node missed live messages, e.g. while its Redis subscriber was reconnecting).
-    pub resync: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Counts of what this node holds.
@@ -167,7 +216,6 @@ pub struct Hub {
     next_id: AtomicU64,
     queue_capacity: usize,
     metrics: HotMetrics,
-    resync: tokio::sync::watch::Sender<u64>,
 }
 
 impl Hub {
@@ -179,7 +227,6 @@ impl Hub {
             next_id: AtomicU64::new(1),
             queue_capacity,
             metrics: HotMetrics::new(),
-            resync: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -203,12 +250,8 @@ impl Hub {
 
     /// Registers connection `id`, from then on reachable by user and app deliveries.
     pub fn register(&self, id: ConnId, info: ConnInfo) -> Registration {
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let close = Arc::new(CloseSignal::default());
-        let member = Member {
-            tx,
-            close: close.clone(),
-        };
+        let cell = Arc::new(ConnCell::new(self.queue_capacity));
+        let member: Member = cell.clone();
         let mut state = self.state.write();
         let users = state
             .users
@@ -241,10 +284,8 @@ impl Hub {
         self.metrics.connections.increment(1.0);
         Registration {
             id,
-            rx,
-            close,
+            cell,
             new_topics,
-            resync: self.resync.subscribe(),
         }
     }
 
@@ -365,19 +406,15 @@ impl Hub {
     /// does not keep up: it is closed with 4008 (what it missed of its inbox is replayed
     /// when it reconnects).
     fn offer(&self, member: &Member, frame: &Outgoing) -> bool {
-        match member.tx.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if member.close.get().is_none() {
-                    self.metrics.slow_consumers.increment(1);
-                }
-                member
-                    .close
-                    .request(close::POLICY_VIOLATION, "too slow: outbound queue full");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        if member.close_requested().is_some() {
+            return false;
         }
+        if member.offer(frame) {
+            return true;
+        }
+        self.metrics.slow_consumers.increment(1);
+        member.request_close(close::POLICY_VIOLATION, "too slow: outbound queue full");
+        false
     }
 
     /// Live connections of a user on this node.
@@ -398,7 +435,7 @@ impl Hub {
             return 0;
         };
         for entry in ids.iter().filter_map(|id| state.conns.get(id)) {
-            entry.member.close.request(code, reason);
+            entry.member.request_close(code, reason);
         }
         ids.len() as u64
     }
@@ -407,7 +444,7 @@ impl Hub {
     pub fn close_connection(&self, id: ConnId, code: u16, reason: &'static str) -> bool {
         match self.state.read().conns.get(&id) {
             Some(entry) => {
-                entry.member.close.request(code, reason);
+                entry.member.request_close(code, reason);
                 true
             }
             None => false,
@@ -418,7 +455,7 @@ impl Hub {
     pub fn close_all(&self, code: u16, reason: &'static str) -> u64 {
         let state = self.state.read();
         for entry in state.conns.values() {
-            entry.member.close.request(code, reason);
+            entry.member.request_close(code, reason);
         }
         state.conns.len() as u64
     }
@@ -435,7 +472,9 @@ impl Hub {
 
     /// Asks every connection to re-read its inbox after what it was last sent.
     pub fn request_resync(&self) {
-        self.resync.send_modify(|generation| *generation += 1);
+        for entry in self.state.read().conns.values() {
+            entry.member.request_resync();
+        }
     }
 
     /// Every topic this node needs (to resubscribe after a broker reconnect).
@@ -593,17 +632,25 @@ mod tests {
     async fn a_full_queue_closes_the_slow_member_only() {
         let hub = Hub::new(Arc::from("n"), 8);
         let slow = hub.register(hub.allocate_id(), info("a", "slow"));
-        let mut fast = hub.register(hub.allocate_id(), info("a", "fast"));
+        let fast = hub.register(hub.allocate_id(), info("a", "fast"));
         for i in 0..8 {
             assert_eq!(hub.deliver_to_app("a", &frame(&i.to_string())), 2);
-            fast.rx.recv().await.unwrap();
+            let mut got = 0;
+            fast.cell.take(64, |_| {
+                got += 1;
+                true
+            });
+            assert_eq!(got, 1);
         }
         assert_eq!(hub.deliver_to_app("a", &frame("overflow")), 1);
         assert_eq!(
-            slow.close.get(),
+            slow.cell.close_requested(),
             Some((close::POLICY_VIOLATION, "too slow: outbound queue full"))
         );
-        assert!(fast.close.get().is_none());
+        assert!(fast.cell.close_requested().is_none());
+        assert!(fast.cell.has_frames(), "the fast member got the last frame");
+        fast.cell.take(64, |_| true);
+        assert!(!fast.cell.has_frames());
     }
 
     #[tokio::test]
@@ -612,9 +659,10 @@ mod tests {
         let a = hub.register(hub.allocate_id(), info("a", "u1"));
         assert_eq!(hub.close_user("a", "u1", close::KICKED, "kicked"), 1);
         hub.close_connection(a.id, close::REPLACED, "replaced");
+        a.cell.woken().await;
         assert_eq!(
-            a.close.requested().await,
-            (close::KICKED, "kicked"),
+            a.cell.close_requested(),
+            Some((close::KICKED, "kicked")),
             "first request wins"
         );
         assert!(!hub.close_connection(999, close::KICKED, "x"));

@@ -138,7 +138,9 @@ impl Gateway {
                 remaining = shared.connections.len(),
                 "shutdown timeout: dropping the remaining connections"
             );
-            shared.kill.cancel();
+            shared
+                .hub
+                .close_all(crate::hub::ABANDON, "shutdown timeout");
         }
         let _ = tokio::time::timeout(shared.config.shutdown_timeout, self.server).await;
         shared.broker.shutdown().await;
@@ -148,6 +150,7 @@ impl Gateway {
     /// Drops every socket without a close frame and stops listening at once, as a crash
     /// would (tests use it to simulate a node dying).
     pub fn kill(self) {
+        self.shared.hub.close_all(crate::hub::ABANDON, "killed");
         self.shared.start_draining();
         self.shared.kill.cancel();
         self.shared.broker.halt();

@@ -36,6 +36,8 @@ pub struct Shared {
     pub kill: CancellationToken,
     /// Connection tasks, so shutdown can wait for them.
     pub connections: TaskTracker,
+    /// Counters touched per frame.
+    pub metrics: crate::metrics::HotMetrics,
 }
 
 impl Shared {
@@ -67,6 +69,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             kill: CancellationToken::new(),
             connections: TaskTracker::new(),
+            metrics: crate::metrics::HotMetrics::new(),
         }
     }
 

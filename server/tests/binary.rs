@@ -151,10 +151,10 @@ fn dev_mode_prints_a_token_that_connects_and_sigterm_exits_0_after_1012() {
         .find(|l| l.contains("connection opened"))
         .expect("an open log line");
     let parsed: serde_json::Value = serde_json::from_str(opened).expect("JSON log line");
-    let span = &parsed["span"];
-    assert_eq!(span["user"], "dev-user", "{opened}");
-    assert_eq!(span["app"], "demo");
-    assert!(span["node"].as_str().unwrap().starts_with("server_"));
+    assert_eq!(parsed["user"], "dev-user", "{opened}");
+    assert_eq!(parsed["app"], "demo");
+    assert!(parsed["node"].as_str().unwrap().starts_with("server_"));
+    assert!(parsed["conn"].as_str().unwrap().starts_with("server_"));
     let log_lines: Vec<&String> = lines.iter().filter(|l| l.starts_with('{')).collect();
     assert!(log_lines.len() >= 3, "{lines:?}");
     assert!(

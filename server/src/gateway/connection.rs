@@ -1,16 +1,15 @@
 //! One task per connection: it owns the socket, answers the client's frames, writes the
-//! frames queued for it by the hub, and enforces the timeouts and limits of PROTOCOL.md
-//! §4, §7 and §8. When it ends, the connection's resources are released.
+//! frames the hub queued for it (all that wait, in one write), and enforces the timeouts
+//! and limits of PROTOCOL.md §4, §7 and §8. When it ends, the connection's resources are
+//! released before the closing handshake.
 
 use super::admission::Admitted;
-use crate::auth::Claims;
+use super::ws::frame::{self, Opcode};
+use super::ws::socket::{Incoming, ReadError, WsSocket};
 use crate::broker::{AckOutcome, InboundMessage, Replay, StoreOutcome};
 use crate::clock::now_ms;
-use crate::hub::{ConnId, ConnInfo, Outgoing, Registration};
-use crate::metrics::HotMetrics;
+use crate::hub::{ConnCell, ConnId, ConnInfo, Registration, ABANDON};
 use crate::state::Shared;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use metrics::counter;
 use std::collections::VecDeque;
@@ -22,30 +21,39 @@ use tether_protocol::client::{ClientMessage, FrameError};
 use tether_protocol::names::room_allowed;
 use tether_protocol::server::{ConnectionEstablished, ServerMessage};
 use tether_protocol::{close, ErrorCode};
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info};
 
 /// Bad frames tolerated per minute before the connection is closed with 4008.
 const MAX_VIOLATIONS_PER_MINUTE: usize = 10;
-/// Queued frames written before one flush.
-const MAX_BATCH: usize = 64;
+/// Queued frames written in one go.
+const MAX_BATCH: usize = 256;
+/// Bytes the kernel has not taken before the client counts as not reading (4008).
+const MAX_UNSENT: usize = 1024 * 1024;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What a connection keeps from its token.
+pub struct Grant {
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Room patterns the user may join (`None`: any).
+    pub rooms: Option<Vec<String>>,
+}
 
 /// Everything a connection task starts with.
 pub struct Session {
     /// Gateway state.
     pub shared: Arc<Shared>,
-    /// The verified token.
-    pub claims: Claims,
+    /// What the token allows.
+    pub grant: Grant,
     /// Who the connection is.
     pub info: ConnInfo,
     /// Client address.
     pub remote: SocketAddr,
     /// Held resources.
     pub admitted: Admitted,
-    /// The hub entry: frames queued for this connection and its close signal.
+    /// The hub entry.
     pub registration: Registration,
     /// Inbox messages to send right after `connection_established`.
     pub replay: Replay,
@@ -55,133 +63,110 @@ pub struct Session {
 enum End {
     /// Close the socket with this code.
     Close(u16, &'static str),
-    /// The client closed or vanished.
+    /// The client closed (with its code): answer and end.
+    ClientClosed(Option<u16>),
+    /// The client vanished.
     Gone,
-    /// Drop the socket without a close frame.
+    /// Drop the socket without a close frame (simulated crash).
     Killed,
 }
 
 /// Serves one connection until it ends.
-pub async fn run(socket: WebSocket, session: Session) {
-    let conn = session.shared.hub.conn_ref(session.admitted.id);
-    let span = info_span!(
-        "conn",
-        conn = %conn,
-        user = %session.info.user,
-        app = %session.info.app,
-        node = %session.shared.node,
+pub async fn run(socket: WsSocket, session: Session) {
+    let Session {
+        shared,
+        grant,
+        info,
+        remote,
+        admitted,
+        registration,
+        replay,
+    } = session;
+    let conn = shared.hub.conn_ref(admitted.id);
+    let opened = Instant::now();
+    counter!("tether_connections_opened_total").increment(1);
+    info!(
+        conn = %conn, user = %info.user, app = %info.app, node = %shared.node,
+        device = info.device.as_deref().unwrap_or("-"), user_type = %info.user_type, %remote,
+        replay = replay.frames.len(),
+        "connection opened"
     );
-    async move {
-        let Session {
-            shared,
-            claims,
-            info,
-            remote,
-            admitted,
-            registration,
-            replay,
-        } = session;
-        let opened = Instant::now();
-        counter!("tether_connections_opened_total").increment(1);
-        info!(
-            device = info.device.as_deref().unwrap_or("-"),
-            user_type = %info.user_type,
-            %remote,
-            replay = replay.frames.len(),
-            "connection opened"
-        );
-        let mut task = Connection::new(shared.clone(), claims, info, admitted.id, socket);
-        let end = task.serve(registration, replay).await;
-        // Resources go back before the closing handshake, so a client that reconnects
-        // at once finds its slot free. A killed node (a simulated crash) gives nothing
-        // back: its registry entries expire as a dead node's would.
-        match end {
-            End::Killed => admitted.abandon(),
-            _ => admitted.release().await,
-        }
-        let code = match end {
-            End::Close(code, reason) => {
-                task.close(code, reason).await;
-                code
-            }
-            End::Gone | End::Killed => close::ABNORMAL,
-        };
-        counter!("tether_connections_closed_total", "code" => code.to_string()).increment(1);
-        info!(
-            code,
-            reason = close::describe(code),
-            duration_ms = opened.elapsed().as_millis() as u64,
-            frames_in = task.frames_in,
-            frames_out = task.frames_out,
-            "connection closed"
-        );
+    let limiter = NonZeroU32::new(shared.config.rate_limit_per_connection).map(|rate| {
+        let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+    });
+    let mut task = Connection {
+        shared: shared.clone(),
+        grant,
+        info,
+        id: admitted.id,
+        socket,
+        limiter,
+        violations: VecDeque::new(),
+        frames_in: 0,
+        frames_out: 0,
+        sent_upto: 0,
+        gaps_checked_upto: 0,
+    };
+    let cell = registration.cell;
+    let end = task.serve(&cell, replay).await;
+    // Resources go back before the closing handshake, so a client that reconnects at
+    // once finds its slot free. A killed node gives nothing back: its registry entries
+    // expire as a dead node's would.
+    match end {
+        End::Killed => admitted.abandon(),
+        _ => admitted.release().await,
     }
-    .instrument(span)
-    .await;
+    let code = match end {
+        End::Close(code, reason) => {
+            task.close(code, reason).await;
+            code
+        }
+        End::ClientClosed(code) => {
+            let code = code.unwrap_or(close::NORMAL);
+            task.close(code, "").await;
+            code
+        }
+        End::Gone | End::Killed => close::ABNORMAL,
+    };
+    counter!("tether_connections_closed_total", "code" => code.to_string()).increment(1);
+    info!(
+        conn = %conn, user = %task.info.user, app = %task.info.app, node = %shared.node,
+        code, reason = close::describe(code),
+        duration_ms = opened.elapsed().as_millis() as u64,
+        frames_in = task.frames_in, frames_out = task.frames_out,
+        "connection closed"
+    );
 }
 
 struct Connection {
     shared: Arc<Shared>,
-    claims: Claims,
+    grant: Grant,
     info: ConnInfo,
     id: ConnId,
-    conn_id: String,
-    socket: WebSocket,
+    socket: WsSocket,
     limiter: Option<DefaultDirectRateLimiter>,
     violations: VecDeque<Instant>,
-    metrics: HotMetrics,
     frames_in: u64,
     frames_out: u64,
+    /// The highest inbox seq this connection has been sent (or had no need of): a user
+    /// message at or below it is a duplicate of the replay or of a resync.
+    sent_upto: u64,
+    /// Gaps up to this seq were filled from the inbox already (what is missing is gone).
+    gaps_checked_upto: u64,
 }
 
 impl Connection {
-    fn new(
-        shared: Arc<Shared>,
-        claims: Claims,
-        info: ConnInfo,
-        id: ConnId,
-        socket: WebSocket,
-    ) -> Connection {
-        let limiter = NonZeroU32::new(shared.config.rate_limit_per_connection).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-            RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
-        });
-        Connection {
-            conn_id: shared.hub.conn_ref(id).to_string(),
-            shared,
-            claims,
-            info,
-            id,
-            socket,
-            limiter,
-            violations: VecDeque::new(),
-            metrics: HotMetrics::new(),
-            frames_in: 0,
-            frames_out: 0,
-        }
-    }
-
-    async fn serve(&mut self, registration: Registration, replay: Replay) -> End {
-        let Registration {
-            mut rx,
-            close: close_signal,
-            mut resync,
-            ..
-        } = registration;
+    async fn serve(&mut self, cell: &ConnCell, replay: Replay) -> End {
         let shared = self.shared.clone();
-
-        // connection_established, then the replay, before any live frame.
         let replay_from = replay.frames.first().map(|(seq, _)| *seq);
-        // The highest inbox seq this connection has been sent (or had no need of): a live
-        // frame at or below it is a duplicate of the replay or of a resync.
-        let mut sent_upto = replay
+        self.sent_upto = replay
             .frames
             .last()
             .map_or(replay.after, |(seq, _)| *seq)
             .max(replay.after);
-        resync.mark_unchanged();
         let established = ServerMessage::ConnectionEstablished(ConnectionEstablished {
-            connection_id: self.conn_id.clone(),
+            connection_id: shared.hub.conn_ref(self.id).to_string(),
             server_id: shared.node.to_string(),
             user_id: self.info.user.to_string(),
             app: self.info.app.to_string(),
@@ -189,152 +174,228 @@ impl Connection {
             heartbeat_interval: shared.config.heartbeat_interval_ms,
             replay_from,
             replay_count: replay.frames.len() as u32,
-        });
-        let mut first = vec![Utf8Bytes::from(established.encode(now_ms()))];
-        first.extend(replay.frames.into_iter().map(|(_, frame)| frame));
-        counter!("tether_inbox_replayed_total").increment(first.len() as u64 - 1);
-        if let Err(end) = self.write(first, &close_signal).await {
-            return end;
+        })
+        .encode(now_ms());
+        counter!("tether_inbox_replayed_total").increment(replay.frames.len() as u64);
+        let first = std::iter::once(established.as_bytes())
+            .chain(replay.frames.iter().map(|(_, f)| f.as_bytes()));
+        self.frames_out += 1 + replay.frames.len() as u64;
+        if self.socket.send_texts(first).is_err() {
+            return End::Gone;
         }
+        drop(replay);
 
         let timeout = Duration::from_millis(shared.config.connection_timeout_ms);
-        let mut last_seen = Instant::now();
-        let idle = sleep_until(last_seen + timeout);
-        tokio::pin!(idle);
         let leeway_ms = shared.config.jwt.leeway_s * 1000;
-        let expires_in = (self.claims.exp * 1000 + leeway_ms).saturating_sub(now_ms());
-        let token_expiry = sleep_until(Instant::now() + Duration::from_millis(expires_in));
-        tokio::pin!(token_expiry);
+        let token_deadline = Instant::now()
+            + Duration::from_millis((self.grant.exp * 1000 + leeway_ms).saturating_sub(now_ms()));
+        let mut last_seen = Instant::now();
+        let timer = sleep_until((last_seen + timeout).min(token_deadline));
+        tokio::pin!(timer);
+        let mut events = Vec::new();
+        if self.socket.has_buffered_input() {
+            if let Err(end) = self.socket.decode_buffered(&mut events).map_err(read_end) {
+                return end;
+            }
+            if let Some(end) = self.handle_events(&mut events).await {
+                return end;
+            }
+        }
 
         loop {
-            tokio::select! {
-                biased;
-                _ = shared.kill.cancelled() => return End::Killed,
-                (code, reason) = close_signal.requested() => return End::Close(code, reason),
-                _ = shared.shutdown.cancelled() => return End::Close(close::SERVICE_RESTART, "server restarting"),
-                frame = self.socket.next() => {
-                    last_seen = Instant::now();
-                    match frame {
-                        None => return End::Gone,
-                        Some(Err(e)) => return read_error(e),
-                        Some(Ok(Message::Text(text))) => {
-                            self.frames_in += 1;
-                            self.metrics.frames_in.increment(1);
-                            let replies = match self.handle_text(text.as_str()).await {
-                                Ok(replies) => replies,
-                                Err(end) => return end,
-                            };
-                            if !replies.is_empty() {
-                                if let Err(end) = self.write(replies, &close_signal).await {
-                                    return end;
-                                }
-                            }
+            if let Some((code, reason)) = cell.close_requested() {
+                return if code == ABANDON {
+                    End::Killed
+                } else {
+                    End::Close(code, reason)
+                };
+            }
+            if shared.draining() {
+                // Admitted just before shutdown began, after every socket was told to close.
+                return End::Close(close::SERVICE_RESTART, "server restarting");
+            }
+            if cell.take_resync() {
+                if let Some(end) = self.resync().await {
+                    return end;
+                }
+            }
+            if self.socket.unsent() == 0 && cell.has_frames() {
+                match self.write_queued(cell) {
+                    Ok(None) => {}
+                    Ok(Some(gap)) => {
+                        // Fill the gap from the inbox first (what is gone for good, trimmed
+                        // by length or age, stays a gap); then the queued frames go on.
+                        if let Some(end) = self.resync().await {
+                            return end;
                         }
-                        Some(Ok(Message::Binary(_))) => {
-                            return End::Close(close::UNSUPPORTED_DATA, "binary frames are not accepted");
-                        }
-                        // Pings are answered by the WebSocket layer; any frame counts as life.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        // The WebSocket layer answers the close; the next read ends the stream.
-                        Some(Ok(Message::Close(_))) => {}
+                        self.gaps_checked_upto = gap;
+                        continue;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "write failed");
+                        return End::Gone;
                     }
                 }
-                first = rx.recv() => {
-                    let Some(first) = first else { return End::Gone };
-                    let mut batch = Vec::with_capacity(8);
-                    push_unless_sent(&mut batch, first, &mut sent_upto);
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(next) => push_unless_sent(&mut batch, next, &mut sent_upto),
-                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                        }
+            }
+            if self.socket.unsent() > MAX_UNSENT {
+                return End::Close(close::POLICY_VIOLATION, "too slow: not reading");
+            }
+            tokio::select! {
+                biased;
+                () = cell.woken() => {}
+                ready = self.socket.writable(), if self.socket.unsent() > 0 => {
+                    if ready.and_then(|()| self.socket.write_pending()).is_err() {
+                        return End::Gone;
                     }
-                    if !batch.is_empty() {
-                        if let Err(end) = self.write(batch, &close_signal).await {
+                }
+                ready = self.socket.readable() => {
+                    if ready.is_err() {
+                        return End::Gone;
+                    }
+                    match self.socket.read_available(&mut events) {
+                        Ok(true) => {}
+                        Ok(false) => return End::Gone,
+                        Err(e) => return read_end(e),
+                    }
+                    if !events.is_empty() {
+                        last_seen = Instant::now();
+                        if let Some(end) = self.handle_events(&mut events).await {
                             return end;
                         }
                     }
                 }
-                Ok(()) = resync.changed() => {
-                    // Live messages may have been missed (the broker's subscription was
-                    // down): send what the inbox holds after what this connection got.
-                    match shared.broker.read_inbox(&self.info.app, &self.info.user, sent_upto).await {
-                        Ok(frames) if !frames.is_empty() => {
-                            sent_upto = frames.last().map_or(sent_upto, |(seq, _)| *seq);
-                            let frames = frames.into_iter().map(|(_, frame)| frame).collect();
-                            if let Err(end) = self.write(frames, &close_signal).await {
-                                return end;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => debug!(error = %e, "resync failed; the client catches up when it reconnects"),
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= token_deadline {
+                        return End::Close(close::TOKEN_EXPIRED, "token expired");
                     }
-                }
-                () = &mut idle => {
-                    if last_seen.elapsed() >= timeout {
+                    if now.duration_since(last_seen) >= timeout {
                         return End::Close(close::HEARTBEAT_TIMEOUT, "nothing received within the connection timeout");
                     }
-                    idle.as_mut().reset(last_seen + timeout);
-                }
-                () = &mut token_expiry => {
-                    return End::Close(close::TOKEN_EXPIRED, "token expired");
+                    timer.as_mut().reset((last_seen + timeout).min(token_deadline));
                 }
             }
         }
     }
 
-    /// Writes frames and flushes once; gives up when the connection is told to close or
-    /// killed while the client is not reading.
-    async fn write(
-        &mut self,
-        frames: Vec<Utf8Bytes>,
-        close_signal: &crate::hub::CloseSignal,
-    ) -> Result<(), End> {
-        let count = frames.len() as u64;
+    /// Writes the frames the hub queued, as many as wait (up to a batch), in one write.
+    /// Returns the seq of a user message that would leave a gap after what was sent
+    /// (live messages were missed); it stays queued until the gap is filled.
+    fn write_queued(&mut self, cell: &ConnCell) -> std::io::Result<Option<u64>> {
+        let sent_upto = &mut self.sent_upto;
+        let gaps_checked_upto = self.gaps_checked_upto;
+        let mut gap = None;
+        let written = self.socket.send_with(|out| {
+            let mut written = 0u64;
+            cell.take(MAX_BATCH, |frame| {
+                if let Some(seq) = frame.seq {
+                    // Already sent by the replay or a fill: it arrived live meanwhile.
+                    if seq <= *sent_upto {
+                        return true;
+                    }
+                    if seq > *sent_upto + 1 && seq > gaps_checked_upto {
+                        gap = Some(seq);
+                        return false;
+                    }
+                    *sent_upto = seq;
+                }
+                frame::write_frame(out, Opcode::Text, frame.text.as_bytes());
+                written += 1;
+                true
+            });
+            written
+        })?;
+        self.frames_out += written;
+        self.shared.metrics.frames_out.increment(written);
+        Ok(gap)
+    }
+
+    /// Live messages may have been missed (the broker's subscription was down): sends what
+    /// the inbox holds after what this connection got.
+    async fn resync(&mut self) -> Option<End> {
         let shared = self.shared.clone();
-        let socket = &mut self.socket;
-        let send_all = async move {
-            for frame in frames {
-                socket.feed(Message::Text(frame)).await?;
+        match shared
+            .broker
+            .read_inbox(&self.info.app, &self.info.user, self.sent_upto)
+            .await
+        {
+            Ok(frames) if !frames.is_empty() => {
+                self.sent_upto = frames.last().map_or(self.sent_upto, |(seq, _)| *seq);
+                self.frames_out += frames.len() as u64;
+                if self
+                    .socket
+                    .send_texts(frames.iter().map(|(_, f)| f.as_bytes()))
+                    .is_err()
+                {
+                    return Some(End::Gone);
+                }
             }
-            socket.flush().await
-        };
-        tokio::select! {
-            result = send_all => match result {
-                Ok(()) => {
-                    self.frames_out += count;
-                    self.metrics.frames_out.increment(count);
-                    Ok(())
-                }
-                Err(e) => {
-                    debug!(error = %e, "write failed");
-                    Err(End::Gone)
-                }
-            },
-            (code, reason) = close_signal.requested() => Err(End::Close(code, reason)),
-            _ = shared.kill.cancelled() => Err(End::Killed),
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "resync failed; the client catches up when it reconnects"),
         }
+        None
+    }
+
+    async fn handle_events(&mut self, events: &mut Vec<Incoming>) -> Option<End> {
+        for event in std::mem::take(events) {
+            match event {
+                Incoming::Text(text) => {
+                    self.frames_in += 1;
+                    self.shared.metrics.frames_in.increment(1);
+                    let replies = match self.handle_text(&text).await {
+                        Ok(replies) => replies,
+                        Err(end) => return Some(end),
+                    };
+                    if !replies.is_empty() {
+                        self.frames_out += replies.len() as u64;
+                        if self
+                            .socket
+                            .send_texts(replies.iter().map(String::as_bytes))
+                            .is_err()
+                        {
+                            return Some(End::Gone);
+                        }
+                    }
+                }
+                Incoming::Binary(_) => {
+                    return Some(End::Close(
+                        close::UNSUPPORTED_DATA,
+                        "binary frames are not accepted",
+                    ))
+                }
+                // Pings are answered by the socket; any frame counts as life.
+                Incoming::Ping | Incoming::Pong => {}
+                Incoming::Close(code) => return Some(End::ClientClosed(code)),
+            }
+        }
+        None
     }
 
     /// Sends a close frame and waits briefly for the client's answer, so the client reads
     /// the code before the socket goes away.
-    async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        }));
+    async fn close(&mut self, code: u16, reason: &str) {
         let socket = &mut self.socket;
         let _ = tokio::time::timeout(CLOSE_GRACE, async move {
-            if socket.send(frame).await.is_err() {
+            if socket.send_close(code, reason).is_err() || socket.flush().await.is_err() {
                 return;
             }
-            while let Some(Ok(_)) = socket.next().await {}
+            let mut events = Vec::new();
+            loop {
+                if socket.readable().await.is_err() {
+                    return;
+                }
+                match socket.read_available(&mut events) {
+                    Ok(true) if events.iter().any(|e| matches!(e, Incoming::Close(_))) => return,
+                    Ok(true) => events.clear(),
+                    Ok(false) | Err(_) => return,
+                }
+            }
         })
         .await;
     }
 
     /// Answers one text frame; `Err` ends the connection.
-    async fn handle_text(&mut self, text: &str) -> Result<Vec<Utf8Bytes>, End> {
+    async fn handle_text(&mut self, text: &str) -> Result<Vec<String>, End> {
         let connection_over = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
         let user_over = !connection_over
             && self.shared.user_limiter.as_ref().is_some_and(|l| {
@@ -437,14 +498,11 @@ impl Connection {
                 })
             }
         };
-        Ok(reply
-            .map(|r| Utf8Bytes::from(r.encode(now_ms())))
-            .into_iter()
-            .collect())
+        Ok(reply.map(|r| r.encode(now_ms())).into_iter().collect())
     }
 
     async fn join_room(&mut self, room: String, reference: String) -> ServerMessage {
-        if let Some(patterns) = &self.claims.rooms {
+        if let Some(patterns) = &self.grant.rooms {
             if !room_allowed(patterns, &room) {
                 return ServerMessage::error(
                     ErrorCode::Forbidden,
@@ -501,33 +559,18 @@ impl Connection {
     }
 }
 
-fn push_unless_sent(batch: &mut Vec<Utf8Bytes>, frame: Outgoing, sent_upto: &mut u64) {
-    // A user message can be both in the replay (or a resync) and queued live: it arrived
-    // while the inbox was being read. It was sent already.
-    if let Some(seq) = frame.seq {
-        if seq <= *sent_upto {
-            return;
-        }
-        *sent_upto = seq;
-    }
-    batch.push(frame.text);
+fn error_frame(code: ErrorCode, message: &str, reference: Option<String>) -> String {
+    ServerMessage::error(code, message, reference).encode(now_ms())
 }
 
-fn error_frame(code: ErrorCode, message: &str, reference: Option<String>) -> Utf8Bytes {
-    Utf8Bytes::from(ServerMessage::error(code, message, reference).encode(now_ms()))
-}
-
-fn read_error(e: axum::Error) -> End {
-    match e.into_inner().downcast::<tungstenite::Error>() {
-        Ok(e) => match *e {
-            tungstenite::Error::Capacity(_) => {
+fn read_end(e: ReadError) -> End {
+    match e {
+        ReadError::Io(_) => End::Gone,
+        ReadError::Violation(v) => {
+            if v.code == close::MESSAGE_TOO_BIG {
                 counter!("tether_frames_oversize_total").increment(1);
-                End::Close(close::MESSAGE_TOO_BIG, "frame too large")
             }
-            tungstenite::Error::Utf8(_) => End::Close(close::INVALID_PAYLOAD, "frame is not UTF-8"),
-            tungstenite::Error::Protocol(_) => End::Close(1002, "WebSocket protocol error"),
-            _ => End::Gone,
-        },
-        Err(_) => End::Gone,
+            End::Close(v.code, v.reason)
+        }
     }
 }

@@ -7,31 +7,27 @@
 //! upgraded; its connection task starts with everything it needs.
 
 use super::admission::Admitted;
-use super::connection::{self, Session};
+use super::connection::{self, Grant, Session};
 use super::origin::origin_allowed;
+use super::ws::socket::WsSocket;
+use super::ws::upgrade;
 use crate::auth::{bearer, Claims, TokenError};
 use crate::broker::{Admission, Lease};
 use crate::hub::ConnInfo;
 use crate::state::Shared;
-use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
 use metrics::counter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tether_protocol::{names, HttpErrorBody, HttpErrorCode};
+use tokio::net::TcpStream;
 use tracing::{debug, warn};
-
-/// Read buffer per connection. Small: frames are small JSON and idle connections are many.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
-/// Frames are written out once this much is buffered or on flush (after draining the queue),
-/// so several queued frames leave in one write.
-const WRITE_BUFFER_BYTES: usize = 16 * 1024;
-/// Beyond this much unsent data the write fails: the client is not reading.
-const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// A refused handshake.
 #[derive(Debug)]
@@ -77,11 +73,9 @@ struct Params {
 pub async fn handle(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut request: Request,
 ) -> Response {
-    match admit(&shared, remote, &headers, query, upgrade).await {
+    match admit(&shared, remote, &mut request).await {
         Ok(response) => response,
         Err(refusal) => {
             debug!(%remote, code = refusal.code.as_str(), message = %refusal.message, "handshake refused");
@@ -93,9 +87,7 @@ pub async fn handle(
 async fn admit(
     shared: &Arc<Shared>,
     remote: SocketAddr,
-    headers: &HeaderMap,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: &mut Request,
 ) -> Result<Response, Refusal> {
     if shared.draining() {
         return Err(Refusal::new(
@@ -103,15 +95,19 @@ async fn admit(
             "this node is shutting down; connect again",
         ));
     }
+    let headers = request.headers();
     check_origin(shared, headers)?;
-    let query = query.map(|q| q.0).unwrap_or_default();
+    let query: HashMap<String, String> = Query::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
     let claims = check_token(shared, headers, &query)?;
-    let upgrade = upgrade.map_err(|e| {
-        Refusal::new(
-            HttpErrorCode::InvalidParams,
-            format!("not a WebSocket upgrade request: {e}"),
-        )
-    })?;
+    let accept =
+        upgrade::accept_key(request.method(), request.version(), headers).map_err(|e| {
+            Refusal::new(
+                HttpErrorCode::InvalidParams,
+                format!("not a WebSocket upgrade request: {e}"),
+            )
+        })?;
     let params = check_params(&query)?;
     if !claims.apps.contains(&params.app) {
         return Err(Refusal::new(
@@ -170,30 +166,47 @@ async fn admit(
 
     let session = Session {
         shared: shared.clone(),
-        claims,
+        grant: Grant {
+            exp: claims.exp,
+            rooms: claims.rooms,
+        },
         info,
         remote,
         admitted,
         registration,
         replay,
     };
-    let config = &shared.config;
-    Ok(configure(upgrade)
-        .max_message_size(config.max_message_bytes)
-        .max_frame_size(config.max_message_bytes)
-        .on_failed_upgrade(|e| debug!(error = %e, "upgrade failed after the handshake"))
-        .on_upgrade(move |socket| {
-            let tracker = session.shared.connections.clone();
-            tracker.track_future(connection::run(socket, session))
-        }))
+    let on_upgrade = hyper::upgrade::on(request);
+    let max_message = shared.config.max_message_bytes;
+    shared.connections.spawn(async move {
+        match upgraded_stream(on_upgrade).await {
+            Some((stream, leftover)) => {
+                connection::run(WsSocket::new(stream, leftover, max_message), session).await
+            }
+            // The session drops here, which gives its resources back.
+            None => debug!("the client went away during the upgrade"),
+        }
+    });
+    Ok(switching_protocols(accept))
 }
 
-/// The WebSocket layer's buffer settings, shared by every endpoint that upgrades.
-pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
-    upgrade
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+/// The 101 answer that completes the upgrade.
+pub fn switching_protocols(accept: HeaderValue) -> Response {
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// The TCP stream under an upgraded connection, with bytes the client sent after its
+/// request (our listener serves plain `TcpStream`s, so the downcast holds).
+pub async fn upgraded_stream(on_upgrade: hyper::upgrade::OnUpgrade) -> Option<(TcpStream, Bytes)> {
+    let upgraded = on_upgrade.await.ok()?;
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf))
 }
 
 fn unavailable(e: &crate::broker::BrokerError) -> Refusal {

@@ -7,3 +7,4 @@ pub mod connection;
 pub mod echo;
 pub mod handshake;
 pub mod origin;
+pub mod ws;
