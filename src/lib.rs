@@ -7,6 +7,8 @@
 
 uniffi::setup_scaffolding!();
 
+#[cfg(any(target_os = "android", test))]
+pub mod android;
 pub mod callbacks;
 pub mod client;
 pub mod config;

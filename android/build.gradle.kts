@@ -1,0 +1,78 @@
+// Android library: the Kotlin wrapper (src/common, shared with the JVM tests in
+// bindings/kotlin; src/main, the Android-only part), the uniffi-generated Kotlin and the
+// Rust library for each ABI. Both generated inputs come from build-rust.sh, which the
+// preBuild task runs.
+
+plugins {
+    id("com.android.library") version "8.13.0"
+    id("org.jetbrains.kotlin.android") version "2.4.21"
+}
+
+android {
+    namespace = "dev.tether.android"
+    compileSdk = 36
+
+    defaultConfig {
+        minSdk = 24 // rustls-platform-verifier's revocation checks need 24
+        consumerProguardFiles("consumer-rules.pro")
+    }
+
+    sourceSets["main"].apply {
+        java.srcDirs("src/main/kotlin", "src/common/kotlin", "build/generated/uniffi")
+        jniLibs.srcDirs("build/rustJniLibs")
+    }
+
+    compileOptions {
+        sourceCompatibility = JavaVersion.VERSION_17
+        targetCompatibility = JavaVersion.VERSION_17
+    }
+}
+
+kotlin {
+    jvmToolchain(17)
+}
+
+// The AAR of rustls-platform-verifier must be the version of the crate in Cargo.lock
+// (rustls-platform-verifier-android), as its README prescribes.
+abstract class RustlsVersion : ValueSource<String, RustlsVersion.Params> {
+    interface Params : ValueSourceParameters {
+        val lockFile: RegularFileProperty
+    }
+
+    override fun obtain(): String {
+        val lines = parameters.lockFile.get().asFile.readLines()
+        val at = lines.indexOfFirst { it.trim() == "name = \"rustls-platform-verifier-android\"" }
+        check(at >= 0) { "rustls-platform-verifier-android is not in Cargo.lock" }
+        return lines.drop(at + 1).first { it.trimStart().startsWith("version = ") }
+            .substringAfter('"').substringBefore('"')
+    }
+}
+
+val rustlsPlatformVerifierVersion = providers.of(RustlsVersion::class.java) {
+    parameters.lockFile.set(layout.projectDirectory.file("../Cargo.lock"))
+}
+
+configurations.configureEach {
+    resolutionStrategy.eachDependency {
+        if (requested.group == "rustls" && requested.name == "rustls-platform-verifier") {
+            useVersion(rustlsPlatformVerifierVersion.get())
+            because("the Kotlin component must match the rustls-platform-verifier crate")
+        }
+    }
+}
+
+dependencies {
+    implementation("net.java.dev.jna:jna:5.19.1@aar")
+    implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.11.0")
+    implementation("org.jetbrains.kotlinx:kotlinx-serialization-json:1.12.0")
+    implementation("androidx.lifecycle:lifecycle-process:2.9.4")
+    implementation("rustls:rustls-platform-verifier")
+}
+
+// Cross-compiles the Rust library (cargo-ndk) and generates the Kotlin bindings before
+// every build; cargo makes it a no-op when nothing changed.
+val buildRust by tasks.registering(Exec::class) {
+    workingDir = projectDir
+    commandLine("./build-rust.sh")
+}
+tasks.named("preBuild") { dependsOn(buildRust) }
