@@ -50,7 +50,7 @@ gcc -std=c11 "${NULLABILITY[@]}" -I "$DIR" "$WORK/symbols.c" -L "$LIBDIR" -lteth
   -o "$WORK/symbols" || fail "the header declares functions libtether.so does not export"
 linked="$("$WORK/symbols")" || fail "the symbol check program failed"
 
-grep -oE '\b(uniffi|ffi)_tether_[A-Za-z0-9_]+\b' "$DIR/Tether.swift" | sort -u > "$WORK/used"
+grep -oE '(uniffi|ffi)_tether_[A-Za-z0-9_]+' "$DIR/Tether.swift" | sort -u > "$WORK/used"
 missing="$(comm -23 "$WORK/used" "$WORK/declared")"
 [ -z "$missing" ] || fail "Tether.swift calls functions TetherFFI.h does not declare: $missing"
 

@@ -1,0 +1,225 @@
+// The Swift face of the SDK: AsyncStreams of the status and of messages instead of a
+// listener, a closure instead of a TokenProvider, `send(type:data:)` taking any
+// Encodable. The generated types (TetherClient, ConnectionStatus, InboundMessage,
+// TetherError, ...) live in the same module (Generated/Tether.swift).
+
+import Foundation
+
+/// One connection to the Tether gateway.
+///
+/// Ask for `messages()` before `connect()`: a message that arrives while no stream is
+/// being iterated is only kept as `lastMessage`.
+public final class TetherConnection: @unchecked Sendable {
+    /// The underlying generated client, for what this wrapper does not cover.
+    public let client: TetherClient
+
+    private let statusHub: Hub<ConnectionStatus>
+    private let messageHub: Hub<InboundMessage>
+    private let ackHub: Hub<String>
+    private let errorHub: Hub<TetherError>
+    private let expiredHub: Hub<String>
+
+    /// - Parameter tokens: called on a background thread before every connection attempt
+    ///   and after the gateway refuses a token; may block (a refresh over the network).
+    ///   Return nil when the user is signed out: the status becomes `.failed` and nothing
+    ///   is retried until `connect()`.
+    /// - Throws: `TetherError` with kind `.invalidConfig` or `.storage`.
+    public init(config: ClientConfig, tokens: @escaping @Sendable () -> String?) throws {
+        let hubs = Listener(
+            status: Hub<ConnectionStatus>(latest: .idle),
+            messages: Hub<InboundMessage>(),
+            acks: Hub<String>(),
+            errors: Hub<TetherError>(),
+            expired: Hub<String>()
+        )
+        statusHub = hubs.status
+        messageHub = hubs.messages
+        ackHub = hubs.acks
+        errorHub = hubs.errors
+        expiredHub = hubs.expired
+        client = try TetherClient(config: config, listener: hubs, tokens: ClosureTokens(tokens))
+    }
+
+    /// The current status.
+    public var status: ConnectionStatus { statusHub.latest ?? client.status() }
+
+    /// Whether the status is `.connected`.
+    public var isConnected: Bool { status == .connected }
+
+    /// Every status change, starting with the current status. Each call gives a new
+    /// stream; iterate as many as you like.
+    public func statuses() -> AsyncStream<ConnectionStatus> { statusHub.stream() }
+
+    /// Messages from the backend, in order, each once.
+    public func messages() -> AsyncStream<InboundMessage> { messageHub.stream() }
+
+    /// Ids of sent messages the gateway stored (the ids `send` returned).
+    public func acks() -> AsyncStream<String> { ackHub.stream() }
+
+    /// Failures the SDK reports; it already retries what can be retried.
+    public func errors() -> AsyncStream<TetherError> { errorHub.stream() }
+
+    /// Ids of sent messages dropped because they grew older than `maxMessageAgeS`.
+    public func expired() -> AsyncStream<String> { expiredHub.stream() }
+
+    /// Connects, and keeps connecting after failures. Idempotent.
+    public func connect() { client.connect() }
+
+    /// Disconnects and stays disconnected until `connect()`; queued messages are kept.
+    public func disconnect() { client.disconnect() }
+
+    /// Drops the socket and connects again now.
+    public func reconnect() { client.reconnect() }
+
+    /// Queues a message; returns its id once it is on disk. It is sent now when connected,
+    /// else after the next connect.
+    /// - Throws: `TetherError` (`.invalidMessage`, `.queueFull`, `.storage`, `.shutdown`),
+    ///   or `EncodingError` when `data` does not encode to JSON.
+    public func send<T: Encodable>(type: String, data: T) async throws -> String {
+        let json = try JSONEncoder().encode(data)
+        return try await client.sendMessage(type: type, dataJson: String(decoding: json, as: UTF8.self))
+    }
+
+    /// `send` with the payload already encoded as JSON text.
+    public func send(type: String, json: String) async throws -> String {
+        try await client.sendMessage(type: type, dataJson: json)
+    }
+
+    /// Joins `room` now and after every reconnect.
+    public func joinRoom(_ room: String) throws { try client.joinRoom(room: room) }
+
+    /// Leaves `room` and stops re-joining it.
+    public func leaveRoom(_ room: String) throws { try client.leaveRoom(room: room) }
+
+    /// What NWPathMonitor reports (NetworkMonitor does this for you).
+    public func setNetwork(_ state: NetworkState) { client.setNetwork(state: state) }
+
+    /// Foreground or background (AppLifecycle does this for you).
+    public func setAppState(_ state: AppState) { client.setAppState(state: state) }
+
+    /// Counters and gauges.
+    public func stats() -> ClientStats { client.stats() }
+
+    /// The last message delivered.
+    public var lastMessage: InboundMessage? { client.lastMessage() }
+
+    /// Stops the client, ends every stream and releases the storage directory.
+    public func shutdown() async {
+        await client.shutdown()
+        statusHub.finish()
+        messageHub.finish()
+        ackHub.finish()
+        errorHub.finish()
+        expiredHub.finish()
+    }
+}
+
+/// Fans one sequence of values out to any number of AsyncStreams. Callbacks arrive on the
+/// SDK's dispatcher thread, streams are iterated elsewhere, hence the lock.
+final class Hub<Element: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuations: [UUID: AsyncStream<Element>.Continuation] = [:]
+    private var finished = false
+    private var current: Element?
+    private let replaysLatest: Bool
+
+    /// A hub whose new streams start with the latest value (for the status).
+    init(latest: Element) {
+        self.current = latest
+        self.replaysLatest = true
+    }
+
+    /// A hub of events: new streams see only what comes after.
+    init() {
+        self.current = nil
+        self.replaysLatest = false
+    }
+
+    /// The last value sent (status hub only).
+    var latest: Element? {
+        lock.lock()
+        defer { lock.unlock() }
+        return current
+    }
+
+    func stream() -> AsyncStream<Element> {
+        AsyncStream(bufferingPolicy: .bufferingNewest(256)) { continuation in
+            let id = UUID()
+            self.lock.lock()
+            if self.finished {
+                self.lock.unlock()
+                continuation.finish()
+                return
+            }
+            self.continuations[id] = continuation
+            if self.replaysLatest, let value = self.current {
+                continuation.yield(value)
+            }
+            self.lock.unlock()
+            continuation.onTermination = { [weak self] _ in self?.remove(id) }
+        }
+    }
+
+    func send(_ value: Element) {
+        lock.lock()
+        if replaysLatest { current = value }
+        let targets = Array(continuations.values)
+        lock.unlock()
+        for continuation in targets {
+            continuation.yield(value)
+        }
+    }
+
+    func finish() {
+        lock.lock()
+        finished = true
+        let targets = Array(continuations.values)
+        continuations.removeAll()
+        lock.unlock()
+        for continuation in targets {
+            continuation.finish()
+        }
+    }
+
+    private func remove(_ id: UUID) {
+        lock.lock()
+        continuations[id] = nil
+        lock.unlock()
+    }
+}
+
+private final class Listener: EventListener, @unchecked Sendable {
+    let status: Hub<ConnectionStatus>
+    let messages: Hub<InboundMessage>
+    let acks: Hub<String>
+    let errors: Hub<TetherError>
+    let expired: Hub<String>
+
+    init(
+        status: Hub<ConnectionStatus>,
+        messages: Hub<InboundMessage>,
+        acks: Hub<String>,
+        errors: Hub<TetherError>,
+        expired: Hub<String>
+    ) {
+        self.status = status
+        self.messages = messages
+        self.acks = acks
+        self.errors = errors
+        self.expired = expired
+    }
+
+    func onStatus(status: ConnectionStatus) { self.status.send(status) }
+    func onMessage(message: InboundMessage) { messages.send(message) }
+    func onAck(id: String) { acks.send(id) }
+    func onError(error: TetherError) { errors.send(error) }
+    func onExpired(id: String) { expired.send(id) }
+}
+
+private final class ClosureTokens: TokenProvider, @unchecked Sendable {
+    private let fetch: @Sendable () -> String?
+
+    init(_ fetch: @escaping @Sendable () -> String?) { self.fetch = fetch }
+
+    func fetchToken() -> String? { fetch() }
+}
