@@ -10,6 +10,17 @@
 use jni::errors::ThrowRuntimeExAndDefault;
 use jni::objects::{JClass, JObject};
 use jni::{Env, EnvUnowned};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once the verifier has its Context: before that, rustls-platform-verifier panics
+/// in the middle of a TLS handshake, so the transport refuses to build a platform TLS
+/// config instead (a clear `InvalidConfig` from the client's constructor).
+static PLATFORM_TLS_READY: AtomicBool = AtomicBool::new(false);
+
+/// Whether `PlatformTls.init(context)` has succeeded in this process.
+pub fn platform_tls_ready() -> bool {
+    PLATFORM_TLS_READY.load(Ordering::Acquire)
+}
 
 /// `PlatformTls.nativeInit(context: Context)`: initialises the platform verifier with the
 /// application context. Idempotent (the verifier keeps the first context). A failure is
@@ -39,8 +50,12 @@ pub fn init_with<'local, F>(
 ) where
     F: FnOnce(&mut Env<'local>, JObject<'local>) -> Result<(), jni::errors::Error>,
 {
-    env.with_env(|env| init(env, context))
-        .resolve::<ThrowRuntimeExAndDefault>()
+    env.with_env(|env| {
+        init(env, context)?;
+        PLATFORM_TLS_READY.store(true, Ordering::Release);
+        Ok::<(), jni::errors::Error>(())
+    })
+    .resolve::<ThrowRuntimeExAndDefault>()
 }
 
 #[cfg(test)]

@@ -175,6 +175,14 @@ fn platform_config(
     builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>,
 ) -> Result<rustls::ClientConfig, Error> {
     use rustls_platform_verifier::BuilderVerifierExt;
+    #[cfg(target_os = "android")]
+    if !crate::android::platform_tls_ready() {
+        return Err(Error::Config(
+            "the Android TLS verifier has no Context yet: call PlatformTls.init(context) \
+             before creating a client (TetherAndroid.create does)"
+                .into(),
+        ));
+    }
     // The system trust store: user and MDM-installed CAs, OS revocation checks.
     Ok(builder
         .with_platform_verifier()
