@@ -12,12 +12,13 @@
 use crate::ids::ConnRef;
 use crate::metrics::HotMetrics;
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use tether_protocol::close;
-use tokio::sync::Notify;
 
 /// A local connection number.
 pub type ConnId = u64;
@@ -41,7 +42,9 @@ pub const ABANDON: u16 = 0;
 pub struct ConnCell {
     queue: Mutex<VecDeque<Outgoing>>,
     capacity: usize,
-    wake: Notify,
+    /// The connection task's waker, and whether anything happened since it last looked.
+    waker: AtomicWaker,
+    signalled: AtomicBool,
     close: OnceLock<(u16, &'static str)>,
     resync: AtomicBool,
 }
@@ -51,7 +54,8 @@ impl ConnCell {
         ConnCell {
             queue: Mutex::new(VecDeque::new()),
             capacity,
-            wake: Notify::new(),
+            waker: AtomicWaker::new(),
+            signalled: AtomicBool::new(false),
             close: OnceLock::new(),
             resync: AtomicBool::new(false),
         }
@@ -65,7 +69,7 @@ impl ConnCell {
         }
         queue.push_back(frame.clone());
         drop(queue);
-        self.wake.notify_one();
+        self.signal();
         true
     }
 
@@ -95,7 +99,7 @@ impl ConnCell {
     /// the first request wins.
     pub fn request_close(&self, code: u16, reason: &'static str) {
         if self.close.set((code, reason)).is_ok() {
-            self.wake.notify_one();
+            self.signal();
         }
     }
 
@@ -107,7 +111,7 @@ impl ConnCell {
     /// Asks the connection to re-read its inbox.
     fn request_resync(&self) {
         self.resync.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.signal();
     }
 
     /// Whether a resync was asked for (and clears the request).
@@ -115,9 +119,25 @@ impl ConnCell {
         self.resync.swap(false, Ordering::AcqRel)
     }
 
-    /// Waits until something happened: frames queued, a close or resync requested.
+    fn signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready when something happened since the last call: frames queued, a close or a
+    /// resync requested. (Registers the waker first, so no signal is lost.)
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.signalled.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Waits for [`ConnCell::poll_signal`].
     pub async fn woken(&self) {
-        self.wake.notified().await;
+        std::future::poll_fn(|cx| self.poll_signal(cx)).await;
     }
 }
 

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The two tests count this process's descriptors: run them one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
@@ -22,6 +25,7 @@ fn open_fds() -> usize {
 /// Must not lose: the real clients' handshakes and messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_trickling_handshakes_are_dropped_and_real_clients_get_through() {
+    let _serial = SERIAL.lock().await;
     let gw = TestGateway::with(|c| c.handshake_timeout = Duration::from_secs(1)).await;
     let before = open_fds();
     let started = Instant::now();
@@ -87,6 +91,7 @@ async fn two_hundred_trickling_handshakes_are_dropped_and_real_clients_get_throu
 /// the first byte).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_are_dropped_after_the_head_deadline() {
+    let _serial = SERIAL.lock().await;
     let gw = TestGateway::with(|c| c.handshake_timeout = Duration::from_secs(1)).await;
     let mut sockets = Vec::new();
     for _ in 0..100 {

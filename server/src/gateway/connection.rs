@@ -13,9 +13,11 @@ use crate::state::Shared;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use metrics::counter;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tether_protocol::client::{ClientMessage, FrameError};
 use tether_protocol::names::room_allowed;
@@ -59,6 +61,18 @@ pub struct Session {
     pub replay: Replay,
 }
 
+/// What ended a wait.
+enum Wake {
+    /// The hub signalled (frames, close, resync).
+    Signal,
+    /// The socket can take more (false: it failed).
+    Writable(bool),
+    /// The socket has data (false: it failed).
+    Readable(bool),
+    /// The idle or token deadline passed.
+    Timer,
+}
+
 /// Why the task ended.
 enum End {
     /// Close the socket with this code.
@@ -71,8 +85,24 @@ enum End {
     Killed,
 }
 
-/// Serves one connection until it ends.
-pub async fn run(socket: WsSocket, session: Session) {
+/// Completes the upgrade, then serves the connection until it ends. The session comes
+/// boxed so the waiting task does not carry it twice.
+pub async fn start(on_upgrade: hyper::upgrade::OnUpgrade, session: Box<Session>) {
+    let Some((stream, leftover)) = super::handshake::upgraded_stream(on_upgrade).await else {
+        // The session drops here, which gives its resources back.
+        debug!("the client went away during the upgrade");
+        return;
+    };
+    run(prepare(stream, leftover, *session)).await;
+}
+
+/// Builds the connection's state (synchronously, so none of it is held twice by the
+/// waiting task) and logs the opening.
+fn prepare(
+    stream: tokio::net::TcpStream,
+    leftover: bytes::Bytes,
+    session: Session,
+) -> Box<Running> {
     let Session {
         shared,
         grant,
@@ -82,11 +112,10 @@ pub async fn run(socket: WsSocket, session: Session) {
         registration,
         replay,
     } = session;
-    let conn = shared.hub.conn_ref(admitted.id);
-    let opened = Instant::now();
+    let socket = WsSocket::new(stream, leftover, shared.config.max_message_bytes);
     counter!("tether_connections_opened_total").increment(1);
     info!(
-        conn = %conn, user = %info.user, app = %info.app, node = %shared.node,
+        conn = %shared.hub.conn_ref(admitted.id), user = %info.user, app = %info.app, node = %shared.node,
         device = info.device.as_deref().unwrap_or("-"), user_type = %info.user_type, %remote,
         replay = replay.frames.len(),
         "connection opened"
@@ -95,8 +124,8 @@ pub async fn run(socket: WsSocket, session: Session) {
         let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
         RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
     });
-    let mut task = Connection {
-        shared: shared.clone(),
+    let task = Connection {
+        shared,
         grant,
         info,
         id: admitted.id,
@@ -108,30 +137,56 @@ pub async fn run(socket: WsSocket, session: Session) {
         sent_upto: 0,
         gaps_checked_upto: 0,
     };
-    let cell = registration.cell;
+    Box::new(Running {
+        task,
+        admitted,
+        cell: registration.cell,
+        replay,
+    })
+}
+
+/// What [`run`] works on, handed over boxed: an async fn keeps a copy of its arguments
+/// for its whole life, and this task lives as long as the connection.
+struct Running {
+    task: Connection,
+    admitted: Admitted,
+    cell: Arc<ConnCell>,
+    replay: Replay,
+}
+
+/// Serves one connection until it ends, then releases it and closes the socket.
+async fn run(running: Box<Running>) {
+    let Running {
+        mut task,
+        admitted,
+        cell,
+        replay,
+    } = *running;
+    let opened = Instant::now();
     let end = task.serve(&cell, replay).await;
     // Resources go back before the closing handshake, so a client that reconnects at
     // once finds its slot free. A killed node gives nothing back: its registry entries
     // expire as a dead node's would.
     match end {
         End::Killed => admitted.abandon(),
-        _ => admitted.release().await,
+        _ => Box::pin(admitted.release()).await,
     }
     let code = match end {
         End::Close(code, reason) => {
-            task.close(code, reason).await;
+            Box::pin(task.close(code, reason)).await;
             code
         }
         End::ClientClosed(code) => {
             let code = code.unwrap_or(close::NORMAL);
-            task.close(code, "").await;
+            Box::pin(task.close(code, "")).await;
             code
         }
         End::Gone | End::Killed => close::ABNORMAL,
     };
     counter!("tether_connections_closed_total", "code" => code.to_string()).increment(1);
+    let shared = &task.shared;
     info!(
-        conn = %conn, user = %task.info.user, app = %task.info.app, node = %shared.node,
+        conn = %shared.hub.conn_ref(task.id), user = %task.info.user, app = %task.info.app, node = %shared.node,
         code, reason = close::describe(code),
         duration_ms = opened.elapsed().as_millis() as u64,
         frames_in = task.frames_in, frames_out = task.frames_out,
@@ -197,7 +252,7 @@ impl Connection {
             if let Err(end) = self.socket.decode_buffered(&mut events).map_err(read_end) {
                 return end;
             }
-            if let Some(end) = self.handle_events(&mut events).await {
+            if let Some(end) = Box::pin(self.handle_events(&mut events)).await {
                 return end;
             }
         }
@@ -215,7 +270,7 @@ impl Connection {
                 return End::Close(close::SERVICE_RESTART, "server restarting");
             }
             if cell.take_resync() {
-                if let Some(end) = self.resync().await {
+                if let Some(end) = Box::pin(self.resync()).await {
                     return end;
                 }
             }
@@ -225,7 +280,7 @@ impl Connection {
                     Ok(Some(gap)) => {
                         // Fill the gap from the inbox first (what is gone for good, trimmed
                         // by length or age, stays a gap); then the queued frames go on.
-                        if let Some(end) = self.resync().await {
+                        if let Some(end) = Box::pin(self.resync()).await {
                             return end;
                         }
                         self.gaps_checked_upto = gap;
@@ -240,16 +295,34 @@ impl Connection {
             if self.socket.unsent() > MAX_UNSENT {
                 return End::Close(close::POLICY_VIOLATION, "too slow: not reading");
             }
-            tokio::select! {
-                biased;
-                () = cell.woken() => {}
-                ready = self.socket.writable(), if self.socket.unsent() > 0 => {
-                    if ready.and_then(|()| self.socket.write_pending()).is_err() {
+            // One small hand-written wait instead of a select over separate futures: an
+            // idle connection's task stays a few hundred bytes.
+            let want_write = self.socket.unsent() > 0;
+            let socket = &self.socket;
+            let woke = std::future::poll_fn(|cx| {
+                if cell.poll_signal(cx).is_ready() {
+                    return Poll::Ready(Wake::Signal);
+                }
+                if want_write {
+                    if let Poll::Ready(ready) = socket.poll_write_ready(cx) {
+                        return Poll::Ready(Wake::Writable(ready.is_ok()));
+                    }
+                }
+                if let Poll::Ready(ready) = socket.poll_read_ready(cx) {
+                    return Poll::Ready(Wake::Readable(ready.is_ok()));
+                }
+                timer.as_mut().poll(cx).map(|()| Wake::Timer)
+            })
+            .await;
+            match woke {
+                Wake::Signal => {}
+                Wake::Writable(ok) => {
+                    if !ok || self.socket.write_pending().is_err() {
                         return End::Gone;
                     }
                 }
-                ready = self.socket.readable() => {
-                    if ready.is_err() {
+                Wake::Readable(ok) => {
+                    if !ok {
                         return End::Gone;
                     }
                     match self.socket.read_available(&mut events) {
@@ -259,20 +332,27 @@ impl Connection {
                     }
                     if !events.is_empty() {
                         last_seen = Instant::now();
-                        if let Some(end) = self.handle_events(&mut events).await {
+                        // Boxed: handling a frame (broker calls and all) needs far more
+                        // state than waiting does, and only for a moment.
+                        if let Some(end) = Box::pin(self.handle_events(&mut events)).await {
                             return end;
                         }
                     }
                 }
-                () = &mut timer => {
+                Wake::Timer => {
                     let now = Instant::now();
                     if now >= token_deadline {
                         return End::Close(close::TOKEN_EXPIRED, "token expired");
                     }
                     if now.duration_since(last_seen) >= timeout {
-                        return End::Close(close::HEARTBEAT_TIMEOUT, "nothing received within the connection timeout");
+                        return End::Close(
+                            close::HEARTBEAT_TIMEOUT,
+                            "nothing received within the connection timeout",
+                        );
                     }
-                    timer.as_mut().reset((last_seen + timeout).min(token_deadline));
+                    timer
+                        .as_mut()
+                        .reset((last_seen + timeout).min(token_deadline));
                 }
             }
         }

@@ -9,7 +9,6 @@
 use super::admission::Admitted;
 use super::connection::{self, Grant, Session};
 use super::origin::origin_allowed;
-use super::ws::socket::WsSocket;
 use super::ws::upgrade;
 use crate::auth::{bearer, Claims, TokenError};
 use crate::broker::{Admission, Lease};
@@ -177,16 +176,9 @@ async fn admit(
         replay,
     };
     let on_upgrade = hyper::upgrade::on(request);
-    let max_message = shared.config.max_message_bytes;
-    shared.connections.spawn(async move {
-        match upgraded_stream(on_upgrade).await {
-            Some((stream, leftover)) => {
-                connection::run(WsSocket::new(stream, leftover, max_message), session).await
-            }
-            // The session drops here, which gives its resources back.
-            None => debug!("the client went away during the upgrade"),
-        }
-    });
+    shared
+        .connections
+        .spawn(connection::start(on_upgrade, Box::new(session)));
     Ok(switching_protocols(accept))
 }
 

@@ -158,9 +158,25 @@ impl WsSocket {
         }
     }
 
-    /// Waits until the socket can be read (or has bytes carried over from the upgrade).
+    /// Waits until the socket can be read.
     pub async fn readable(&self) -> io::Result<()> {
         self.stream.readable().await
+    }
+
+    /// Polls read readiness (no waiter allocation: the waker lives in the socket's slot).
+    pub fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.stream.poll_read_ready(cx)
+    }
+
+    /// Polls write readiness.
+    pub fn poll_write_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.stream.poll_write_ready(cx)
     }
 
     /// Reads what the socket has and decodes every complete message into `events`;
