@@ -38,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(value.chars().count() <= 128);
         }
         if names::validate_id(value).is_ok() {
-            assert!(!value.chars().any(|ch| ch.is_control() || ch.is_whitespace()));
+            assert!(!value
+                .chars()
+                .any(|ch| ch.is_control() || ch.is_whitespace()));
         }
         let _ = names::validate_type(value);
         let _ = names::validate_user_id(value);
@@ -48,9 +50,9 @@ fuzz_target!(|data: &[u8]| {
     let patterns: Vec<&str> = b.split(',').collect();
     let allowed = names::room_allowed(&patterns, a);
     if allowed {
-        assert!(patterns
-            .iter()
-            .any(|p| *p == a || p.strip_suffix('*').is_some_and(|prefix| a.starts_with(prefix))));
+        assert!(patterns.iter().any(|p| *p == a
+            || p.strip_suffix('*')
+                .is_some_and(|prefix| a.starts_with(prefix))));
     }
 
     // The Origin matcher: `c` lists entries, `a` is the Origin header.
@@ -78,7 +80,13 @@ fuzz_target!(|data: &[u8]| {
             .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b'-' | b'%')));
         assert_eq!(keys::unescape(&escaped).as_deref(), Some(value));
         let user = keys::user("app", value);
-        for key in [&user.seq, &user.inbox, &user.cursors, &user.conns, &user.channel] {
+        for key in [
+            &user.seq,
+            &user.inbox,
+            &user.cursors,
+            &user.conns,
+            &user.channel,
+        ] {
             assert_eq!(key.matches('{').count(), 1, "{key}");
             assert_eq!(key.matches('}').count(), 1, "{key}");
             assert!(!key.contains('*') && !key.contains('\n') && !key.contains(' '));

@@ -31,7 +31,9 @@ fn verifier() -> &'static TokenVerifier {
 fn check(token: &str) {
     if let Ok(claims) = verifier().verify(token) {
         let header = token.split('.').next().unwrap_or("");
-        let header = URL_SAFE_NO_PAD.decode(header).expect("accepted header is base64");
+        let header = URL_SAFE_NO_PAD
+            .decode(header)
+            .expect("accepted header is base64");
         let header: serde_json::Value = serde_json::from_slice(&header).expect("header JSON");
         assert_eq!(header["alg"], "HS256", "accepted {header}");
         assert!(tether_protocol::names::validate_user_id(&claims.sub).is_ok());
