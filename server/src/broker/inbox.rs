@@ -4,7 +4,7 @@
 //! acks, replay after the larger of the cursor and `since`.
 
 use axum::extract::ws::Utf8Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 #[derive(Debug, Clone)]
 struct Stored {
@@ -33,7 +33,8 @@ pub struct Retention {
 pub struct Inbox {
     last_seq: u64,
     messages: VecDeque<Stored>,
-    cursors: HashMap<String, Cursor>,
+    /// Per device (a user has a handful: a list is smaller and as fast as a map).
+    cursors: Vec<(String, Cursor)>,
     watermark: u64,
 }
 
@@ -66,7 +67,7 @@ impl Inbox {
         while self.messages.front().is_some_and(|m| m.at_ms < oldest_kept) {
             self.messages.pop_front();
         }
-        self.cursors.retain(|_, c| c.used_ms >= oldest_kept);
+        self.cursors.retain(|(_, c)| c.used_ms >= oldest_kept);
     }
 
     /// Positions a connecting device and returns `(after, frames to replay)`.
@@ -81,10 +82,7 @@ impl Inbox {
         let cursor = match device {
             Some(device) => {
                 let watermark = self.watermark;
-                let cursor = self.cursors.entry(device.to_owned()).or_insert(Cursor {
-                    seq: watermark,
-                    used_ms: now_ms,
-                });
+                let cursor = self.cursor_mut(device, watermark, now_ms);
                 cursor.used_ms = now_ms;
                 cursor.seq
             }
@@ -97,6 +95,24 @@ impl Inbox {
         let since = since.filter(|s| *s <= self.last_seq).unwrap_or(0);
         let after = cursor.max(since);
         (after, self.after(after))
+    }
+
+    /// A device's cursor, created at `start` when it has none.
+    fn cursor_mut(&mut self, device: &str, start: u64, now_ms: u64) -> &mut Cursor {
+        let index = match self.cursors.iter().position(|(d, _)| d == device) {
+            Some(index) => index,
+            None => {
+                self.cursors.push((
+                    device.to_owned(),
+                    Cursor {
+                        seq: start,
+                        used_ms: now_ms,
+                    },
+                ));
+                self.cursors.len() - 1
+            }
+        };
+        &mut self.cursors[index].1
     }
 
     /// Messages after `after`, without touching any cursor.
@@ -114,10 +130,7 @@ impl Inbox {
             return Err(self.last_seq);
         }
         if let Some(device) = device {
-            let cursor = self.cursors.entry(device.to_owned()).or_insert(Cursor {
-                seq: 0,
-                used_ms: now_ms,
-            });
+            let cursor = self.cursor_mut(device, 0, now_ms);
             cursor.seq = cursor.seq.max(seq);
             cursor.used_ms = now_ms;
         }
@@ -140,6 +153,7 @@ impl Inbox {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     const KEEP: Retention = Retention {
         ttl_ms: 1_000,

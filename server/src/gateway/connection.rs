@@ -93,7 +93,13 @@ pub async fn start(on_upgrade: hyper::upgrade::OnUpgrade, session: Box<Session>)
         debug!("the client went away during the upgrade");
         return;
     };
-    run(prepare(stream, leftover, *session)).await;
+    // Unboxed in an inner scope: a moved-out Box is freed only when its binding goes
+    // out of scope, which for `session` would be the end of the connection.
+    let running = {
+        let session = session;
+        prepare(stream, leftover, *session)
+    };
+    run(running).await;
 }
 
 /// Builds the connection's state (synchronously, so none of it is held twice by the
@@ -156,12 +162,16 @@ struct Running {
 
 /// Serves one connection until it ends, then releases it and closes the socket.
 async fn run(running: Box<Running>) {
+    // Unboxed in an inner scope so the box is freed now, not when the connection ends.
     let Running {
         mut task,
         admitted,
         cell,
         replay,
-    } = *running;
+    } = {
+        let running = running;
+        *running
+    };
     let opened = Instant::now();
     let end = task.serve(&cell, replay).await;
     // Resources go back before the closing handshake, so a client that reconnects at
