@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tether_protocol::{close, HttpErrorCode};
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -57,12 +57,10 @@ impl Gateway {
         let hub = Arc::new(Hub::new(node.clone(), config.outbound_queue));
         let broker = make_broker(&config, hub.clone()).await?;
         let verifier = TokenVerifier::new(&config.jwt)?;
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let listener = listen(config.bind).map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.bind,
             source,
@@ -156,6 +154,22 @@ impl Gateway {
         self.shared.broker.halt();
         self.server.abort();
     }
+}
+
+/// Accept-queue length. The default (128) overflows when many clients reconnect at once
+/// (a node restart, a network coming back): the kernel drops their SYNs and each waits a
+/// full second to retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn make_broker(config: &Config, hub: Arc<Hub>) -> Result<Arc<dyn Broker>, StartError> {
