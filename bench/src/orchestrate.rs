@@ -68,8 +68,13 @@ impl Worker {
 
     /// Tells a timed worker to start.
     pub async fn go(&mut self) -> Result<()> {
+        self.send_line("go").await
+    }
+
+    /// Sends a command line (`go`, `stop`).
+    pub async fn send_line(&mut self, line: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("stdin closed")?;
-        stdin.write_all(b"go\n").await?;
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
         stdin.flush().await?;
         Ok(())
     }

@@ -29,32 +29,17 @@ pub fn bin_dir() -> Result<PathBuf> {
 }
 
 /// A child process, killed when dropped.
-#[allow(dead_code)] // `child`/`name`/`kill`/`terminate` serve S6, written next
 pub struct Proc {
     /// The process.
     pub child: Child,
     /// Its pid.
     pub pid: u32,
-    /// What it is, for reports.
-    pub name: String,
 }
 
-#[allow(dead_code)]
 impl Proc {
     /// SIGKILL and reap.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
-    }
-
-    /// SIGTERM, then wait (at most 15 s) for the exit.
-    pub async fn terminate(&mut self) -> Option<i32> {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(Ok(status)) => status.code(),
-            _ => None,
-        }
     }
 }
 
@@ -78,11 +63,7 @@ fn spawn(mut command: Command, name: &str) -> Result<Proc> {
         .kill_on_drop(true);
     let child = command.spawn().with_context(|| format!("start {name}"))?;
     let pid = child.id().context("pid")?;
-    Ok(Proc {
-        child,
-        pid,
-        name: name.to_owned(),
-    })
+    Ok(Proc { child, pid })
 }
 
 /// A `redis-server` without persistence on a free port.
@@ -125,11 +106,16 @@ pub struct GatewayOptions {
     pub env: Vec<(String, String)>,
     /// CPUs to pin it to (`taskset -c`).
     pub cpu: Option<String>,
+    /// A fixed port (to restart a node where its clients expect it); a free one otherwise.
+    pub port: Option<u16>,
 }
 
 /// A gateway node (release build) on a free port; returns when `/health` answers 200.
 pub async fn start_gateway(options: &GatewayOptions) -> Result<(Proc, SocketAddr)> {
-    let port = free_port()?;
+    let port = match options.port {
+        Some(port) => port,
+        None => free_port()?,
+    };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut command = command(bin_dir()?.join("tether-server"), options.cpu.as_deref());
     command

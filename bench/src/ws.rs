@@ -139,6 +139,13 @@ impl Ws {
         }
     }
 
+    /// Reads up to `max` raw bytes without decoding (a deliberately slow reader); 0 when
+    /// the server closed the stream.
+    pub async fn read_raw(&mut self, max: usize) -> Result<usize> {
+        let mut buf = vec![0u8; max.min(64 * 1024)];
+        Ok(self.stream.read(&mut buf).await?)
+    }
+
     /// Sends one text frame.
     pub async fn send_text(&mut self, text: &str) -> Result<()> {
         self.out.clear();
@@ -147,8 +154,7 @@ impl Ws {
         Ok(())
     }
 
-    /// Sends a close frame and drops the socket (S2's churn uses it).
-    #[allow(dead_code)]
+    /// Sends a close frame and drops the socket.
     pub async fn close(mut self) {
         self.out.clear();
         encode_masked(&mut self.out, 0x8, &1000u16.to_be_bytes(), self.mask);

@@ -2,8 +2,14 @@
 //! the same run. CPU layout (2 cores): servers and Redis on CPU 0, the load generator on
 //! CPU 1, so the generator never starves the server and the server's CPU time is its own.
 
+mod common;
 mod s1_idle;
+mod s2_connect;
 mod s3_broadcast;
+mod s4_rooms;
+mod s5_users;
+mod s6_storm;
+mod s7_slow;
 mod servers;
 
 use crate::report::{self, Row};
@@ -18,7 +24,7 @@ pub const CLIENT_CPU: &str = "1";
 
 /// Runs the named scenarios and writes the report.
 pub async fn run(what: Vec<String>, quick: bool, peers: bool, out: Option<PathBuf>) -> Result<()> {
-    let all = ["s1", "s3"];
+    let all = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"];
     let chosen: Vec<String> = if what.iter().any(|w| w == "all") {
         all.iter().map(|s| (*s).to_owned()).collect()
     } else {
@@ -29,7 +35,12 @@ pub async fn run(what: Vec<String>, quick: bool, peers: bool, out: Option<PathBu
         eprintln!("== {scenario}{}", if quick { " (quick)" } else { "" });
         let mut found = match scenario.as_str() {
             "s1" => s1_idle::run(quick, peers).await?,
+            "s2" => s2_connect::run(quick).await?,
             "s3" => s3_broadcast::run(quick, peers).await?,
+            "s4" => s4_rooms::run(quick).await?,
+            "s5" => s5_users::run(quick).await?,
+            "s6" => s6_storm::run(quick).await?,
+            "s7" => s7_slow::run(quick).await?,
             other => bail!("unknown scenario {other} (known: {})", all.join(" ")),
         };
         for row in &found {

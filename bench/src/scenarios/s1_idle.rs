@@ -40,7 +40,7 @@ async fn measure(kind: Kind, nodes: usize, per_node: u32, hold_s: u64) -> Result
         let role = Role::Hold(Hold {
             dialect: kind.dialect(),
             targets: vec![addr],
-            source: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8))),
+            sources: vec![IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i as u8))],
             first_user: i as u64 * u64::from(per_node),
             count: per_node,
             room_size: 100,

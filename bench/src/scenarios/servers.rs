@@ -45,6 +45,8 @@ pub struct Servers {
     pub nodes: Vec<(Proc, SocketAddr)>,
     /// Redis, when several nodes share it.
     pub redis: Option<Proc>,
+    /// Its URL.
+    pub redis_url: Option<String>,
 }
 
 impl Servers {
@@ -90,6 +92,7 @@ pub async fn start(
                         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                         .collect(),
                     cpu: Some(cpu.to_owned()),
+                    port: None,
                 };
                 procs::start_gateway(&options).await?
             }
@@ -121,6 +124,7 @@ pub async fn start(
     Ok(Servers {
         nodes: started,
         redis,
+        redis_url,
     })
 }
 
