@@ -22,7 +22,10 @@ use crate::broker::BrokerError;
 use crate::clock::now_ms;
 use crate::hub::Topic;
 use crate::outgoing::{check_app, check_room, check_user, encode, Invalid};
-use std::sync::Arc;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 use tether_protocol::api::{Kicked, OutgoingMessage, SentToApp, SentToRoom, SentToUser};
 use thiserror::Error;
 
@@ -57,6 +60,37 @@ impl From<BrokerError> for PublishError {
 pub struct Publisher {
     conn: Conn,
     retention: Retention,
+    /// Inbox count changes (for the gateways' `totalQueuedMessages`), written in batches
+    /// by a background task rather than with every message.
+    queued: Arc<Counters>,
+}
+
+/// Pending inbox count changes by time bucket, and the retention they are kept for.
+struct Counters {
+    retention: Mutex<Retention>,
+    pending: Mutex<HashMap<u64, i64>>,
+}
+
+/// How often the background task writes the inbox counters.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// Writes the counters until every handle of the publisher is gone (then once more).
+async fn flush_counters(conn: Conn, queued: Weak<Counters>) {
+    loop {
+        tokio::time::sleep(FLUSH_EVERY).await;
+        let Some(counters) = queued.upgrade() else {
+            return;
+        };
+        let retention = *counters.retention.lock();
+        let deltas: Vec<(u64, i64)> = counters.pending.lock().drain().collect();
+        if ops::add_queued(&conn, retention, &deltas).await.is_err() {
+            // Keep them for the next round; they are statistics, not messages.
+            let mut again = counters.pending.lock();
+            for (bucket, delta) in deltas {
+                *again.entry(bucket).or_default() += delta;
+            }
+        }
+    }
 }
 
 impl Publisher {
@@ -89,12 +123,19 @@ impl Publisher {
         let conn = connection::open(&target, None, 1)
             .await
             .map_err(|e| PublishError::Unavailable(format!("redis: {e}")))?;
+        let retention = Retention {
+            ttl_ms: 604_800_000,
+            max_len: 1000,
+        };
+        let queued = Arc::new(Counters {
+            retention: Mutex::new(retention),
+            pending: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(flush_counters(conn.clone(), Arc::downgrade(&queued)));
         Ok(Publisher {
             conn,
-            retention: Retention {
-                ttl_ms: 604_800_000,
-                max_len: 1000,
-            },
+            retention,
+            queued,
         })
     }
 
@@ -105,6 +146,7 @@ impl Publisher {
             ttl_ms: message_ttl_s.saturating_mul(1000),
             max_len: max_queue_per_user as usize,
         };
+        *self.queued.retention.lock() = self.retention;
         self
     }
 
@@ -121,9 +163,11 @@ impl Publisher {
         let now = now_ms();
         let appended =
             ops::append(&self.conn, self.retention, app, user_id, &message.body, now).await?;
-        // Counters for the gateways' stats; a failure here loses no message.
-        let deltas = ops::queued_deltas(self.retention, now, &appended.trimmed_at);
-        let _ = ops::add_queued(&self.conn, self.retention, &deltas).await;
+        let mut pending = self.queued.pending.lock();
+        for (bucket, delta) in ops::queued_deltas(self.retention, now, &appended.trimmed_at) {
+            *pending.entry(bucket).or_default() += delta;
+        }
+        drop(pending);
         Ok(SentToUser {
             id: message.id,
             seq: appended.delivery.seq,
