@@ -247,7 +247,7 @@ impl Engine {
         let inbox = Inbox::new(outbox.inbox_cursor()?);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let machine = Machine::new(timings, seed);
-        Ok(Engine {
+        let mut engine = Engine {
             snapshot: Snapshot::new(machine.status().clone()),
             settings,
             machine,
@@ -275,7 +275,11 @@ impl Engine {
             sessions_established: 0,
             stopping: false,
             shutdown_reply: None,
-        })
+        };
+        // Published before the engine runs, so `stats()` right after construction already
+        // counts the messages waiting on disk.
+        engine.publish();
+        Ok(engine)
     }
 
     /// Runs until shutdown (or until the facade is dropped).
