@@ -1,8 +1,8 @@
 // Peer: Bun's `Bun.serve` (uWebSockets inside) with its built-in topic pub/sub. Speaks
 // Tether's join/room subset of the wire protocol (docs/protocol.md §2-5) and its publishing
 // API (§9, send/room and send/user). Each connection subscribes to its personal topic and
-// to the rooms it joins; a publish is one `server.publish(topic, text)`, which uWS encodes
-// once and queues on every subscriber.
+// to the rooms it joins; a publish is one `server.publish(topic, text)`, which uWS frames
+// and writes to every subscriber in native code.
 //
 // Cross-node: Bun's built-in Redis client (`Bun.RedisClient`), one publisher and one
 // subscriber connection per process; a Redis channel per topic (`r:<app>:<room>`,
@@ -85,7 +85,8 @@ function upgrade(req, url) {
   if (!grantsApp(claims, app)) return json(403, errorBody("app_forbidden", "the token does not grant this app"));
   // `rooms` is only kept with Redis (to release channels on close); Bun itself drops a
   // closed socket's topic subscriptions.
-  if (server.upgrade(req, { data: { claims, app, topic: `u:${app}:${claims.sub}`, rooms: null } })) return undefined;
+  const data = { user: claims.sub, type: claims.type, app, topic: `u:${app}:${claims.sub}`, rooms: null };
+  if (server.upgrade(req, { data })) return undefined;
   return json(400, errorBody("invalid_params", "not a WebSocket upgrade"));
 }
 
@@ -107,7 +108,7 @@ server = Bun.serve({
     // Tether's WS_CONNECTION_TIMEOUT as the harness sets it (120 s); also Bun's default.
     idleTimeout: 120,
     async open(ws) {
-      const { claims, app, topic } = ws.data;
+      const { user, type, app, topic } = ws.data;
       const ready = join(ws, topic);
       if (ready !== null) {
         try {
@@ -116,7 +117,7 @@ server = Bun.serve({
           return ws.close(1011);
         }
       }
-      send(ws, "connection_established", established(`${SERVER_ID}-${++nextConnection}`, claims, app));
+      send(ws, "connection_established", established(`${SERVER_ID}-${++nextConnection}`, { sub: user, type }, app));
     },
     message(ws, raw) {
       if (typeof raw !== "string") return ws.close(1003);

@@ -16,7 +16,7 @@ import {
   checkSend, envelope, errorBody, isAdmin, readBody, validRoom, verifyToken,
 } from "./common.mjs";
 
-/** The personal room of a user (`@` cannot start a room name a client may join). */
+/** The personal room of a user (`@` is not allowed in the room names clients may join). */
 const userRoom = (user) => `@${user}`;
 
 function json(res, status, body) {

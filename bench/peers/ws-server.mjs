@@ -96,6 +96,8 @@ function onMessage(raw, isBinary) {
   // Anything else (acks, app messages) is outside the subset the peers implement: ignored.
 }
 
+function ignore() {}
+
 function onClose() {
   leave(this.channel, this);
   if (this.rooms) for (const channel of this.rooms) leave(channel, this);
@@ -122,7 +124,7 @@ async function onConnection(ws, claims, app) {
   ws.channel = `u:${app}:${claims.sub}`;
   ws.on("message", onMessage);
   ws.on("close", onClose);
-  ws.on("error", () => {});
+  ws.on("error", ignore);
   const ready = join(ws.channel, ws);
   if (ready !== null) {
     try {
