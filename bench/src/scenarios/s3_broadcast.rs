@@ -14,15 +14,16 @@ use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-/// Runs S3: W = 4 and 16, one node; W = 4, two nodes over Redis; peers at W = 4 on one node.
+/// Runs S3 for Tether and the peers: W = 4 on one node and on two nodes over Redis, W = 16
+/// on one node.
 pub async fn run(quick: bool, peers: bool) -> Result<Vec<Row>> {
     let subscribers = if quick { 2_000 } else { 5_000 };
     let mut rows = Vec::new();
-    for kind in servers::kinds(peers) {
-        rows.push(measure(kind, 1, subscribers, 4, quick).await?);
+    for (nodes, window) in [(1, 4), (2, 4), (1, 16)] {
+        for kind in servers::kinds(peers) {
+            rows.push(measure(kind, nodes, subscribers, window, quick).await?);
+        }
     }
-    rows.push(measure(Kind::Tether, 1, subscribers, 16, quick).await?);
-    rows.push(measure(Kind::Tether, 2, subscribers, 4, quick).await?);
     Ok(rows)
 }
 
