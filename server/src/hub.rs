@@ -47,6 +47,10 @@ pub struct ConnCell {
     signalled: AtomicBool,
     close: OnceLock<(u16, &'static str)>,
     resync: AtomicBool,
+    /// When the client last sent anything (ms since the epoch), for the idle timeout.
+    last_seen_ms: AtomicU64,
+    /// When its token stops being valid (ms since the epoch, leeway included).
+    expires_ms: AtomicU64,
 }
 
 impl ConnCell {
@@ -58,6 +62,8 @@ impl ConnCell {
             signalled: AtomicBool::new(false),
             close: OnceLock::new(),
             resync: AtomicBool::new(false),
+            last_seen_ms: AtomicU64::new(crate::clock::now_ms()),
+            expires_ms: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -117,6 +123,16 @@ impl ConnCell {
     /// Whether a resync was asked for (and clears the request).
     pub fn take_resync(&self) -> bool {
         self.resync.swap(false, Ordering::AcqRel)
+    }
+
+    /// Notes that the client sent something.
+    pub fn touch(&self, now_ms: u64) {
+        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Sets when the connection's token expires.
+    pub fn expire_at(&self, ms: u64) {
+        self.expires_ms.store(ms, Ordering::Relaxed);
     }
 
     fn signal(&self) {
@@ -490,6 +506,24 @@ impl Hub {
         }
     }
 
+    /// Closes connections whose token expired (4001) or whose client has been silent for
+    /// `timeout_ms` (4000). One pass over the node's connections replaces a timer per
+    /// connection; the gateway runs it a few times per timeout.
+    pub fn sweep(&self, now_ms: u64, timeout_ms: u64) {
+        for entry in self.state.read().conns.values() {
+            let cell = &entry.member;
+            if now_ms >= cell.expires_ms.load(Ordering::Relaxed) {
+                cell.request_close(close::TOKEN_EXPIRED, "token expired");
+            } else if now_ms.saturating_sub(cell.last_seen_ms.load(Ordering::Relaxed)) >= timeout_ms
+            {
+                cell.request_close(
+                    close::HEARTBEAT_TIMEOUT,
+                    "nothing received within the connection timeout",
+                );
+            }
+        }
+    }
+
     /// Asks every connection to re-read its inbox after what it was last sent.
     pub fn request_resync(&self) {
         for entry in self.state.read().conns.values() {
@@ -686,6 +720,29 @@ mod tests {
             "first request wins"
         );
         assert!(!hub.close_connection(999, close::KICKED, "x"));
+    }
+
+    #[test]
+    fn the_sweep_closes_silent_and_expired_connections_only() {
+        let hub = Hub::new(Arc::from("n"), 8);
+        let silent = hub.register(hub.allocate_id(), info("a", "u1"));
+        let expired = hub.register(hub.allocate_id(), info("a", "u2"));
+        let fine = hub.register(hub.allocate_id(), info("a", "u3"));
+        let now = crate::clock::now_ms();
+        silent.cell.touch(now - 10_000);
+        expired.cell.expire_at(now - 1);
+        fine.cell.touch(now);
+        fine.cell.expire_at(now + 60_000);
+        hub.sweep(now, 5_000);
+        assert_eq!(
+            silent.cell.close_requested().map(|c| c.0),
+            Some(close::HEARTBEAT_TIMEOUT)
+        );
+        assert_eq!(
+            expired.cell.close_requested().map(|c| c.0),
+            Some(close::TOKEN_EXPIRED)
+        );
+        assert_eq!(fine.cell.close_requested(), None);
     }
 
     #[test]

@@ -94,6 +94,22 @@ impl Gateway {
                 }
             }
         });
+        // Idle timeouts and token expiries: one sweep over the node's connections, four
+        // times per timeout (at most once a second), instead of a timer per connection.
+        let sweeping = shared.clone();
+        tokio::spawn(async move {
+            let timeout_ms = sweeping.config.connection_timeout_ms;
+            let period = std::time::Duration::from_millis((timeout_ms / 4).clamp(50, 1000));
+            let mut every = tokio::time::interval(period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => sweeping.hub.sweep(crate::clock::now_ms(), timeout_ms),
+                    () = sweeping.shutdown.cancelled() => return,
+                    () = sweeping.kill.cancelled() => return,
+                }
+            }
+        });
         info!(
             node = %node,
             %addr,

@@ -13,7 +13,6 @@ use crate::state::Shared;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use metrics::counter;
 use std::collections::VecDeque;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use tether_protocol::client::{ClientMessage, FrameError};
 use tether_protocol::names::room_allowed;
 use tether_protocol::server::{ConnectionEstablished, ServerMessage};
 use tether_protocol::{close, ErrorCode};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 use tracing::{debug, info};
 
 /// Bad frames tolerated per minute before the connection is closed with 4008.
@@ -37,8 +36,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// What a connection keeps from its token.
 pub struct Grant {
-    /// Expiry, seconds since the epoch.
-    pub exp: u64,
     /// Room patterns the user may join (`None`: any).
     pub rooms: Option<Vec<String>>,
 }
@@ -69,8 +66,6 @@ enum Wake {
     Writable(bool),
     /// The socket has data (false: it failed).
     Readable(bool),
-    /// The idle or token deadline passed.
-    Timer,
 }
 
 /// Why the task ended.
@@ -248,15 +243,11 @@ impl Connection {
         if self.socket.send_texts(first).is_err() {
             return End::Gone;
         }
+        // Dropped now: a named local of this long-lived future would otherwise keep its
+        // heap memory for the connection's whole life.
         drop(replay);
+        drop(established);
 
-        let timeout = Duration::from_millis(shared.config.connection_timeout_ms);
-        let leeway_ms = shared.config.jwt.leeway_s * 1000;
-        let token_deadline = Instant::now()
-            + Duration::from_millis((self.grant.exp * 1000 + leeway_ms).saturating_sub(now_ms()));
-        let mut last_seen = Instant::now();
-        let timer = sleep_until((last_seen + timeout).min(token_deadline));
-        tokio::pin!(timer);
         let mut events = Vec::new();
         if self.socket.has_buffered_input() {
             if let Err(end) = self.socket.decode_buffered(&mut events).map_err(read_end) {
@@ -321,7 +312,7 @@ impl Connection {
                 if let Poll::Ready(ready) = socket.poll_read_ready(cx) {
                     return Poll::Ready(Wake::Readable(ready.is_ok()));
                 }
-                timer.as_mut().poll(cx).map(|()| Wake::Timer)
+                Poll::Pending
             })
             .await;
             match woke {
@@ -341,28 +332,14 @@ impl Connection {
                         Err(e) => return read_end(e),
                     }
                     if !events.is_empty() {
-                        last_seen = Instant::now();
+                        // Any frame counts as life (the hub's sweep closes silent ones).
+                        cell.touch(now_ms());
                         // Boxed: handling a frame (broker calls and all) needs far more
                         // state than waiting does, and only for a moment.
                         if let Some(end) = Box::pin(self.handle_events(&mut events)).await {
                             return end;
                         }
                     }
-                }
-                Wake::Timer => {
-                    let now = Instant::now();
-                    if now >= token_deadline {
-                        return End::Close(close::TOKEN_EXPIRED, "token expired");
-                    }
-                    if now.duration_since(last_seen) >= timeout {
-                        return End::Close(
-                            close::HEARTBEAT_TIMEOUT,
-                            "nothing received within the connection timeout",
-                        );
-                    }
-                    timer
-                        .as_mut()
-                        .reset((last_seen + timeout).min(token_deadline));
                 }
             }
         }

@@ -149,6 +149,9 @@ async fn admit(
     let mut admitted = Admitted::new(shared.clone(), id, lease);
 
     let registration = shared.hub.register(id, info.clone());
+    registration
+        .cell
+        .expire_at((claims.exp + shared.config.jwt.leeway_s).saturating_mul(1000));
     admitted.mark_registered();
     for topic in &registration.new_topics {
         shared
@@ -166,7 +169,6 @@ async fn admit(
     let session = Session {
         shared: shared.clone(),
         grant: Grant {
-            exp: claims.exp,
             rooms: claims.rooms,
         },
         info,
