@@ -221,7 +221,7 @@ impl Publisher {
         check_app(app)?;
         check_user(user_id)?;
         Ok(Kicked {
-            kicked: ops::kick(&self.conn, app, user_id, now_ms()).await?,
+            kicked: ops::kick(&self.conn, app, user_id).await?,
         })
     }
 }

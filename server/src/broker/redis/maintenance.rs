@@ -5,7 +5,6 @@
 
 use super::keys;
 use super::Inner;
-use crate::clock::now_ms;
 use futures_util::StreamExt;
 use redis::Value;
 use std::sync::atomic::Ordering;
@@ -83,24 +82,17 @@ async fn ping(inner: &Inner, conn: &super::Conn, measure: bool) -> bool {
 }
 
 async fn heartbeat(inner: &Inner) -> bool {
-    let now = now_ms();
     let connections = inner.hub.stats().connections;
     let ttl = node_ttl(inner).as_millis() as u64;
     let result = inner
         .main
-        .pipeline::<()>(
-            redis::pipe()
-                .cmd("ZADD")
-                .arg(keys::NODES)
-                .arg(now + ttl)
+        .invoke::<i64>(
+            super::scripts::HEARTBEAT
+                .key(keys::NODES)
+                .key(keys::node_connections(&inner.node))
                 .arg(&*inner.node)
-                .ignore()
-                .cmd("SET")
-                .arg(keys::node_connections(&inner.node))
                 .arg(connections)
-                .arg("PX")
-                .arg(ttl)
-                .ignore(),
+                .arg(ttl),
         )
         .await;
     if let Err(e) = &result {
@@ -110,30 +102,22 @@ async fn heartbeat(inner: &Inner) -> bool {
 }
 
 async fn refresh_leases(inner: &Inner) -> bool {
-    let now = now_ms();
     let lease_ms = inner.settings.lease_ms;
-    // One small pipeline per lease (both commands touch one key, so one slot of a
-    // cluster), many in flight at once. The key's expiry is always set to now + lease, so
-    // it never ends before the newest entry in it.
+    // One script per lease (it touches one key, so one slot of a cluster), many in flight.
     let results: Vec<bool> = futures_util::stream::iter(inner.hub.connections())
         .map(|(id, info)| async move {
             let keys = keys::user(&info.app, &info.user);
-            let value = format!(
-                "{}|{}",
-                now + lease_ms,
-                info.device.as_deref().unwrap_or("")
-            );
-            let mut pipe = redis::pipe();
-            pipe.cmd("HSET")
-                .arg(&keys.conns)
-                .arg(inner.hub.conn_ref(id).to_string())
-                .arg(value)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&keys.conns)
-                .arg(lease_ms)
-                .ignore();
-            inner.main.pipeline::<()>(&pipe).await.is_ok()
+            inner
+                .main
+                .invoke::<i64>(
+                    super::scripts::REFRESH
+                        .key(&keys.conns)
+                        .arg(inner.hub.conn_ref(id).to_string())
+                        .arg(info.device.as_deref().unwrap_or(""))
+                        .arg(lease_ms),
+                )
+                .await
+                .is_ok()
         })
         .buffer_unordered(LEASES_IN_FLIGHT)
         .collect()

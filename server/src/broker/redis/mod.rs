@@ -255,7 +255,6 @@ impl Broker for RedisBroker {
                     .arg(lease.conn.to_string())
                     .arg(lease.device.as_deref().unwrap_or(""))
                     .arg(limit)
-                    .arg(now_ms())
                     .arg(inner.settings.lease_ms),
             )
             .await
@@ -350,7 +349,7 @@ impl Broker for RedisBroker {
     }
 
     async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError> {
-        ops::kick(&self.inner.main, app, user, now_ms()).await
+        ops::kick(&self.inner.main, app, user).await
     }
 
     async fn open_inbox(
@@ -512,19 +511,9 @@ impl Broker for RedisBroker {
     async fn cluster_stats(&self) -> Result<ClusterStats, BrokerError> {
         let inner = &self.inner;
         let now = now_ms();
-        let (_, nodes): (i64, Vec<String>) = inner
+        let nodes: Vec<String> = inner
             .main
-            .pipeline(
-                redis::pipe()
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(keys::NODES)
-                    .arg("-inf")
-                    .arg(now)
-                    .cmd("ZRANGE")
-                    .arg(keys::NODES)
-                    .arg(0)
-                    .arg(-1),
-            )
+            .invoke(&scripts::LIVE_NODES.key(keys::NODES))
             .await
             .map_err(unavailable)?;
         let connections = if nodes.is_empty() {

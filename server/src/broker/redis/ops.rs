@@ -84,13 +84,12 @@ pub async fn publish(conn: &Conn, channel: &str, payload: &str) -> Result<(), Br
 }
 
 /// Counts the user's live connections and tells every node to close them with 4403.
-pub async fn kick(conn: &Conn, app: &str, user: &str, now: u64) -> Result<u64, BrokerError> {
+pub async fn kick(conn: &Conn, app: &str, user: &str) -> Result<u64, BrokerError> {
     let keys = keys::user(app, user);
     conn.invoke(
         scripts::KICK
             .key(&keys.conns)
             .key(&keys.channel)
-            .arg(now)
             .arg(sharded_arg(conn)),
     )
     .await

@@ -5,6 +5,15 @@
 use redis::Script;
 use std::sync::LazyLock;
 
+/// Shared Lua: Redis's own clock in ms. Registry entries are written and compared with
+/// it, so nodes whose clocks differ still agree on which entries are alive.
+const REDIS_NOW: &str = r#"
+local function redis_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"#;
+
 /// Shared Lua: drop inbox members older than `cutoff` ms (members are `<ms>:<frame>`,
 /// scores are seqs, so the oldest come first). Bounded so one call never runs long.
 const TRIM_AGE: &str = r#"
@@ -20,12 +29,13 @@ end
 "#;
 
 /// Appends to a user's inbox and publishes it live, in one step so that messages leave in
-/// seq order. KEYS: seq, inbox, conns, channel. ARGV: now ms, ttl ms, max length, body
+/// seq order. KEYS: seq, inbox, conns, channel. ARGV: now ms (the message's time, for
+/// age trimming), ttl ms, max length, body
 /// (the envelope without seq), sharded (1: SPUBLISH).
 /// Returns {seq, live connections, timestamps of messages trimmed by length...}.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{TRIM_AGE}
+        r#"{TRIM_AGE}{REDIS_NOW}
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local max_len = tonumber(ARGV[3])
@@ -44,10 +54,11 @@ end
 -- key itself expires when the inbox goes quiet for the TTL.
 if seq % 16 == 0 then trim_age(KEYS[2], now - ttl) end
 redis.call('PEXPIRE', KEYS[2], ttl)
+local clock = redis_now()
 local conns = redis.call('HGETALL', KEYS[3])
 for i = 2, #conns, 2 do
   local expires = tonumber(string.match(conns[i], '^(%d+)'))
-  if expires ~= nil and expires > now then result[2] = result[2] + 1 end
+  if expires ~= nil and expires > clock then result[2] = result[2] + 1 end
 end
 local payload = 'm' .. seq .. ' ' .. frame
 if ARGV[5] == '1' then
@@ -148,16 +159,16 @@ return {1, newest}
 });
 
 /// Checks the per-user limit and reserves a slot. KEYS: conns. ARGV: connection id,
-/// device ('' for none), limit, now ms, lease ms. Expired entries (their node died) are
-/// dropped; entries of the same device are replaced. Returns {0} when full, else {1,
-/// replaced connection ids...}.
+/// device ('' for none), limit, lease ms. Expired entries (their node died) are dropped;
+/// entries of the same device are replaced. Returns {0} when full, else {1, replaced
+/// connection ids...}. Times are Redis's clock.
 pub static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local now = tonumber(ARGV[4])
+    Script::new(&format!(
+        r#"{REDIS_NOW}
+local now = redis_now()
 local entries = redis.call('HGETALL', KEYS[1])
 local live = 0
-local same_device = {}
+local same_device = {{}}
 for i = 1, #entries, 2 do
   local expires, device = string.match(entries[i + 1], '^(%d+)|(.*)$')
   if expires == nil or tonumber(expires) <= now then
@@ -168,37 +179,72 @@ for i = 1, #entries, 2 do
     live = live + 1
   end
 end
-if live >= tonumber(ARGV[3]) then return {0} end
+if live >= tonumber(ARGV[3]) then return {{0}} end
 for _, id in ipairs(same_device) do redis.call('HDEL', KEYS[1], id) end
-redis.call('HSET', KEYS[1], ARGV[1], (now + tonumber(ARGV[5])) .. '|' .. ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-local result = {1}
+redis.call('HSET', KEYS[1], ARGV[1], (now + tonumber(ARGV[4])) .. '|' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local result = {{1}}
 for _, id in ipairs(same_device) do table.insert(result, id) end
 return result
-"#,
-    )
+"#
+    ))
+});
+
+/// Refreshes a live connection's lease, or restores it after Redis lost it. KEYS: conns.
+/// ARGV: connection id, device, lease ms. The key's expiry is set to the lease, so it
+/// never ends before the newest entry in it.
+pub static REFRESH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{REDIS_NOW}
+redis.call('HSET', KEYS[1], ARGV[1], (redis_now() + tonumber(ARGV[3])) .. '|' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"#
+    ))
 });
 
 /// Counts a user's live connections and tells every node to close them (4403).
-/// KEYS: conns, channel. ARGV: now ms, sharded. Returns the count.
+/// KEYS: conns, channel. ARGV: sharded. Returns the count.
 pub static KICK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local now = tonumber(ARGV[1])
+    Script::new(&format!(
+        r#"{REDIS_NOW}
+local now = redis_now()
 local live = 0
 local conns = redis.call('HGETALL', KEYS[1])
 for i = 2, #conns, 2 do
   local expires = tonumber(string.match(conns[i], '^(%d+)'))
   if expires ~= nil and expires > now then live = live + 1 end
 end
-if ARGV[2] == '1' then
+if ARGV[1] == '1' then
   redis.call('SPUBLISH', KEYS[2], 'k')
 else
   redis.call('PUBLISH', KEYS[2], 'k')
 end
 return live
-"#,
-    )
+"#
+    ))
+});
+
+/// Records this node as alive and its connection count. KEYS: nodes set, count key.
+/// ARGV: node id, count, ttl ms. Expiry in Redis's clock.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{REDIS_NOW}
+redis.call('ZADD', KEYS[1], redis_now() + tonumber(ARGV[3]), ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"#
+    ))
+});
+
+/// Drops nodes whose heartbeat ran out and returns the live ones. KEYS: nodes set.
+pub static LIVE_NODES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{REDIS_NOW}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', redis_now())
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"#
+    ))
 });
 
 /// Stores a client app message once per (app, user, id). KEYS: seen key, stream.
