@@ -285,3 +285,52 @@ async fn a_message_flood_ends_with_4008() {
     // Ten acks and refusals come back, then the connection is closed for the flood.
     assert_eq!(client.ended().await, Ended::Closed(4008));
 }
+
+#[tokio::test]
+async fn after_a_retryable_refusal_later_app_messages_wait_for_the_refused_one() {
+    let gw = TestGateway::with(|c| {
+        c.rate_limit_per_connection = 1;
+        c.rate_limit_per_user = 0;
+    })
+    .await;
+    let mut client = gw.connect("u1", "d").await;
+    // Burst 2: m0 and m1 pass, m2 is refused for rate.
+    for i in 0..3 {
+        client
+            .send(json!({"type": "chat", "id": format!("m{i}")}))
+            .await;
+    }
+    assert_eq!(client.recv().await["data"]["id"], "m0");
+    assert_eq!(client.recv().await["data"]["id"], "m1");
+    let refused = client.recv().await;
+    assert_eq!(
+        (
+            refused["data"]["code"].as_str(),
+            refused["data"]["ref"].as_str()
+        ),
+        (Some("rate_limited"), Some("m2"))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // m3 may not overtake m2.
+    let held = client.request(json!({"type": "chat", "id": "m3"})).await;
+    assert_eq!(
+        (held["data"]["code"].as_str(), held["data"]["ref"].as_str()),
+        (Some("rate_limited"), Some("m3"))
+    );
+    assert_eq!(
+        client.request(json!({"type": "chat", "id": "m2"})).await["data"]["id"],
+        "m2"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        client.request(json!({"type": "chat", "id": "m3"})).await["data"]["id"],
+        "m3"
+    );
+    let ids: Vec<String> = gw
+        .inbound()
+        .await
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["m0", "m1", "m2", "m3"]);
+}

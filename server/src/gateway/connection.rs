@@ -137,6 +137,8 @@ fn prepare(
         frames_out: 0,
         sent_upto: 0,
         gaps_checked_upto: 0,
+        held_for: None,
+        rate_refusals: None,
     };
     Box::new(Running {
         task,
@@ -214,6 +216,11 @@ struct Connection {
     sent_upto: u64,
     /// Gaps up to this seq were filled from the inbox already (what is missing is gone).
     gaps_checked_upto: u64,
+    /// An app message refused with a retryable code, which must come again before any
+    /// later one is stored.
+    held_for: Option<(String, ErrorCode)>,
+    /// Frames refused for rate in the current minute.
+    rate_refusals: Option<(Instant, u32)>,
 }
 
 impl Connection {
@@ -463,21 +470,6 @@ impl Connection {
 
     /// Answers one text frame; `Err` ends the connection.
     async fn handle_text(&mut self, text: &str) -> Result<Vec<String>, End> {
-        let connection_over = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
-        let user_over = !connection_over
-            && self.shared.user_limiter.as_ref().is_some_and(|l| {
-                l.check_key(&(self.info.app.clone(), self.info.user.clone()))
-                    .is_err()
-            });
-        if connection_over || user_over {
-            self.violation()?;
-            let message = if connection_over {
-                "slow down: too many frames on this connection"
-            } else {
-                "slow down: too many frames from this user"
-            };
-            return Ok(vec![error_frame(ErrorCode::RateLimited, message, None)]);
-        }
         let message = match ClientMessage::parse(text) {
             Ok(message) => message,
             Err(FrameError::NotJson) => {
@@ -494,6 +486,42 @@ impl Connection {
                 return Ok(vec![error_frame(code, &message, reference)]);
             }
         };
+        let app_id = match &message {
+            ClientMessage::App(app) => Some(app.id.clone()),
+            _ => None,
+        };
+        let connection_over = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
+        let user_over = !connection_over
+            && self.shared.user_limiter.as_ref().is_some_and(|l| {
+                l.check_key(&(self.info.app.clone(), self.info.user.clone()))
+                    .is_err()
+            });
+        if connection_over || user_over {
+            self.rate_refusal()?;
+            let text = if connection_over {
+                "slow down: too many frames on this connection"
+            } else {
+                "slow down: too many frames from this user"
+            };
+            if let Some(id) = &app_id {
+                self.hold_order(id, ErrorCode::RateLimited);
+            }
+            return Ok(vec![error_frame(ErrorCode::RateLimited, text, app_id)]);
+        }
+        // Order of app messages: once one was refused with a retryable code, later ones on
+        // this connection wait until it comes again, so none is stored before it.
+        if let (Some(id), Some((first, code))) = (&app_id, &self.held_for) {
+            if id == first {
+                self.held_for = None;
+            } else {
+                let refusal = error_frame(
+                    *code,
+                    &format!("send {first} again first: app messages are stored in order"),
+                    Some(id.clone()),
+                );
+                return Ok(vec![refusal]);
+            }
+        }
         let reply = match message {
             ClientMessage::Ping { ts } => Some(ServerMessage::Pong {
                 ts,
@@ -557,11 +585,14 @@ impl Connection {
                         counter!(name).increment(1);
                         ServerMessage::Ack { id }
                     }
-                    Err(e) => ServerMessage::error(
-                        ErrorCode::Unavailable,
-                        format!("not stored, keep it and send it again later: {e}"),
-                        Some(id),
-                    ),
+                    Err(e) => {
+                        self.hold_order(&id, ErrorCode::Unavailable);
+                        ServerMessage::error(
+                            ErrorCode::Unavailable,
+                            format!("not stored, keep it and send it again later: {e}"),
+                            Some(id),
+                        )
+                    }
                 })
             }
         };
@@ -603,6 +634,35 @@ impl Connection {
                 Some(reference),
             ),
         }
+    }
+
+    /// Refuses later app messages until `id`, refused with `code`, comes again.
+    fn hold_order(&mut self, id: &str, code: ErrorCode) {
+        if self.held_for.is_none() {
+            self.held_for = Some((id.to_owned(), code));
+        }
+    }
+
+    /// Counts a frame refused for rate. A client resending its window in order after a
+    /// refusal is not abusing; one that keeps sending twice its burst allowance within a
+    /// minute is, and is closed with 4008.
+    fn rate_refusal(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        let (since, count) = self.rate_refusals.get_or_insert((now, 0));
+        if now.duration_since(*since) > Duration::from_secs(60) {
+            *since = now;
+            *count = 0;
+        }
+        *count += 1;
+        let rate = self.shared.config.rate_limit_per_connection.max(1);
+        let allowance = (4 * rate).max(20);
+        if *count > allowance {
+            return Err(End::Close(
+                close::POLICY_VIOLATION,
+                "too many frames beyond the rate limit",
+            ));
+        }
+        Ok(())
     }
 
     /// Counts a bad frame; too many in a minute ends the connection with 4008.
