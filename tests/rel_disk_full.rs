@@ -214,3 +214,40 @@ async fn read_only_storage_is_an_error_at_send_and_at_open() {
     assert!(fs.remount("rw"));
     assert!(stored_ids(&db).contains(&kept));
 }
+
+/// Setup: as above, one client kept running throughout.
+/// Fault: the disk fills while the app sends; then the filler is deleted.
+/// Expected: once the disk has room, the same running client takes messages again (sled
+/// keeps its first I/O error, so the store reopens the database); exactly the messages
+/// answered Ok are queued (a message whose write failed half-way is removed).
+/// Must not lose: any message whose `send_message` returned Ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_client_recovers_once_the_full_disk_has_room() {
+    if skip_unless_root() {
+        return;
+    }
+    let fs = Tmpfs::mount("8m");
+    let sdk = client(&fs.dir.join("db")).unwrap();
+    sdk.send_message("t".into(), "1".into()).await.unwrap();
+    let filler = fill(&fs.dir);
+    let payload = format!(r#""{}""#, "x".repeat(16 * 1024));
+    let mut stored = 1;
+    let mut failed = false;
+    for _ in 0..100 {
+        match sdk.send_message("t".into(), payload.clone()).await {
+            Ok(_) => stored += 1,
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Storage);
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "the disk never filled");
+    std::fs::remove_file(&filler).unwrap();
+    sdk.send_message("t".into(), "2".into())
+        .await
+        .expect("send_message works again once the disk has room");
+    assert_eq!(sdk.stats().queued, stored + 1);
+    sdk.shutdown().await;
+}

@@ -2,10 +2,17 @@
 //! big-endian seq (so key order is queue order), the inbox cursor in the default tree.
 //! sled buffers writes and flushes every 500 ms on its own; the durable operations call
 //! `flush()` themselves.
+//!
+//! sled keeps the first I/O error it meets (a full disk, say) and fails every later call
+//! with it. So after any failure the store drops its handles and opens the database again
+//! on the next call: once the disk has room, the running client works again. A message
+//! whose append failed is removed at that reopening if part of it reached the disk, since
+//! its caller was told it was not stored.
 
 use super::{QueueStore, QueuedMessage, StorageError};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 const OUTBOX_TREE: &str = "outbox";
 const INBOX_CURSOR_KEY: &[u8] = b"inbox_cursor";
@@ -24,8 +31,31 @@ struct Stored {
 
 /// The sled-backed store. Holds sled's directory lock until dropped.
 pub struct SledStore {
-    db: sled::Db,
-    outbox: sled::Tree,
+    dir: PathBuf,
+    // A mutex so read calls (`&self`) can reopen too; the engine is the only caller, so
+    // it is never contended.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The database and its outbox tree; `None` after a failure, until reopened.
+    open: Option<(sled::Db, sled::Tree)>,
+    /// A message whose append failed, to remove at the next opening.
+    undo: Option<u64>,
+}
+
+fn open_db(dir: &Path) -> Result<(sled::Db, sled::Tree), StorageError> {
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_BYTES)
+        .mode(sled::Mode::LowSpace)
+        .open()
+        .map_err(|e| StorageError::new("opening the database", e))?;
+    let outbox = db
+        .open_tree(OUTBOX_TREE)
+        .map_err(|e| StorageError::new("opening the outbox", e))?;
+    Ok((db, outbox))
 }
 
 impl SledStore {
@@ -33,16 +63,49 @@ impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::new("creating the storage directory", e))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|e| StorageError::new("opening the database", e))?;
-        let outbox = db
-            .open_tree(OUTBOX_TREE)
-            .map_err(|e| StorageError::new("opening the outbox", e))?;
-        Ok(SledStore { db, outbox })
+        let open = open_db(dir)?;
+        Ok(SledStore {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(State {
+                open: Some(open),
+                undo: None,
+            }),
+        })
+    }
+
+    /// Runs `op` on the database, reopening it first when a failure closed it; a failure
+    /// of `op` closes it (and schedules `undo_on_failure` for removal).
+    fn with<T>(
+        &self,
+        context: &'static str,
+        undo_on_failure: Option<u64>,
+        op: impl FnOnce(&sled::Db, &sled::Tree) -> Result<T, sled::Error>,
+    ) -> Result<T, StorageError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.open.is_none() {
+            let (db, outbox) = open_db(&self.dir)?;
+            if let Some(seq) = state.undo {
+                outbox
+                    .remove(seq.to_be_bytes())
+                    .and_then(|_| db.flush())
+                    .map_err(|e| StorageError::new("removing a message that failed to store", e))?;
+                state.undo = None;
+            }
+            state.open = Some((db, outbox));
+        }
+        let Some((db, outbox)) = state.open.as_ref() else {
+            unreachable!("opened above")
+        };
+        match op(db, outbox) {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                state.open = None;
+                if undo_on_failure.is_some() {
+                    state.undo = undo_on_failure;
+                }
+                Err(StorageError::new(context, e))
+            }
+        }
     }
 
     fn decode(key: &[u8], value: &[u8]) -> Result<QueuedMessage, StorageError> {
@@ -64,22 +127,22 @@ impl SledStore {
 
 impl QueueStore for SledStore {
     fn load(&self) -> Result<Vec<QueuedMessage>, StorageError> {
-        self.outbox
+        let pairs = self.with("reading the outbox", None, |_, outbox| {
+            outbox.iter().collect::<Result<Vec<_>, _>>()
+        })?;
+        pairs
             .iter()
-            .map(|item| {
-                let (key, value) = item.map_err(|e| StorageError::new("reading the outbox", e))?;
-                Self::decode(&key, &value)
-            })
+            .map(|(key, value)| Self::decode(key, value))
             .collect()
     }
 
     fn get(&self, seq: u64) -> Result<Option<QueuedMessage>, StorageError> {
         let key = seq.to_be_bytes();
-        self.outbox
-            .get(key)
-            .map_err(|e| StorageError::new("reading a queued message", e))?
-            .map(|value| Self::decode(&key, &value))
-            .transpose()
+        self.with("reading a queued message", None, |_, outbox| {
+            outbox.get(key)
+        })?
+        .map(|value| Self::decode(&key, &value))
+        .transpose()
     }
 
     fn append(&mut self, message: &QueuedMessage) -> Result<(), StorageError> {
@@ -90,25 +153,22 @@ impl QueueStore for SledStore {
             created_ms: message.created_ms,
         })
         .map_err(|e| StorageError::new("encoding a message", e))?;
-        self.outbox
-            .insert(message.seq.to_be_bytes(), value)
-            .map_err(|e| StorageError::new("writing a message", e))?;
-        self.flush()
+        self.with("writing a message", Some(message.seq), |db, outbox| {
+            outbox.insert(message.seq.to_be_bytes(), value)?;
+            db.flush().map(|_| ())
+        })
     }
 
     fn remove(&mut self, seq: u64) -> Result<(), StorageError> {
-        self.outbox
-            .remove(seq.to_be_bytes())
-            .map_err(|e| StorageError::new("removing a message", e))?;
-        Ok(())
+        self.with("removing a message", None, |_, outbox| {
+            outbox.remove(seq.to_be_bytes()).map(|_| ())
+        })
     }
 
     fn inbox_cursor(&self) -> Result<u64, StorageError> {
-        match self
-            .db
-            .get(INBOX_CURSOR_KEY)
-            .map_err(|e| StorageError::new("reading the inbox cursor", e))?
-        {
+        match self.with("reading the inbox cursor", None, |db, _| {
+            db.get(INBOX_CURSOR_KEY)
+        })? {
             None => Ok(0),
             Some(bytes) => Ok(u64::from_be_bytes(bytes.as_ref().try_into().map_err(
                 |_| StorageError::new("reading the inbox cursor", "value is not 8 bytes"),
@@ -117,16 +177,13 @@ impl QueueStore for SledStore {
     }
 
     fn set_inbox_cursor(&mut self, seq: u64) -> Result<(), StorageError> {
-        self.db
-            .insert(INBOX_CURSOR_KEY, &seq.to_be_bytes())
-            .map_err(|e| StorageError::new("writing the inbox cursor", e))?;
-        self.flush()
+        self.with("writing the inbox cursor", None, |db, _| {
+            db.insert(INBOX_CURSOR_KEY, &seq.to_be_bytes())?;
+            db.flush().map(|_| ())
+        })
     }
 
     fn flush(&mut self) -> Result<(), StorageError> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| StorageError::new("flushing to disk", e))
+        self.with("flushing to disk", None, |db, _| db.flush().map(|_| ()))
     }
 }
