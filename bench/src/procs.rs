@@ -201,8 +201,9 @@ async fn wait_health(addr: SocketAddr) -> Result<()> {
 
 /// Resident memory of a process, bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("process {pid} is gone (it exited or was killed during the run)"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| {
+        format!("process {pid} is gone (it exited or was killed during the run)")
+    })?;
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
