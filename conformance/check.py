@@ -2,8 +2,9 @@
 """Checks an Autobahn TestSuite report (index.json) for one agent.
 
 Every case must be OK, NON-STRICT or INFORMATIONAL (behavior) with a close behaviour of
-OK or INFORMATIONAL, and every case must match the committed expected results (so a case
-that changes, appears or disappears is noticed). An expected entry may carry "known": a
+OK or INFORMATIONAL, and every case must appear in the committed expected results (so a
+case that appears or disappears is noticed; a case that moves between accepted results,
+as OK and NON-STRICT do with timing, is printed). An expected entry may carry "known": a
 reason (a filed bug) under which its recorded, otherwise unacceptable result is tolerated
 while it stays exactly as recorded; a result that got better only prints a notice. Prints
 one line per problem and a closing "N passed, N failed" line.
@@ -80,7 +81,11 @@ def main():
                 if recorded is None:
                     problems.append("not in the expected results: %s" % got)
                 elif recorded != got and acceptable(recorded):
-                    problems.append("expected %s, got %s" % (recorded, got))
+                    # Both are passes. OK and NON-STRICT swap with timing (e.g. 3.4,
+                    # 4.2.5: whether the echo of earlier frames left before the bad frame
+                    # failed the connection), so a swap between accepted results is noted,
+                    # not failed.
+                    print("case %s: %s (recorded %s), both accepted" % (case, got, recorded))
                 elif recorded != got:
                     print("case %s: better than recorded (%s, was %s): run with --update"
                           % (case, got, recorded))
