@@ -32,6 +32,11 @@ pub(super) async fn run(inner: Arc<Inner>) {
             _ = ticker.tick() => {}
             () = inner.stop.cancelled() => return,
         }
+        // Taken before the subscriber's ping: a disconnection after this point sets the
+        // flag again for the next tick. The ping waits for the connection redis-rs rebuilt
+        // after the disconnection that set it, resubscriptions included, so once it answers,
+        // live delivery is back and the inboxes hold whatever was missed before.
+        let missed_live = inner.missed_live.swap(false, Ordering::AcqRel);
         let main_up = ping(&inner, &inner.main, true).await;
         let was_up = inner.main_link.set(main_up);
         let publisher_up = ping(&inner, &inner.publisher, false).await;
@@ -44,10 +49,14 @@ pub(super) async fn run(inner: Arc<Inner>) {
             last_leases = Instant::now() - lease_every;
             last_heartbeat = None;
         }
-        if subscriber_up && (!subscriber_was_up || inner.missed_live.load(Ordering::Acquire)) {
-            inner.missed_live.store(false, Ordering::Release);
+        if subscriber_up && (missed_live || !subscriber_was_up || (main_up && !was_up)) {
+            // Also when only the main connection came back: a catch-up that failed to read
+            // the inbox meanwhile is repeated.
             info!(node = %inner.node, "Redis subscriber is back; connections catch up from their inboxes");
             inner.hub.request_resync();
+        } else if missed_live {
+            // Not back yet: keep the flag for a later tick.
+            inner.missed_live.store(true, Ordering::Release);
         }
         if !main_up {
             continue;
