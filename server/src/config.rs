@@ -70,6 +70,40 @@ pub struct Cli {
     /// (SSUBSCRIBE/SPUBLISH). Implied when REDIS_URL lists more than one node.
     #[arg(long = "redis-cluster", env = "REDIS_CLUSTER", value_name = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
     pub redis_cluster: bool,
+    /// Redis Sentinel addresses, comma-separated host:port (`s1:26379,s2:26379`). The
+    /// master is looked up through them and followed after a failover; REDIS_PASSWORD and
+    /// REDIS_DB apply to the master. Not together with REDIS_URL, REDIS_HOST or REDIS_CLUSTER.
+    #[arg(
+        long = "redis-sentinels",
+        env = "REDIS_SENTINELS",
+        value_name = "REDIS_SENTINELS"
+    )]
+    pub redis_sentinels: Option<String>,
+    /// The master name the sentinels monitor (required with REDIS_SENTINELS).
+    #[arg(
+        long = "redis-sentinel-master",
+        env = "REDIS_SENTINEL_MASTER",
+        value_name = "REDIS_SENTINEL_MASTER"
+    )]
+    pub redis_sentinel_master: Option<String>,
+    /// Password of the sentinels themselves (their `requirepass`), if any.
+    #[arg(
+        long = "redis-sentinel-password",
+        env = "REDIS_SENTINEL_PASSWORD",
+        value_name = "REDIS_SENTINEL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub redis_sentinel_password: Option<String>,
+    /// Replicas that must confirm a user message or client message (Redis WAIT, 1 s)
+    /// before it is reported stored; 0: do not wait (a failover may then lose the last
+    /// writes that were answered as stored).
+    #[arg(
+        long = "redis-sentinel-sync-replicas",
+        env = "REDIS_SENTINEL_SYNC_REPLICAS",
+        value_name = "REDIS_SENTINEL_SYNC_REPLICAS",
+        default_value_t = 1
+    )]
+    pub redis_sentinel_sync_replicas: u32,
     /// Seconds a connection's registry entry lives without refresh (a dead node blocks
     /// no one for longer).
     #[arg(
@@ -324,6 +358,43 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Redis behind Sentinel, when configured.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// Sentinel addresses (host, port).
+    pub sentinels: Vec<(String, u16)>,
+    /// The monitored master's name.
+    pub master_name: String,
+    /// The sentinels' password.
+    pub sentinel_password: Option<Secret>,
+    /// The master's (and replicas') password.
+    pub password: Option<Secret>,
+    /// Database number.
+    pub db: u32,
+    /// Replicas that confirm a durable write (0: none).
+    pub sync_replicas: u32,
+}
+
+impl std::fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelConfig")
+            .field(
+                "sentinels",
+                &self
+                    .sentinels
+                    .iter()
+                    .map(|(host, port)| format!("{host}:{port}"))
+                    .collect::<Vec<_>>(),
+            )
+            .field("master_name", &self.master_name)
+            .field("sentinel_password", &self.sentinel_password)
+            .field("password", &self.password)
+            .field("db", &self.db)
+            .field("sync_replicas", &self.sync_replicas)
+            .finish()
+    }
+}
+
 /// The key that checks client tokens.
 #[derive(Clone)]
 pub enum JwtKey {
@@ -367,8 +438,10 @@ pub struct JwtConfig {
 pub struct Config {
     /// Listen address (port 0 picks a free port).
     pub bind: SocketAddr,
-    /// Redis, or `None` for the embedded broker.
+    /// Redis, or `None` for the embedded broker (or Sentinel).
     pub redis: Option<RedisConfig>,
+    /// Redis behind Sentinel (then `redis` is `None`).
+    pub redis_sentinel: Option<SentinelConfig>,
     /// Token checking.
     pub jwt: JwtConfig,
     /// Backend API key.
@@ -435,7 +508,12 @@ impl Config {
     /// Validates the command line / environment. `dev_secret` is the random secret that
     /// `--dev` made when `JWT_SECRET` is unset.
     pub fn from_cli(cli: &Cli, dev_secret: Option<&str>) -> Result<Config, ConfigError> {
-        let redis = redis_config(cli)?;
+        let redis_sentinel = sentinel_config(cli)?;
+        let redis = if redis_sentinel.is_some() {
+            None
+        } else {
+            redis_config(cli)?
+        };
         let jwt = jwt_config(cli, dev_secret)?;
         if let Some(key) = &cli.admin_api_key {
             if key.len() < 16 {
@@ -501,6 +579,7 @@ impl Config {
         Ok(Config {
             bind: cli.bind,
             redis,
+            redis_sentinel,
             jwt,
             admin_api_key: cli.admin_api_key.clone().map(Secret),
             heartbeat_interval_ms: cli.ws_heartbeat_interval,
@@ -534,6 +613,7 @@ impl Config {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             redis: None,
+            redis_sentinel: None,
             jwt: JwtConfig {
                 key: JwtKey::Secret(jwt_secret.as_bytes().to_vec()),
                 issuer: None,
@@ -616,6 +696,103 @@ fn redis_config(cli: &Cli) -> Result<Option<RedisConfig>, ConfigError> {
     Ok(Some(RedisConfig {
         urls: vec![format!("redis://{auth}{host}:{port}/{db}")],
         cluster: cli.redis_cluster,
+    }))
+}
+
+fn sentinel_config(cli: &Cli) -> Result<Option<SentinelConfig>, ConfigError> {
+    let Some(list) = &cli.redis_sentinels else {
+        for (variable, set) in [
+            ("REDIS_SENTINEL_MASTER", cli.redis_sentinel_master.is_some()),
+            (
+                "REDIS_SENTINEL_PASSWORD",
+                cli.redis_sentinel_password.is_some(),
+            ),
+        ] {
+            if set {
+                return Err(invalid(
+                    variable,
+                    "is set but REDIS_SENTINELS is not; give the sentinel addresses or unset it",
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    for (variable, set) in [
+        ("REDIS_URL", cli.redis_url.is_some()),
+        ("REDIS_HOST", cli.redis_host.is_some()),
+        ("REDIS_PORT", cli.redis_port.is_some()),
+        ("REDIS_CLUSTER", cli.redis_cluster),
+    ] {
+        if set {
+            return Err(invalid(
+                "REDIS_SENTINELS",
+                format!(
+                    "cannot be used together with {variable}: the sentinels name the master; unset one of them"
+                ),
+            ));
+        }
+    }
+    let mut sentinels = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let parsed = entry.rsplit_once(':').and_then(|(host, port)| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let valid_host = !host.is_empty() && !host.contains(['/', '@', ' ']);
+            let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+            valid_host.then(|| (host.to_owned(), port))
+        });
+        match parsed {
+            Some(address) => sentinels.push(address),
+            None => {
+                return Err(invalid(
+                    "REDIS_SENTINELS",
+                    format!("{entry:?} is not host:port (comma-separated, e.g. s1:26379,s2:26379)"),
+                ))
+            }
+        }
+    }
+    if sentinels.is_empty() {
+        return Err(invalid(
+            "REDIS_SENTINELS",
+            "lists no sentinel; give host:port entries, comma-separated",
+        ));
+    }
+    let master_name = match cli.redis_sentinel_master.as_deref().map(str::trim) {
+        Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => name.to_owned(),
+        Some(name) => {
+            return Err(invalid(
+                "REDIS_SENTINEL_MASTER",
+                format!("{name:?} is not a master name"),
+            ))
+        }
+        None => {
+            return Err(invalid(
+                "REDIS_SENTINEL_MASTER",
+                "is required with REDIS_SENTINELS: the name in `sentinel monitor <name> ...`",
+            ))
+        }
+    };
+    if cli.redis_sentinel_password.as_deref() == Some("") {
+        return Err(invalid(
+            "REDIS_SENTINEL_PASSWORD",
+            "is empty; unset it or give the password",
+        ));
+    }
+    if cli.redis_sentinel_sync_replicas > 16 {
+        return Err(invalid(
+            "REDIS_SENTINEL_SYNC_REPLICAS",
+            format!(
+                "{} is above the 16 maximum (usually 1: one replica confirms each stored message)",
+                cli.redis_sentinel_sync_replicas
+            ),
+        ));
+    }
+    Ok(Some(SentinelConfig {
+        sentinels,
+        master_name,
+        sentinel_password: cli.redis_sentinel_password.clone().map(Secret),
+        password: cli.redis_password.clone().map(Secret),
+        db: cli.redis_db.unwrap_or(0),
+        sync_replicas: cli.redis_sentinel_sync_replicas,
     }))
 }
 
@@ -802,6 +979,95 @@ mod tests {
         assert_eq!(cluster.urls.len(), 2);
         let err = parse(&["--jwt-secret", SECRET, "--redis-url", "http://x"]).unwrap_err();
         assert!(err.starts_with("REDIS_URL:"), "{err}");
+    }
+
+    #[test]
+    fn sentinel_settings_are_checked_and_exclusive() {
+        let config = parse(&[
+            "--jwt-secret",
+            SECRET,
+            "--redis-sentinels",
+            "s1:26379, s2:26380",
+            "--redis-sentinel-master",
+            "mymaster",
+            "--redis-sentinel-password",
+            "sentinel-pass",
+            "--redis-password",
+            "data-pass",
+            "--redis-db",
+            "3",
+        ])
+        .unwrap();
+        assert!(config.redis.is_none());
+        let sentinel = config.redis_sentinel.clone().unwrap();
+        assert_eq!(
+            sentinel.sentinels,
+            [("s1".to_owned(), 26379), ("s2".to_owned(), 26380)]
+        );
+        assert_eq!(sentinel.master_name, "mymaster");
+        assert_eq!(sentinel.db, 3);
+        assert_eq!(sentinel.sync_replicas, 1);
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("sentinel-pass") && !shown.contains("data-pass"),
+            "{shown}"
+        );
+        let sentinels = ["--jwt-secret", SECRET, "--redis-sentinels"];
+        for (extra, expected) in [
+            (vec!["s1:26379"], "REDIS_SENTINEL_MASTER: is required"),
+            (
+                vec!["s1", "--redis-sentinel-master", "m"],
+                "REDIS_SENTINELS: \"s1\"",
+            ),
+            (
+                vec!["s1:0", "--redis-sentinel-master", "m"],
+                "REDIS_SENTINELS:",
+            ),
+            (
+                vec![" , ", "--redis-sentinel-master", "m"],
+                "REDIS_SENTINELS: lists no",
+            ),
+            (
+                vec![
+                    "s1:26379",
+                    "--redis-sentinel-master",
+                    "m",
+                    "--redis-url",
+                    "redis://x:6379",
+                ],
+                "REDIS_SENTINELS: cannot be used together with REDIS_URL",
+            ),
+            (
+                vec![
+                    "s1:26379",
+                    "--redis-sentinel-master",
+                    "m",
+                    "--redis-cluster",
+                    "true",
+                ],
+                "REDIS_SENTINELS: cannot be used together with REDIS_CLUSTER",
+            ),
+            (
+                vec![
+                    "s1:26379",
+                    "--redis-sentinel-master",
+                    "m",
+                    "--redis-sentinel-sync-replicas",
+                    "17",
+                ],
+                "REDIS_SENTINEL_SYNC_REPLICAS:",
+            ),
+        ] {
+            let mut args = sentinels.to_vec();
+            args.extend(extra);
+            let err = parse(&args).unwrap_err();
+            assert!(err.starts_with(expected), "{err}");
+        }
+        let err = parse(&["--jwt-secret", SECRET, "--redis-sentinel-master", "m"]).unwrap_err();
+        assert!(
+            err.starts_with("REDIS_SENTINEL_MASTER: is set but REDIS_SENTINELS is not"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::auth::TokenVerifier;
 use crate::broker::inbox::Retention;
 use crate::broker::memory::{MemoryBroker, MemorySettings};
 use crate::broker::redis::connection::Target;
+use crate::broker::redis::sentinel::SentinelTarget;
 use crate::broker::redis::{RedisBroker, RedisSettings};
 use crate::broker::Broker;
 use crate::config::{redact_url, Config};
@@ -189,6 +190,39 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn make_broker(config: &Config, hub: Arc<Hub>) -> Result<Arc<dyn Broker>, StartError> {
+    if let Some(sentinel) = &config.redis_sentinel {
+        let target = SentinelTarget {
+            sentinels: sentinel.sentinels.clone(),
+            master_name: sentinel.master_name.clone(),
+            sentinel_password: sentinel.sentinel_password.as_ref().map(|s| s.0.clone()),
+            password: sentinel.password.as_ref().map(|s| s.0.clone()),
+            db: i64::from(sentinel.db),
+            sync_replicas: sentinel.sync_replicas,
+        };
+        let shown = format!(
+            "sentinels {} (master {:?})",
+            target.sentinels_text(),
+            target.master_name
+        );
+        let settings = RedisSettings {
+            target: Target {
+                urls: Vec::new(),
+                cluster: false,
+            },
+            sentinel: Some(target),
+            retention: Retention {
+                ttl_ms: config.message_ttl_s.saturating_mul(1000),
+                max_len: config.max_queue_per_user as usize,
+            },
+            dedup_ttl_ms: config.dedup_ttl_s.saturating_mul(1000),
+            inbound_max_per_app: config.inbound_max_per_app,
+            lease_ms: config.registry_ttl.as_millis() as u64,
+        };
+        let broker = RedisBroker::connect(hub, settings)
+            .await
+            .map_err(|e| StartError::Broker(format!("cannot use Redis through {shown}: {e}")))?;
+        return Ok(Arc::new(broker));
+    }
     match &config.redis {
         None => {
             info!("no Redis configured: embedded in-memory broker (one node only; inboxes and inbound messages do not survive a restart)");
@@ -211,6 +245,7 @@ async fn make_broker(config: &Config, hub: Arc<Hub>) -> Result<Arc<dyn Broker>, 
                     urls: redis.urls.clone(),
                     cluster: redis.cluster,
                 },
+                sentinel: None,
                 retention: Retention {
                     ttl_ms: config.message_ttl_s.saturating_mul(1000),
                     max_len: config.max_queue_per_user as usize,

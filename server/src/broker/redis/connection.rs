@@ -1,13 +1,15 @@
-//! Connections to Redis: one Redis or a Redis Cluster, behind one small type so the
-//! broker code does not care which. RESP3 everywhere; the subscriber connection gets a
-//! push channel and resubscribes by itself after a reconnect.
+//! Connections to Redis: one Redis, a Redis Cluster, or the master of a Sentinel-managed
+//! set ([`super::sentinel`]), behind one small type so the broker code does not care
+//! which. RESP3 everywhere; the subscriber connection gets a push channel and resubscribes
+//! by itself after a reconnect.
 
+use super::sentinel::SentinelConn;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    FromRedisValue, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisResult,
-    ScriptInvocation, ToRedisArgs,
+    ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo, Pipeline, ProtocolVersion,
+    PushInfo, RedisError, RedisResult, Role, ScriptInvocation, ToRedisArgs,
 };
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -16,6 +18,8 @@ use tokio::sync::mpsc::UnboundedSender;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a durable write waits for its replicas behind Sentinel.
+const WAIT_REPLICAS_MS: u64 = 1000;
 
 /// A command connection (multiplexed, reconnecting).
 #[derive(Clone)]
@@ -24,6 +28,9 @@ pub enum Conn {
     Single(ConnectionManager),
     /// A Redis Cluster.
     Cluster(ClusterConnection),
+    /// The current master of a Sentinel-managed set; replaced when the sentinels name
+    /// another master.
+    Sentinel(SentinelConn),
 }
 
 impl Conn {
@@ -32,6 +39,11 @@ impl Conn {
         match self.clone() {
             Conn::Single(mut c) => cmd.query_async(&mut c).await,
             Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+            Conn::Sentinel(s) => {
+                let result = cmd.query_async(&mut s.current()).await;
+                s.observe(&result);
+                result
+            }
         }
     }
 
@@ -43,7 +55,53 @@ impl Conn {
         match self.clone() {
             Conn::Single(mut c) => invocation.invoke_async(&mut c).await,
             Conn::Cluster(mut c) => invocation.invoke_async(&mut c).await,
+            Conn::Sentinel(s) => {
+                let result = invocation.invoke_async(&mut s.current()).await;
+                s.observe(&result);
+                result
+            }
         }
+    }
+
+    /// Runs a script whose writes must survive a failover before the caller answers
+    /// success (an inbox append, a client message). Behind Sentinel with
+    /// `REDIS_SENTINEL_SYNC_REPLICAS` > 0, the write is followed by `WAIT` on the same
+    /// connection, and fewer confirming replicas than asked is an error: the write may
+    /// be lost when a replica is promoted, so it is not reported as stored. Elsewhere the
+    /// same as [`Conn::invoke`].
+    pub async fn invoke_durable<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        let Conn::Sentinel(s) = self else {
+            return self.invoke(invocation).await;
+        };
+        let replicas = s.sync_replicas();
+        let mut conn = s.current();
+        let result = invocation.invoke_async(&mut conn).await;
+        s.observe(&result);
+        let value = result?;
+        if replicas == 0 {
+            return Ok(value);
+        }
+        let acked = redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(WAIT_REPLICAS_MS)
+            .query_async::<u64>(&mut conn)
+            .await;
+        s.observe(&acked);
+        let acked = acked?;
+        if acked < u64::from(replicas) {
+            s.nudge();
+            return Err(RedisError::from((
+                ErrorKind::Io,
+                "write not confirmed by enough replicas",
+                format!(
+                    "{acked} of {replicas} replica(s) confirmed within {WAIT_REPLICAS_MS} ms (REDIS_SENTINEL_SYNC_REPLICAS); a failover could lose it"
+                ),
+            )));
+        }
+        Ok(value)
     }
 
     /// Runs a pipeline.
@@ -51,6 +109,11 @@ impl Conn {
         match self.clone() {
             Conn::Single(mut c) => pipe.query_async(&mut c).await,
             Conn::Cluster(mut c) => pipe.query_async(&mut c).await,
+            Conn::Sentinel(s) => {
+                let result = pipe.query_async(&mut s.current()).await;
+                s.observe(&result);
+                result
+            }
         }
     }
 
@@ -59,6 +122,11 @@ impl Conn {
         match self.clone() {
             Conn::Single(mut c) => c.subscribe(channel).await,
             Conn::Cluster(mut c) => c.ssubscribe(channel).await,
+            Conn::Sentinel(s) => {
+                let result = s.current().subscribe(channel).await;
+                s.observe(&result);
+                result
+            }
         }
     }
 
@@ -67,6 +135,34 @@ impl Conn {
         match self.clone() {
             Conn::Single(mut c) => c.unsubscribe(channel).await,
             Conn::Cluster(mut c) => c.sunsubscribe(channel).await,
+            Conn::Sentinel(s) => {
+                let result = s.current().unsubscribe(channel).await;
+                s.observe(&result);
+                result
+            }
+        }
+    }
+
+    /// Checks the connection for `/health`: PING, and behind Sentinel also that the
+    /// server is still a master (a demoted master answers PING but refuses writes).
+    pub async fn check(&self) -> RedisResult<()> {
+        if !matches!(self, Conn::Sentinel(_)) {
+            return self
+                .query::<redis::Value>(&redis::cmd("PING"))
+                .await
+                .map(|_| ());
+        }
+        match self.query::<Role>(&redis::cmd("ROLE")).await? {
+            Role::Primary { .. } => Ok(()),
+            _ => {
+                if let Conn::Sentinel(s) = self {
+                    s.nudge();
+                }
+                Err(RedisError::from((
+                    ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                    "the server is no longer the master",
+                )))
+            }
         }
     }
 
@@ -106,6 +202,16 @@ pub async fn open(
     }
     let url = target.urls.first().cloned().unwrap_or_default();
     let info = url.as_str().into_connection_info()?;
+    Ok(Conn::Single(manager(info, push, retries).await?))
+}
+
+/// Opens one reconnecting connection (RESP3) to the server at `info`; with `push`, the
+/// subscriber kind (push channel, automatic resubscription).
+pub(super) async fn manager(
+    info: ConnectionInfo,
+    push: Option<UnboundedSender<PushInfo>>,
+    retries: usize,
+) -> RedisResult<ConnectionManager> {
     let settings = info
         .redis_settings()
         .clone()
@@ -119,7 +225,5 @@ pub async fn open(
     if let Some(push) = push {
         config = config.set_push_sender(push).set_automatic_resubscription();
     }
-    Ok(Conn::Single(
-        ConnectionManager::new_with_config(client, config).await?,
-    ))
+    ConnectionManager::new_with_config(client, config).await
 }

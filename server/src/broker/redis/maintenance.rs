@@ -6,7 +6,6 @@
 use super::keys;
 use super::Inner;
 use futures_util::StreamExt;
-use redis::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,11 +75,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
 
 async fn ping(inner: &Inner, conn: &super::Conn, measure: bool) -> bool {
     let started = Instant::now();
-    let pong = tokio::time::timeout(
-        Duration::from_secs(2),
-        conn.query::<Value>(&redis::cmd("PING")),
-    )
-    .await;
+    // PING, and behind Sentinel also that the server is still the master.
+    let pong = tokio::time::timeout(Duration::from_secs(2), conn.check()).await;
     let up = matches!(pong, Ok(Ok(_)));
     if up && measure {
         inner

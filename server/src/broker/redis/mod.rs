@@ -9,12 +9,15 @@
 //! - A maintenance task ([`maintenance`]) keeps leases and the node heartbeat fresh,
 //!   watches the three connections for `/health`, and after the subscriber reconnects
 //!   asks every local connection to catch up from its inbox.
+//! - Behind Redis Sentinel ([`sentinel`]) the three connections go to the master the
+//!   sentinels name and move to the new one after a failover.
 
 pub mod connection;
 pub mod keys;
 mod maintenance;
 pub mod ops;
 pub mod scripts;
+pub mod sentinel;
 mod subscriber;
 
 use super::inbox::Retention;
@@ -43,8 +46,10 @@ use tracing::{info, warn};
 /// Settings of the Redis broker.
 #[derive(Clone)]
 pub struct RedisSettings {
-    /// Where Redis is.
+    /// Where Redis is (unused when `sentinel` is set).
     pub target: Target,
+    /// Redis behind Sentinel: the master is looked up through the sentinels.
+    pub sentinel: Option<sentinel::SentinelTarget>,
     /// Inbox retention.
     pub retention: Retention,
     /// Dedup window for client message ids, ms.
@@ -97,6 +102,8 @@ pub(crate) struct Inner {
     latency_ms: AtomicU64,
     /// Inbox count changes not yet written to the shared counters, by time bucket.
     queued_deltas: Mutex<HashMap<u64, i64>>,
+    /// Sentinel state (the current master), when Redis is behind Sentinel.
+    failover: Option<Arc<sentinel::Failover>>,
     stop: CancellationToken,
 }
 
@@ -117,16 +124,30 @@ impl RedisBroker {
         settings: RedisSettings,
     ) -> Result<RedisBroker, BrokerError> {
         let (push_tx, push_rx) = tokio::sync::mpsc::unbounded_channel();
-        let main = connection::open(&settings.target, None, 1)
-            .await
-            .map_err(unavailable)?;
-        let publisher = connection::open(&settings.target, None, 1)
-            .await
-            .map_err(unavailable)?;
-        // The subscriber keeps trying to come back: it is what brings live delivery back.
-        let subscriber = connection::open(&settings.target, Some(push_tx), 1_000_000)
-            .await
-            .map_err(unavailable)?;
+        let (main, publisher, subscriber, failover) = match &settings.sentinel {
+            Some(target) => {
+                let opened = sentinel::open(target, push_tx).await.map_err(unavailable)?;
+                (
+                    opened.main,
+                    opened.publisher,
+                    opened.subscriber,
+                    Some(opened.failover),
+                )
+            }
+            None => {
+                let main = connection::open(&settings.target, None, 1)
+                    .await
+                    .map_err(unavailable)?;
+                let publisher = connection::open(&settings.target, None, 1)
+                    .await
+                    .map_err(unavailable)?;
+                // The subscriber keeps trying to come back: it is what brings live delivery back.
+                let subscriber = connection::open(&settings.target, Some(push_tx), 1_000_000)
+                    .await
+                    .map_err(unavailable)?;
+                (main, publisher, subscriber, None)
+            }
+        };
         let node = hub.node().clone();
         let inner = Arc::new(Inner {
             hub,
@@ -143,6 +164,7 @@ impl RedisBroker {
             missed_live: AtomicBool::new(false),
             latency_ms: AtomicU64::new(0),
             queued_deltas: Mutex::default(),
+            failover: failover.clone(),
             stop: CancellationToken::new(),
         });
         for link in [
@@ -159,6 +181,9 @@ impl RedisBroker {
             .map_err(unavailable)?;
         tokio::spawn(subscriber::dispatch(inner.clone(), push_rx));
         tokio::spawn(maintenance::run(inner.clone()));
+        if let Some(failover) = failover {
+            tokio::spawn(sentinel::watch(inner.clone(), failover));
+        }
         info!(node = %node, cluster = inner.subscriber.sharded(), "connected to Redis");
         Ok(RedisBroker { inner })
     }
@@ -444,7 +469,7 @@ impl Broker for RedisBroker {
         let inner = &self.inner;
         let stored: i64 = inner
             .main
-            .invoke(
+            .invoke_durable(
                 scripts::STORE_INBOUND
                     .key(keys::inbound_seen(&message.app, &message.user, &message.id))
                     .key(keys::inbound_stream(&message.app))
@@ -564,12 +589,27 @@ impl Broker for RedisBroker {
             status: if healthy { "healthy" } else { "unhealthy" }.into(),
             broker: None,
             latency: Some(inner.latency_ms.load(Ordering::Relaxed)),
-            connections: Some(
-                links
+            connections: Some({
+                let mut states = links
                     .iter()
                     .map(|(name, link)| ((*name).to_owned(), link.label().to_owned()))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
+                    .collect::<BTreeMap<_, _>>();
+                if let Some(failover) = &inner.failover {
+                    // Behind Sentinel: whether the sentinels name a usable master, and
+                    // which server the connections use.
+                    let label = if failover.sentinels_ok() {
+                        "ready"
+                    } else {
+                        "unavailable"
+                    };
+                    states.insert("sentinel".to_owned(), label.to_owned());
+                    states.insert(
+                        "master".to_owned(),
+                        failover.master().unwrap_or_else(|| "unknown".to_owned()),
+                    );
+                }
+                states
+            }),
         }
     }
 

@@ -36,7 +36,7 @@ pub async fn append(
 ) -> Result<Appended, BrokerError> {
     let keys = keys::user(app, user);
     let reply: Vec<Value> = conn
-        .invoke(
+        .invoke_durable(
             scripts::APPEND
                 .key(&keys.seq)
                 .key(&keys.inbox)
