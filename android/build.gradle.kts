@@ -63,16 +63,25 @@ configurations.configureEach {
 
 dependencies {
     implementation("net.java.dev.jna:jna:5.19.1@aar")
-    implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.11.0")
-    implementation("org.jetbrains.kotlinx:kotlinx-serialization-json:1.12.0")
+    // `api`: the public surface exposes Flow and JsonElement.
+    api("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.11.0")
+    api("org.jetbrains.kotlinx:kotlinx-serialization-json:1.12.0")
     implementation("androidx.lifecycle:lifecycle-process:2.9.4")
     implementation("rustls:rustls-platform-verifier")
 }
 
 // Cross-compiles the Rust library (cargo-ndk) and generates the Kotlin bindings before
-// every build; cargo makes it a no-op when nothing changed.
+// every build; cargo makes it a no-op when nothing changed. The Rust library is built
+// optimised for every variant (a debug build is several times larger and slower, and
+// would ship in a release AAR); `-Ptether.rustProfile=debug` builds it unoptimised for
+// work on the SDK itself.
+val rustProfile = providers.gradleProperty("tether.rustProfile").orElse("release")
 val buildRust by tasks.registering(Exec::class) {
     workingDir = projectDir
-    commandLine("./build-rust.sh")
+    val profile = rustProfile.get()
+    require(profile == "release" || profile == "debug") {
+        "tether.rustProfile must be release or debug, not '$profile'"
+    }
+    commandLine(if (profile == "release") listOf("./build-rust.sh", "--release") else listOf("./build-rust.sh"))
 }
 tasks.named("preBuild") { dependsOn(buildRust) }

@@ -27,10 +27,10 @@ public final class TetherConnection: @unchecked Sendable {
     public init(config: ClientConfig, tokens: @escaping @Sendable () -> String?) throws {
         let hubs = Listener(
             status: Hub<ConnectionStatus>(latest: .idle),
-            messages: Hub<InboundMessage>(),
-            acks: Hub<String>(),
-            errors: Hub<TetherError>(),
-            expired: Hub<String>()
+            messages: Hub<InboundMessage>(lossless: true),
+            acks: Hub<String>(lossless: true),
+            errors: Hub<TetherError>(lossless: false),
+            expired: Hub<String>(lossless: true)
         )
         statusHub = hubs.status
         messageHub = hubs.messages
@@ -50,7 +50,9 @@ public final class TetherConnection: @unchecked Sendable {
     /// stream; iterate as many as you like.
     public func statuses() -> AsyncStream<ConnectionStatus> { statusHub.stream() }
 
-    /// Messages from the backend, in order, each once.
+    /// Messages from the backend, in order, each once. Nothing is dropped: while a stream
+    /// holds 256 unread messages, the SDK waits (it stops taking messages in and acking
+    /// them) until the app reads on. Iterate every stream you ask for, or cancel its task.
     public func messages() -> AsyncStream<InboundMessage> { messageHub.stream() }
 
     /// Ids of sent messages the gateway stored (the ids `send` returned).
@@ -116,23 +118,36 @@ public final class TetherConnection: @unchecked Sendable {
 
 /// Fans one sequence of values out to any number of AsyncStreams. Callbacks arrive on the
 /// SDK's dispatcher thread, streams are iterated elsewhere, hence the lock.
+///
+/// A lossless hub (messages, acks, expirations) never drops a value: when a stream's
+/// buffer is full it holds the dispatcher thread until the app has read some, which is
+/// what stops the SDK from acking messages the app has not seen (the SDK counts a message
+/// as processed once `onMessage` returns). A lossy hub (status, errors) keeps the newest.
 final class Hub<Element: Sendable>: @unchecked Sendable {
+    /// Values each stream buffers before a lossless hub waits for its reader.
+    static var capacity: Int { 256 }
+    /// How often a waiting lossless hub looks again.
+    static var retryInterval: TimeInterval { 0.005 }
+
     private let lock = NSLock()
     private var continuations: [UUID: AsyncStream<Element>.Continuation] = [:]
     private var finished = false
     private var current: Element?
     private let replaysLatest: Bool
+    private let lossless: Bool
 
-    /// A hub whose new streams start with the latest value (for the status).
+    /// A hub whose new streams start with the latest value (for the status); lossy.
     init(latest: Element) {
         self.current = latest
         self.replaysLatest = true
+        self.lossless = false
     }
 
     /// A hub of events: new streams see only what comes after.
-    init() {
+    init(lossless: Bool) {
         self.current = nil
         self.replaysLatest = false
+        self.lossless = lossless
     }
 
     /// The last value sent (status hub only).
@@ -143,7 +158,11 @@ final class Hub<Element: Sendable>: @unchecked Sendable {
     }
 
     func stream() -> AsyncStream<Element> {
-        AsyncStream(bufferingPolicy: .bufferingNewest(256)) { continuation in
+        // Lossless streams refuse a value when full (bufferingOldest answers `.dropped`
+        // with the new value, which send() then offers again); lossy ones drop the oldest.
+        let policy: AsyncStream<Element>.Continuation.BufferingPolicy =
+            lossless ? .bufferingOldest(Hub.capacity) : .bufferingNewest(Hub.capacity)
+        return AsyncStream(bufferingPolicy: policy) { continuation in
             let id = UUID()
             self.lock.lock()
             if self.finished {
@@ -166,8 +185,30 @@ final class Hub<Element: Sendable>: @unchecked Sendable {
         let targets = Array(continuations.values)
         lock.unlock()
         for continuation in targets {
-            continuation.yield(value)
+            deliver(value, to: continuation)
         }
+    }
+
+    private func deliver(_ value: Element, to continuation: AsyncStream<Element>.Continuation) {
+        while true {
+            switch continuation.yield(value) {
+            case .enqueued, .terminated:
+                return
+            case .dropped:
+                if !lossless || isFinished { return }
+                // Full: wait for the reader. This is the SDK's dispatcher thread (never
+                // the app's), so waiting here is the backpressure, not a stall of the UI.
+                Thread.sleep(forTimeInterval: Hub.retryInterval)
+            @unknown default:
+                return
+            }
+        }
+    }
+
+    private var isFinished: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return finished
     }
 
     func finish() {
