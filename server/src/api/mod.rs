@@ -1,37 +1,124 @@
 //! The HTTP side of the gateway: the backend API under `/v1` (admin key required),
-//! `/health` and `/metrics` (PROTOCOL.md §9).
+//! `/health`, `/metrics` and the API's OpenAPI document (PROTOCOL.md §9).
+//!
+//! Every endpoint is one row of [`table`]: the router is built from it and [`endpoints`]
+//! lists it, so the OpenAPI test (`server/tests/openapi.rs`) sees exactly what is served.
 
 pub mod error;
 pub mod inbound;
 pub mod observe;
+pub mod openapi;
 pub mod send;
 
 use crate::auth::{api_key_matches, bearer};
 use crate::state::Shared;
 use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use error::ApiError;
 use std::sync::Arc;
 use tether_protocol::HttpErrorCode;
+use tracing::debug;
 
-/// Routes of the backend API, `/health` and `/metrics`.
+/// The HTTP method of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verb {
+    /// `GET`
+    Get,
+    /// `POST`
+    Post,
+    /// `DELETE`
+    Delete,
+}
+
+impl Verb {
+    /// The method as OpenAPI names it (lower case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+            Verb::Delete => "delete",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Access {
+    /// `Authorization: Bearer <ADMIN_API_KEY>` required.
+    AdminKey,
+    /// No credentials.
+    Public,
+}
+
+/// One endpoint of the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// Full path, as in the OpenAPI document.
+    pub path: &'static str,
+    /// Method.
+    pub verb: Verb,
+    /// Credentials needed.
+    pub access: Access,
+}
+
+type Row = (Endpoint, MethodRouter<Arc<Shared>>);
+
+fn row<H, T>(verb: Verb, path: &'static str, access: Access, handler: H) -> Row
+where
+    H: Handler<T, Arc<Shared>>,
+    T: 'static,
+{
+    let endpoint = Endpoint { path, verb, access };
+    (endpoint, on(verb.filter(), handler))
+}
+
+/// Every endpoint with its handler: the single source of the router and of [`endpoints`].
+fn table() -> Vec<Row> {
+    use Access::{AdminKey, Public};
+    use Verb::{Delete, Get, Post};
+    vec![
+        row(Post, "/v1/send/user", AdminKey, send::to_user),
+        row(Post, "/v1/send/room", AdminKey, send::to_room),
+        row(Post, "/v1/send/app", AdminKey, send::to_app),
+        row(Delete, "/v1/connections", AdminKey, send::kick),
+        row(Get, "/v1/inbound", AdminKey, inbound::read),
+        row(Get, "/v1/stats", AdminKey, observe::stats),
+        row(Get, "/v1/openapi.json", Public, openapi::document),
+        row(Get, "/health", Public, observe::health),
+        row(Get, "/metrics", Public, observe::metrics),
+    ]
+}
+
+/// The endpoints [`routes`] serves.
+pub fn endpoints() -> Vec<Endpoint> {
+    table().into_iter().map(|(endpoint, _)| endpoint).collect()
+}
+
+/// Routes of the backend API, `/health`, `/metrics` and `/v1/openapi.json`.
 pub fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
-    let v1 = Router::new()
-        .route("/send/user", post(send::to_user))
-        .route("/send/room", post(send::to_room))
-        .route("/send/app", post(send::to_app))
-        .route("/connections", delete(send::kick))
-        .route("/inbound", get(inbound::read))
-        .route("/stats", get(observe::stats))
-        .route_layer(middleware::from_fn_with_state(shared, require_admin_key));
-    Router::new()
-        .nest("/v1", v1)
-        .route("/health", get(observe::health))
-        .route("/metrics", get(observe::metrics))
+    let mut admin = Router::new();
+    let mut public = Router::new();
+    for (endpoint, handler) in table() {
+        match endpoint.access {
+            Access::AdminKey => admin = admin.route(endpoint.path, handler),
+            Access::Public => public = public.route(endpoint.path, handler),
+        }
+    }
+    let admin = admin.route_layer(middleware::from_fn_with_state(shared, require_admin_key));
+    public.merge(admin)
 }
 
 async fn require_admin_key(
@@ -52,7 +139,10 @@ async fn require_admin_key(
         .and_then(bearer);
     match presented {
         Some(key) if api_key_matches(key, &expected.0) => Ok(next.run(request).await),
-        Some(_) => Err(ApiError::new(HttpErrorCode::Unauthorized, "wrong API key")),
+        Some(_) => {
+            debug!(path = %request.uri().path(), "admin API call refused: wrong key");
+            Err(ApiError::new(HttpErrorCode::Unauthorized, "wrong API key"))
+        }
         None => Err(ApiError::new(
             HttpErrorCode::Unauthorized,
             "missing API key: send Authorization: Bearer <ADMIN_API_KEY>",
