@@ -1,0 +1,20 @@
+//! Logs on stderr through `tracing` (the SDK's own logs included): warnings by default,
+//! more with each `-v`; `RUST_LOG` overrides.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the stderr logger.
+pub fn init(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose >= 2)
+        .try_init();
+}
