@@ -155,7 +155,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "1h", value_parser = duration::parse)]
     pub ttl: Duration,
     /// User type (`type` claim: customer, admin, partner, ...); default: none (customer).
-    #[arg(long = "type")]
+    #[arg(long = "type", value_name = "TYPE")]
     pub user_type: Option<String>,
     /// Issuer (`iss` claim), for a gateway with JWT_ISSUER set.
     #[arg(long)]
@@ -190,7 +190,7 @@ pub struct SendArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Message type ([a-z0-9_.:-], 1-64, not a reserved type).
-    #[arg(long = "type")]
+    #[arg(long = "type", value_name = "TYPE")]
     pub kind: String,
     /// Payload: JSON text, `@file` to read a file, `-` to read stdin.
     #[arg(long, default_value = "{}")]
@@ -249,7 +249,7 @@ pub struct PubMessage {
     #[arg(long, env = "TETHER_APP")]
     pub app: String,
     /// Message type ([a-z0-9_.:-], 1-64, not a reserved type).
-    #[arg(long = "type")]
+    #[arg(long = "type", value_name = "TYPE")]
     pub kind: String,
     /// Payload: JSON text, `@file` to read a file, `-` to read stdin.
     #[arg(long, default_value = "{}")]

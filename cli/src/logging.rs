@@ -1,13 +1,14 @@
-//! Logs on stderr through `tracing` (the SDK's own logs included): warnings by default,
-//! more with each `-v`; `RUST_LOG` overrides.
+//! Logs on stderr through `tracing` (the SDK's own logs included): errors only by default
+//! (the commands print status changes and SDK errors themselves), more with each `-v`;
+//! `RUST_LOG` overrides.
 
 use tracing_subscriber::EnvFilter;
 
 /// Installs the stderr logger.
 pub fn init(verbose: u8) {
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "error",
+        1 => "warn,tether=info,tether_cli=info",
         2 => "debug",
         _ => "trace",
     };

@@ -178,6 +178,28 @@ fn new_device_id() -> String {
     format!("cli-{nanos:08x}{:04x}", std::process::id() & 0xffff)
 }
 
+/// An SDK error as a line for stderr; a network failure names the URL and the cause the
+/// way `curl` would (`cannot reach ws://127.0.0.1:1/ws: connection refused`).
+pub fn error_text(e: &TetherError, url: &str) -> String {
+    let message = e.message();
+    if e.kind() != tether::ErrorKind::Network {
+        return message;
+    }
+    let mut reason = message.trim_start_matches("IO error: ").to_owned();
+    if let Some(at) = reason.find(" (os error ") {
+        reason.truncate(at);
+    }
+    if let Some(first) = reason.get(..1) {
+        if reason
+            .get(1..2)
+            .is_some_and(|c| c.chars().all(char::is_lowercase))
+        {
+            reason = format!("{}{}", first.to_lowercase(), &reason[1..]);
+        }
+    }
+    format!("cannot reach {url}: {reason}")
+}
+
 /// A status change as a line for stderr.
 pub fn describe(status: &ConnectionStatus) -> String {
     match status {
@@ -248,6 +270,20 @@ mod tests {
             ws_url(&args("http://x", Some("ws://y:1/ws"))).unwrap(),
             "ws://y:1/ws"
         );
+    }
+
+    #[test]
+    fn network_errors_read_like_curls() {
+        let e = TetherError::new(
+            tether::ErrorKind::Network,
+            "IO error: Connection refused (os error 111)",
+        );
+        assert_eq!(
+            error_text(&e, "ws://127.0.0.1:1/ws"),
+            "cannot reach ws://127.0.0.1:1/ws: connection refused"
+        );
+        let e = TetherError::new(tether::ErrorKind::Auth, "gateway refused the token: x");
+        assert_eq!(error_text(&e, "ws://h/ws"), "gateway refused the token: x");
     }
 
     #[test]

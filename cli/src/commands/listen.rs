@@ -3,7 +3,7 @@
 use super::interrupted;
 use crate::args::ListenArgs;
 use crate::duration;
-use crate::sdk::{describe, fatal, sdk_error, Event, MessageHandler, Session};
+use crate::sdk::{describe, error_text, fatal, sdk_error, Event, MessageHandler, Session};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -100,10 +100,9 @@ async fn watch(session: &mut Session, args: &ListenArgs) -> Result<()> {
         let event = tokio::select! {
             event = session.events.recv() => event,
             () = give_up => bail!(
-                "not connected to {} within {}: {}",
-                session.url,
+                "{} (not connected within {}, giving up)",
+                last_error.unwrap_or_else(|| format!("no answer from {}", session.url)),
                 duration::show(args.connect_timeout),
-                last_error.as_deref().unwrap_or("no answer")
             ),
             () = &mut stop => {
                 eprintln!("interrupted, shutting down");
@@ -124,8 +123,11 @@ async fn watch(session: &mut Session, args: &ListenArgs) -> Result<()> {
                 eprintln!("{}", describe(&status));
             }
             Event::Error(e) => {
-                let text = e.message();
-                eprintln!("error: {text}");
+                let text = error_text(&e, &session.url);
+                // A retry loop repeats the same failure: say it once.
+                if last_error.as_deref() != Some(text.as_str()) {
+                    eprintln!("error: {text}");
+                }
                 last_error = Some(text);
             }
             Event::Ack(_) | Event::Expired(_) => {}
