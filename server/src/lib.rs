@@ -5,8 +5,9 @@
 //! Layout: [`config`] (environment and flags), [`auth`] (tokens, API key), [`gateway`]
 //! (handshake and connection tasks), [`hub`] (this node's connections), [`broker`] (the
 //! cross-node seam: embedded or Redis), [`api`] (HTTP `/v1`, health, metrics),
-//! [`server`] (start and graceful shutdown).
+//! [`admin`] (the `/admin` dashboard), [`server`] (start and graceful shutdown).
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod broker;

@@ -74,6 +74,7 @@ impl Gateway {
         let app = app.route("/echo", get(crate::gateway::echo::handle));
         let app = app
             .merge(api::routes(shared.clone()))
+            .merge(crate::admin::routes())
             .fallback(|| async {
                 api::error::ApiError::new(HttpErrorCode::NotFound, "no such route")
             })

@@ -1,0 +1,303 @@
+// Tether admin dashboard: asks for the admin key, keeps it in sessionStorage, and polls
+// GET /v1/stats and GET /metrics with it as a bearer token. Message rates are computed
+// here from the Prometheus counters and drawn as an SVG chart. No library, no build step.
+'use strict';
+
+const KEY_STORAGE = 'tether.adminKey';
+const POLL_MS = Number(new URLSearchParams(location.search).get('poll')) || 2000;
+const WINDOW_MS = 120000;
+const SERIES = [
+  { name: 'deliveries', metric: 'tether_deliveries_total', color: '#2f6fde' },
+  { name: 'frames in', metric: 'tether_frames_in_total', color: '#1f9d55' },
+  { name: 'frames out', metric: 'tether_frames_out_total', color: '#d97706' },
+  { name: 'inbound stored', metric: 'tether_inbound_stored_total', color: '#9333ea' },
+];
+
+const $ = (id) => document.getElementById(id);
+let timer = null;
+let previous = null; // { at, totals } of the last /metrics poll
+let history = []; // [{ at, rates: { name: perSecond } }]
+
+/** An API answer that is not 2xx, with the gateway's error code and message. */
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(`${status} ${code}: ${message}`);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { authorization: `Bearer ${sessionStorage.getItem(KEY_STORAGE) ?? ''}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: 'no-store',
+  });
+  const text = await response.text();
+  if (!response.ok) {
+    let code = 'http_error';
+    let message = text || response.statusText;
+    try {
+      const parsed = JSON.parse(text);
+      code = parsed.error?.code ?? code;
+      message = parsed.error?.message ?? message;
+    } catch {
+      // Not the JSON error body (a proxy, or the 413 of the HTTP layer): show the text.
+    }
+    throw new ApiError(response.status, code, message);
+  }
+  const type = response.headers.get('content-type') ?? '';
+  return type.startsWith('application/json') ? JSON.parse(text) : text;
+}
+
+// ---- login ----
+
+function showLogin(error) {
+  stopPolling();
+  $('dashboard').hidden = true;
+  $('logout').hidden = true;
+  $('login').hidden = false;
+  $('login-error').hidden = !error;
+  $('login-error').textContent = error ?? '';
+  $('server-id').textContent = '';
+  $('key').focus();
+}
+
+function showDashboard() {
+  $('login').hidden = true;
+  $('dashboard').hidden = false;
+  $('logout').hidden = false;
+}
+
+async function tryKey(key) {
+  sessionStorage.setItem(KEY_STORAGE, key);
+  try {
+    const stats = await api('GET', '/v1/stats');
+    showDashboard();
+    renderStats(stats);
+    startPolling();
+  } catch (error) {
+    sessionStorage.removeItem(KEY_STORAGE);
+    if (error instanceof ApiError && error.status === 401) {
+      showLogin(`The gateway refused this key (${error.message}).`);
+    } else {
+      showLogin(`Cannot reach the gateway: ${error.message}`);
+    }
+  }
+}
+
+// ---- polling ----
+
+function startPolling() {
+  stopPolling();
+  previous = null;
+  history = [];
+  poll();
+  timer = setInterval(poll, POLL_MS);
+}
+
+function stopPolling() {
+  if (timer !== null) clearInterval(timer);
+  timer = null;
+}
+
+async function poll() {
+  try {
+    const [stats, metrics] = await Promise.all([api('GET', '/v1/stats'), api('GET', '/metrics')]);
+    renderStats(stats);
+    addRates(parseMetrics(metrics));
+    drawChart();
+    $('poll-error').hidden = true;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      sessionStorage.removeItem(KEY_STORAGE);
+      showLogin(`The gateway no longer accepts the key (${error.message}).`);
+      return;
+    }
+    $('poll-error').textContent = `Update failed: ${error.message}`;
+    $('poll-error').hidden = false;
+  }
+}
+
+function renderStats(stats) {
+  $('server-id').textContent = `node ${stats.serverId}`;
+  $('total-connections').textContent = stats.totalConnections;
+  $('cluster-connections').textContent = stats.totalRedisConnections;
+  $('nodes').textContent = stats.nodes;
+  $('rooms').textContent = stats.totalRooms;
+  $('queued').textContent = stats.totalQueuedMessages;
+  renderCounts($('by-app'), stats.connectionsByApp);
+  renderCounts($('by-type'), stats.connectionsByType);
+}
+
+function renderCounts(table, counts) {
+  const body = table.tBodies[0];
+  body.replaceChildren();
+  const entries = Object.entries(counts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  if (entries.length === 0) {
+    const row = body.insertRow();
+    const cell = row.insertCell();
+    cell.colSpan = 2;
+    cell.className = 'muted';
+    cell.textContent = 'none';
+    return;
+  }
+  for (const [name, count] of entries) {
+    const row = body.insertRow();
+    row.dataset.name = name;
+    row.insertCell().textContent = name;
+    const cell = row.insertCell();
+    cell.className = 'num';
+    cell.textContent = count;
+  }
+}
+
+// ---- rates ----
+
+/** Sums each metric over its labels: { name: total }. */
+function parseMetrics(text) {
+  const totals = {};
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!match) continue;
+    const value = Number(match[3]);
+    if (Number.isFinite(value)) totals[match[1]] = (totals[match[1]] ?? 0) + value;
+  }
+  return totals;
+}
+
+function addRates(totals) {
+  const at = performance.now();
+  if (previous !== null) {
+    const seconds = (at - previous.at) / 1000;
+    const rates = {};
+    for (const series of SERIES) {
+      const delta = (totals[series.metric] ?? 0) - (previous.totals[series.metric] ?? 0);
+      // A counter that went down means the gateway restarted: count from zero.
+      rates[series.name] = seconds > 0 ? Math.max(delta, 0) / seconds : 0;
+    }
+    history.push({ at, rates });
+    history = history.filter((point) => at - point.at <= WINDOW_MS);
+  }
+  previous = { at, totals };
+  renderLegend();
+}
+
+function renderLegend() {
+  const last = history.at(-1);
+  const legend = $('rates');
+  legend.replaceChildren();
+  for (const series of SERIES) {
+    const item = document.createElement('span');
+    item.className = 'rate';
+    item.dataset.series = series.name;
+    item.style.setProperty('--color', series.color);
+    const rate = last ? last.rates[series.name] : null;
+    item.textContent = `${series.name}: ${rate === null ? '-' : rate.toFixed(1)}/s`;
+    legend.append(item);
+  }
+}
+
+const SVG = 'http://www.w3.org/2000/svg'; // a namespace name, never fetched
+
+function drawChart() {
+  const svg = $('chart');
+  const width = 600;
+  const height = 180;
+  const pad = 4;
+  svg.replaceChildren();
+  const max = Math.max(1, ...history.flatMap((point) => Object.values(point.rates)));
+  const top = document.createElementNS(SVG, 'text');
+  top.setAttribute('x', '6');
+  top.setAttribute('y', '14');
+  top.setAttribute('class', 'axis');
+  top.textContent = `${max.toFixed(1)}/s`;
+  svg.append(top);
+  if (history.length === 0) return;
+  const now = history.at(-1).at;
+  const x = (at) => width - ((now - at) / WINDOW_MS) * width;
+  const y = (rate) => height - pad - (rate / max) * (height - 2 * pad);
+  for (const series of SERIES) {
+    const line = document.createElementNS(SVG, 'polyline');
+    line.setAttribute('fill', 'none');
+    line.setAttribute('stroke', series.color);
+    line.setAttribute('stroke-width', '2');
+    line.setAttribute('vector-effect', 'non-scaling-stroke');
+    line.dataset.series = series.name;
+    const points = history.map((point) => `${x(point.at).toFixed(1)},${y(point.rates[series.name]).toFixed(1)}`);
+    // One point draws nothing: start the line at the left edge with the same value.
+    if (points.length === 1) points.unshift(`0,${y(history[0].rates[series.name]).toFixed(1)}`);
+    line.setAttribute('points', points.join(' '));
+    svg.append(line);
+  }
+}
+
+// ---- publish ----
+
+function targetChanged() {
+  const target = $('target').value;
+  $('user-field').hidden = target !== 'user';
+  $('room-field').hidden = target !== 'room';
+  $('user').required = target === 'user';
+  $('room').required = target === 'room';
+}
+
+async function publish(event) {
+  event.preventDefault();
+  const result = $('publish-result');
+  const target = $('target').value;
+  const message = { type: $('type').value.trim() };
+  const raw = $('data').value.trim();
+  if (raw !== '') {
+    try {
+      message.data = JSON.parse(raw);
+    } catch (error) {
+      showResult(result, false, `Data is not JSON: ${error.message}`);
+      return;
+    }
+  }
+  const body = { app: $('app').value.trim(), message };
+  if (target === 'user') body.userId = $('user').value;
+  if (target === 'room') body.room = $('room').value.trim();
+  try {
+    const answer = await api('POST', `/v1/send/${target}`, body);
+    showResult(result, true, `Sent: ${JSON.stringify(answer)}`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      sessionStorage.removeItem(KEY_STORAGE);
+      showLogin(`The gateway no longer accepts the key (${error.message}).`);
+      return;
+    }
+    showResult(result, false, `Refused: ${error.message}`);
+  }
+}
+
+function showResult(element, ok, text) {
+  element.hidden = false;
+  element.className = ok ? 'ok' : 'error';
+  element.textContent = text;
+}
+
+// ---- start ----
+
+document.addEventListener('DOMContentLoaded', () => {
+  $('login-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    tryKey($('key').value.trim());
+  });
+  $('logout').addEventListener('click', () => {
+    sessionStorage.removeItem(KEY_STORAGE);
+    showLogin();
+  });
+  $('target').addEventListener('change', targetChanged);
+  $('publish-form').addEventListener('submit', publish);
+  targetChanged();
+  renderLegend();
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (key) tryKey(key);
+  else showLogin();
+});
