@@ -57,6 +57,10 @@ Connection status changes and errors go to stderr. Runs until Ctrl-C (or SIGTERM
 --count messages were printed. After the first connection the SDK reconnects on its own;
 a refused token (it expired) or a kick ends the command with exit code 1.
 
+Messages to the user are durable: a new device (the default: a new id per run) first gets
+those no device of the user has acknowledged yet; with --device and --data-dir a later
+run resumes where that device left off. Room and app messages are live only.
+
 Examples:
   tether listen --app demo --token \"$TOKEN\"
   tether listen --app demo --token \"$TOKEN\" --room lobby --room order:42 --count 1
@@ -67,7 +71,8 @@ Examples:
 Prints the message id on stdout once the gateway acknowledged (stored) the message; the
 backend reads it with GET /v1/inbound. Without --data-dir the queue lives in a temporary
 directory, so a message not acknowledged before --timeout is dropped; with --data-dir it
-stays queued and goes out on the next run with the same directory.
+stays queued and goes out on the next run with the same directory. Messages to the user
+that arrive while it is connected are acknowledged as any client would, not printed.
 
 Examples:
   tether send --app demo --token \"$TOKEN\" --type chat --data '{\"text\":\"hello\"}'

@@ -320,7 +320,8 @@ async fn bad_input_fails_clearly() {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("no admin key"), "{out:?}");
 
-    // A token signed with another secret is refused at once, not retried forever.
+    // A token signed with another secret is refused at once, not retried forever
+    // (`--connect-timeout 0` would keep a retrying client up past the test's limit).
     let forged = gw
         .run(&[
             "token",
@@ -333,14 +334,30 @@ async fn bad_input_fails_clearly() {
         ])
         .await;
     let out = gw
-        .run(&["listen", "--app", APP, "--token", forged.stdout.trim()])
+        .run(&[
+            "listen",
+            "--app",
+            APP,
+            "--token",
+            forged.stdout.trim(),
+            "--connect-timeout",
+            "0",
+        ])
         .await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("refused the token"), "{out:?}");
 
-    // A token for another app.
+    // A token for another app: refused for good.
     let out = gw
-        .run(&["listen", "--app", "other-app", "--token", &token])
+        .run(&[
+            "listen",
+            "--app",
+            "other-app",
+            "--token",
+            &token,
+            "--connect-timeout",
+            "0",
+        ])
         .await;
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("other-app"), "{out:?}");
