@@ -7,14 +7,16 @@ use std::time::Duration;
 use url::Url;
 
 const EXAMPLES: &str = "\
-Examples (against `cargo run -p tether-server -- --dev`, which prints its secrets):
-  export JWT_SECRET=<secret> TETHER_ADMIN_KEY=<admin key>
+Examples (a local gateway; the CLI reads the gateway's own JWT_SECRET and ADMIN_API_KEY):
+  export JWT_SECRET=$(openssl rand -hex 32) ADMIN_API_KEY=dev-admin-key-0123456789
+  cargo run -p tether-server -- --dev &
   TOKEN=$(tether token --user alice --app demo --ttl 1h)
   tether listen --app demo --token \"$TOKEN\" --room lobby
   tether pub user --user alice --app demo --type notification --data '{\"text\":\"hi\"}'
   tether send --app demo --token \"$TOKEN\" --type chat --data '{\"text\":\"hello\"}'
   tether stats
-  tether health";
+  tether health
+The token the --dev banner prints (user dev-user, app demo) works with --token as well.";
 
 /// Command line of the Tether gateway and SDK.
 #[derive(Debug, Parser)]
