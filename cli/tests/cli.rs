@@ -417,3 +417,96 @@ async fn help_shows_examples() {
         assert!(out.stdout.contains("Examples"), "{args:?}: {out:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_gateway_gives_exit_code_1() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A stand-in answering /health the way a gateway with Redis down does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _ = socket.read(&mut request).await.unwrap();
+        let body = r#"{"status":"unhealthy","latency":null}"#;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(answer.as_bytes()).await.unwrap();
+    });
+    let out = support::run(support::tether(&[
+        "health",
+        "--server",
+        &format!("http://{addr}"),
+    ]))
+    .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.json()["status"], "unhealthy", "the document is printed");
+    assert!(out.stderr.contains("unhealthy (HTTP 503)"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_kept_in_data_dir_goes_out_on_the_next_run() {
+    let gw = Gw::start().await;
+    let token = gw.token("frank").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let offline = format!("http://127.0.0.1:{}", closed_port());
+    let out = gw
+        .run(&[
+            "send",
+            "--server",
+            &offline,
+            "--app",
+            APP,
+            "--token",
+            &token,
+            "--data-dir",
+            data_dir,
+            "--type",
+            "first",
+            "--timeout",
+            "1s",
+        ])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("stays queued in --data-dir"), "{out:?}");
+    let first = out
+        .stderr
+        .split("queued id=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_owned();
+
+    let out = gw
+        .run(&[
+            "send",
+            "--app",
+            APP,
+            "--token",
+            &token,
+            "--data-dir",
+            data_dir,
+            "--type",
+            "second",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let second = out.stdout.trim().to_owned();
+
+    let page = gw.get(&format!("/v1/inbound?app={APP}")).await;
+    let stored: Vec<(&str, &str)> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap(), m["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        stored,
+        [(first.as_str(), "first"), (second.as_str(), "second")],
+        "queue order, each once"
+    );
+}
