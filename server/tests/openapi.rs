@@ -138,6 +138,47 @@ impl Spec {
         );
     }
 
+    /// Whether `query` fits the documented parameters of the operation: each required one
+    /// present, each value valid for its schema. A parameter the document does not name
+    /// fails the test: the gateway would read something undocumented.
+    fn query_is_valid(&self, path: &str, method: &str, query: &str) -> bool {
+        let op = self.operation(path, method);
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        let given: Vec<(String, String)> = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect();
+        for (name, _) in &given {
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == name.as_str() && p["in"] == "query"),
+                "{method} {path}: query parameter {name} is not documented"
+            );
+        }
+        params.iter().enumerate().all(|(i, param)| {
+            let name = param["name"].as_str().unwrap();
+            match given.iter().find(|(k, _)| k == name) {
+                None => param["required"] != json!(true),
+                Some((_, raw)) => {
+                    let pointer = format!("/paths/{}/{method}/parameters/{i}/schema", escape(path));
+                    let schema = self.doc.pointer(&pointer).unwrap();
+                    // Query values are text; an integer parameter is its decimal form.
+                    let value = if schema["type"] == "integer" {
+                        raw.parse::<i64>().map(Value::from).unwrap_or(json!(raw))
+                    } else {
+                        json!(raw)
+                    };
+                    self.validator(&pointer).is_valid(&value)
+                }
+            }
+        })
+    }
+
     fn request_schema_pointer(&self, path: &str, method: &str) -> String {
         let op = self.operation(path, method);
         assert!(
@@ -149,6 +190,23 @@ impl Spec {
             escape(path)
         )
     }
+}
+
+/// `a%20b` -> `a b` (the test's own queries: ASCII only).
+fn percent_decode(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(u8::from_str_radix(&hex, 16).unwrap());
+            }
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 /// What a real answer looked like.
@@ -219,6 +277,25 @@ impl Caller<'_> {
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         let body = body.map(|b| serde_json::to_vec(&b).unwrap());
         self.call(method, path, body, Some(ADMIN_KEY)).await
+    }
+
+    /// Calls a query operation and checks that the gateway and the documented parameters
+    /// agree on whether the query is valid.
+    async fn query_checked(&self, method: Method, path_and_query: &str) -> Answer {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let verb = method.as_str().to_ascii_lowercase();
+        let valid = self.spec.query_is_valid(path, &verb, query);
+        let answer = self.admin(method, path_and_query, None).await;
+        assert_eq!(
+            answer.status != 400,
+            valid,
+            "{verb} {path_and_query}: gateway answered {} {}, parameters say valid={valid}",
+            answer.status,
+            answer.body
+        );
+        answer
     }
 
     /// Sends `body` and checks that the gateway and the documented request schema agree
@@ -490,22 +567,14 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
 
     // Inbound pages.
     let answer = caller
-        .admin(
-            Method::GET,
-            &format!("/v1/inbound?app={APP}&limit=10"),
-            None,
-        )
+        .query_checked(Method::GET, &format!("/v1/inbound?app={APP}&limit=10"))
         .await;
     assert_eq!(answer.status, 200);
     let messages = answer.body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 1);
     let next = answer.body["next"].as_str().unwrap().to_owned();
     let answer = caller
-        .admin(
-            Method::GET,
-            &format!("/v1/inbound?app={APP}&after={next}"),
-            None,
-        )
+        .query_checked(Method::GET, &format!("/v1/inbound?app={APP}&after={next}"))
         .await;
     assert_eq!(
         (
@@ -515,7 +584,7 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
         (200, Some(0))
     );
     let answer = caller
-        .admin(Method::GET, "/v1/inbound?app=empty-app", None)
+        .query_checked(Method::GET, "/v1/inbound?app=empty-app&limit=1000")
         .await;
     assert_eq!(answer.status, 200);
     for query in [
@@ -526,7 +595,7 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
         "?app=shop&limit=x",
     ] {
         let answer = caller
-            .admin(Method::GET, &format!("/v1/inbound{query}"), None)
+            .query_checked(Method::GET, &format!("/v1/inbound{query}"))
             .await;
         assert_eq!(answer.status, 400, "{query}");
     }
@@ -545,15 +614,14 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
         "?app=bad%20app&userId=alice",
     ] {
         let answer = caller
-            .admin(Method::DELETE, &format!("/v1/connections{query}"), None)
+            .query_checked(Method::DELETE, &format!("/v1/connections{query}"))
             .await;
         assert_eq!(answer.status, 400, "{query}");
     }
     let answer = caller
-        .admin(
+        .query_checked(
             Method::DELETE,
             &format!("/v1/connections?app={APP}&userId=alice"),
-            None,
         )
         .await;
     assert_eq!(
