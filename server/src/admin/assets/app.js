@@ -17,6 +17,7 @@ const $ = (id) => document.getElementById(id);
 let timer = null;
 let previous = null; // { at, totals } of the last /metrics poll
 let history = []; // [{ at, rates: { name: perSecond } }]
+let polling = false; // a poll is in flight: a slow gateway gets no pile of requests
 
 /** An API answer that is not 2xx, with the gateway's error code and message. */
 class ApiError extends Error {
@@ -105,6 +106,8 @@ function stopPolling() {
 }
 
 async function poll() {
+  if (polling) return;
+  polling = true;
   try {
     const [stats, metrics] = await Promise.all([api('GET', '/v1/stats'), api('GET', '/metrics')]);
     renderStats(stats);
@@ -119,6 +122,8 @@ async function poll() {
     }
     $('poll-error').textContent = `Update failed: ${error.message}`;
     $('poll-error').hidden = false;
+  } finally {
+    polling = false;
   }
 }
 
