@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod redis;
+pub mod sentinel;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};

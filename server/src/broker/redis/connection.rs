@@ -73,10 +73,27 @@ impl Conn {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> RedisResult<T> {
+        self.invoke_confirmed(invocation, self.durable_replicas())
+            .await
+    }
+
+    /// Replicas a durable write waits for now (0 but behind Sentinel).
+    pub fn durable_replicas(&self) -> u32 {
+        match self {
+            Conn::Sentinel(s) => s.sync_replicas(),
+            _ => 0,
+        }
+    }
+
+    /// [`Conn::invoke_durable`] with the number of replicas to wait for.
+    pub async fn invoke_confirmed<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+        replicas: u32,
+    ) -> RedisResult<T> {
         let Conn::Sentinel(s) = self else {
             return self.invoke(invocation).await;
         };
-        let replicas = s.sync_replicas();
         let mut conn = s.current();
         let result = invocation.invoke_async(&mut conn).await;
         s.observe(&result);

@@ -26,6 +26,12 @@ fn sharded_arg(conn: &Conn) -> &'static str {
 }
 
 /// Appends `body` to the (app, user) inbox and publishes it on the user's channel.
+///
+/// Behind Sentinel with replicas to wait for, the message is published only after they
+/// confirmed it: a message that is live on a client must never be one a failover
+/// discards, or its seq would be handed out again by the promoted replica and the
+/// client would skip the new message as a duplicate. (Live messages may then leave out
+/// of seq order; connections fill such gaps from the inbox.)
 pub async fn append(
     conn: &Conn,
     retention: Retention,
@@ -35,8 +41,10 @@ pub async fn append(
     now: u64,
 ) -> Result<Appended, BrokerError> {
     let keys = keys::user(app, user);
+    let replicas = conn.durable_replicas();
+    let publish_mode = if replicas > 0 { "2" } else { sharded_arg(conn) };
     let reply: Vec<Value> = conn
-        .invoke_durable(
+        .invoke_confirmed(
             scripts::APPEND
                 .key(&keys.seq)
                 .key(&keys.inbox)
@@ -46,7 +54,8 @@ pub async fn append(
                 .arg(retention.ttl_ms)
                 .arg(retention.max_len)
                 .arg(body)
-                .arg(sharded_arg(conn)),
+                .arg(publish_mode),
+            replicas,
         )
         .await
         .map_err(unavailable)?;
@@ -56,6 +65,16 @@ pub async fn append(
             "redis: malformed append reply".into(),
         ));
     };
+    if replicas > 0 {
+        // The same payload the script publishes: the frame is the body with seq first.
+        let rest = body.get(1..).unwrap_or("");
+        let payload = format!("m{seq} {{\"seq\":{seq},{rest}");
+        if let Err(e) = publish(conn, &keys.channel, &payload).await {
+            // Stored and confirmed: connected clients get it from the inbox when the next
+            // message shows the gap, or when they reconnect.
+            tracing::warn!(error = %e, seq = *seq, "stored message not published live");
+        }
+    }
     Ok(Appended {
         delivery: UserDelivery {
             seq: *seq,

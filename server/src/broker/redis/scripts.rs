@@ -31,7 +31,8 @@ end
 /// Appends to a user's inbox and publishes it live, in one step so that messages leave in
 /// seq order. KEYS: seq, inbox, conns, channel. ARGV: now ms (the message's time, for
 /// age trimming), ttl ms, max length, body
-/// (the envelope without seq), sharded (1: SPUBLISH).
+/// (the envelope without seq), publish mode (0: PUBLISH, 1: SPUBLISH, 2: none; the caller
+/// publishes once replicas confirmed the write, see [`super::ops::append`]).
 /// Returns {seq, live connections, timestamps of messages trimmed by length...}.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -63,7 +64,7 @@ end
 local payload = 'm' .. seq .. ' ' .. frame
 if ARGV[5] == '1' then
   redis.call('SPUBLISH', KEYS[4], payload)
-else
+elseif ARGV[5] == '0' then
   redis.call('PUBLISH', KEYS[4], payload)
 end
 return result

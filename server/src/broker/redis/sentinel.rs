@@ -1,28 +1,39 @@
 //! Redis Sentinel: the broker's three connections go to the master the sentinels name,
 //! and follow it through a failover without a restart.
 //!
-//! redis-rs resolves a master through the sentinels ([`redis::sentinel::Sentinel`]:
-//! `SENTINEL MASTERS` on each sentinel, then `ROLE` on the named master), but its
-//! reconnecting [`ConnectionManager`] stays on the address it was built with. So each
+//! redis-rs can resolve a master through the sentinels (`redis::sentinel`), but its
+//! reconnecting [`ConnectionManager`] stays on the address it was built with, and the
+//! failover state (`failover_in_progress`, which replicas are in sync) is not exposed.
+//! So the sentinels are asked here (`SENTINEL MASTER`, `SENTINEL REPLICAS`), and each
 //! broker connection is a [`SentinelConn`]: a manager behind a lock that [`watch`]
-//! replaces when the sentinels name another master. The watcher asks the sentinels once a
-//! second, and at once when a command failed in a way a failover explains (`READONLY`
-//! from a demoted master, a refused or dropped connection, a timeout). On a switch it
-//! opens the three connections to the new master, moves every subscription over, and
-//! marks live delivery as possibly missed, so the maintenance task restores this node's
-//! registry entries and every connection catches up from its inbox.
+//! replaces when the sentinels name another master (checked with `ROLE` before use).
+//! The watcher asks once a second, and at once when a command failed in a way a
+//! failover explains (`READONLY` from a demoted master, a refused or dropped
+//! connection, a timeout). On a switch it opens the three connections to the new
+//! master, moves every subscription over, and marks live delivery as possibly missed, so
+//! the maintenance task restores this node's registry entries and every connection
+//! catches up from its inbox.
+//!
+//! Durable writes (a user message, a client message) wait for replicas (`WAIT`) before
+//! they are reported stored, so a promoted replica has them. How many: the configured
+//! `REDIS_SENTINEL_SYNC_REPLICAS`, lowered to the replicas connected to the master (its
+//! `ROLE`), but never lowered while a failover is in progress or while the sentinels
+//! name another master (the window in which an old master still accepts writes that
+//! the promotion discards). A master left without replicas after a failover thus keeps
+//! taking writes, and one whose replica was just promoted refuses them.
 
 use super::connection::{self, Conn};
 use super::keys;
 use super::Inner;
 use parking_lot::RwLock;
 use redis::aio::ConnectionManager;
-use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use redis::aio::MultiplexedConnection;
 use redis::{
-    ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, ProtocolVersion, PushInfo,
-    RedisConnectionInfo, RedisError, RedisResult, ServerErrorKind,
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    ProtocolVersion, PushInfo, RedisConnectionInfo, RedisError, RedisResult, Role, ServerErrorKind,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -35,6 +46,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// Longest a lookup through the sentinels may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connect and response timeout towards one sentinel.
+const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Reconnect attempts of the subscriber per disconnection.
 const SUBSCRIBER_RETRIES: usize = 6;
 /// Channels per SUBSCRIBE when moving subscriptions to a new master.
@@ -85,13 +98,31 @@ impl SentinelTarget {
     }
 }
 
+/// One sentinel and the connection to it, opened on first use.
+struct SentinelNode {
+    info: ConnectionInfo,
+    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+}
+
+/// What the sentinels say about the master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct View {
+    /// The master they name, `host:port`.
+    master: (String, u16),
+    /// A failover of it is running.
+    failover_in_progress: bool,
+}
+
 /// State shared by the three connections: the sentinels, the current master.
 pub(crate) struct Failover {
     target: SentinelTarget,
-    resolver: tokio::sync::Mutex<Sentinel>,
-    node: SentinelNodeConnectionInfo,
+    sentinels: Vec<SentinelNode>,
+    /// How the connections log in to the master.
+    settings: RedisConnectionInfo,
     /// The master the connections use now (`host:port`).
     master: RwLock<Option<String>>,
+    /// Replicas a durable write waits for now.
+    required_replicas: AtomicU32,
     /// Whether the last lookup through the sentinels named a usable master.
     sentinels_ok: AtomicBool,
     wake: Notify,
@@ -108,10 +139,18 @@ impl Failover {
                 if let Some(password) = &target.sentinel_password {
                     settings = settings.set_password(password);
                 }
-                Ok(info.set_redis_settings(settings))
+                Ok(SentinelNode {
+                    info: info.set_redis_settings(settings),
+                    conn: tokio::sync::Mutex::new(None),
+                })
             })
-            .collect::<RedisResult<Vec<ConnectionInfo>>>()?;
-        let resolver = Sentinel::build(sentinels)?;
+            .collect::<RedisResult<Vec<_>>>()?;
+        if sentinels.is_empty() {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "no sentinel address given",
+            )));
+        }
         let mut settings = RedisConnectionInfo::default()
             .set_db(target.db)
             .set_protocol(ProtocolVersion::RESP3);
@@ -119,23 +158,88 @@ impl Failover {
             settings = settings.set_password(password);
         }
         Ok(Failover {
+            required_replicas: AtomicU32::new(target.sync_replicas),
             target,
-            resolver: tokio::sync::Mutex::new(resolver),
-            node: SentinelNodeConnectionInfo::default().set_redis_connection_info(settings),
+            sentinels,
+            settings,
             master: RwLock::new(None),
             sentinels_ok: AtomicBool::new(false),
             wake: Notify::new(),
         })
     }
 
-    /// Asks the sentinels for the master (checked with `ROLE`).
-    async fn resolve(&self) -> RedisResult<ConnectionInfo> {
+    /// Runs `cmd` on the first sentinel that answers.
+    async fn ask<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
+        let mut last = None;
+        for node in &self.sentinels {
+            let mut cached = node.conn.lock().await;
+            if cached.is_none() {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(SENTINEL_TIMEOUT))
+                    .set_response_timeout(Some(SENTINEL_TIMEOUT));
+                let opened = match redis::Client::open(node.info.clone()) {
+                    Ok(client) => {
+                        client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match opened {
+                    Ok(conn) => *cached = Some(conn),
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                }
+            }
+            let Some(conn) = cached.as_mut() else {
+                continue;
+            };
+            match cmd.query_async::<T>(conn).await {
+                Ok(value) => return Ok(value),
+                Err(e) => {
+                    if e.is_io_error() || e.is_unrecoverable_error() || e.is_timeout() {
+                        *cached = None;
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            RedisError::from((ErrorKind::InvalidClientConfig, "no sentinel address given"))
+        }))
+    }
+
+    /// Asks the sentinels about the master and its replicas.
+    async fn view(&self) -> RedisResult<View> {
+        let name = &self.target.master_name;
         let lookup = async {
-            let mut resolver = self.resolver.lock().await;
-            resolver
-                .async_master_for(&self.target.master_name, Some(&self.node))
-                .await
-                .map(|client| client.get_connection_info().clone())
+            let master: HashMap<String, String> = self
+                .ask(redis::cmd("SENTINEL").arg("MASTER").arg(name))
+                .await?;
+            let flags = master.get("flags").map(String::as_str).unwrap_or("");
+            let address = master
+                .get("ip")
+                .cloned()
+                .zip(master.get("port").and_then(|p| p.parse::<u16>().ok()));
+            let Some(address) = address else {
+                return Err(RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "sentinel answer without the master's ip and port",
+                )));
+            };
+            if flags.contains("s_down") || flags.contains("o_down") {
+                return Err(RedisError::from((
+                    ErrorKind::MasterNameNotFoundBySentinel,
+                    "the master is down and no other is promoted yet",
+                    format!("{}:{} flagged {flags}", address.0, address.1),
+                )));
+            }
+            Ok(View {
+                master: address,
+                failover_in_progress: flags.contains("failover_in_progress"),
+            })
         };
         let result = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
             Ok(result) => result,
@@ -147,6 +251,39 @@ impl Failover {
         };
         self.sentinels_ok.store(result.is_ok(), Ordering::Release);
         result
+    }
+
+    /// How the connections reach `master`.
+    fn master_info(&self, master: &(String, u16)) -> RedisResult<ConnectionInfo> {
+        Ok(ConnectionAddr::Tcp(master.0.clone(), master.1)
+            .into_connection_info()?
+            .set_redis_settings(self.settings.clone()))
+    }
+
+    /// Sets how many replicas durable writes wait for: the configured number, lowered to
+    /// the replicas `connected` to the master in use only when the sentinels name that
+    /// master and no failover of it runs.
+    fn set_required(&self, view: Option<&View>, connected: Option<u32>) {
+        let configured = self.target.sync_replicas;
+        let current = self.master();
+        let required = match (view, connected) {
+            (Some(view), Some(connected))
+                if !view.failover_in_progress
+                    && current.as_deref() == Some(address_text(&view.master).as_str()) =>
+            {
+                configured.min(connected)
+            }
+            _ => configured,
+        };
+        let before = self.required_replicas.swap(required, Ordering::AcqRel);
+        if before != required {
+            info!(
+                master = current.as_deref().unwrap_or("none"),
+                before,
+                now = required,
+                "replicas a stored message waits for"
+            );
+        }
     }
 
     /// The master the connections use now, `host:port`.
@@ -163,6 +300,19 @@ impl Failover {
     fn nudge(&self) {
         self.wake.notify_one();
     }
+}
+
+/// Replicas connected to the master behind `conn` (its `ROLE`); None when it is no
+/// master or does not answer.
+async fn connected_replicas(conn: &Conn) -> Option<u32> {
+    match conn.query::<Role>(&redis::cmd("ROLE")).await.ok()? {
+        Role::Primary { replicas, .. } => u32::try_from(replicas.len()).ok(),
+        _ => None,
+    }
+}
+
+fn address_text((host, port): &(String, u16)) -> String {
+    format!("{host}:{port}")
 }
 
 fn address(info: &ConnectionInfo) -> String {
@@ -188,9 +338,9 @@ impl SentinelConn {
         self.current.read().clone()
     }
 
-    /// Replicas a durable write waits for.
+    /// Replicas a durable write waits for now.
     pub(super) fn sync_replicas(&self) -> u32 {
-        self.failover.target.sync_replicas
+        self.failover.required_replicas.load(Ordering::Acquire)
     }
 
     /// Asks the watcher to check the sentinels now.
@@ -233,7 +383,7 @@ pub(super) async fn open(
     push: UnboundedSender<PushInfo>,
 ) -> RedisResult<Opened> {
     let failover = Arc::new(Failover::new(target.clone())?);
-    let master = failover.resolve().await.map_err(|e| {
+    let view = failover.view().await.map_err(|e| {
         RedisError::from((
             e.kind(),
             "no master from the sentinels",
@@ -244,6 +394,7 @@ pub(super) async fn open(
             ),
         ))
     })?;
+    let master = failover.master_info(&view.master)?;
     let make = |push: Option<UnboundedSender<PushInfo>>, retries: usize| {
         let failover = failover.clone();
         let master = master.clone();
@@ -263,14 +414,29 @@ pub(super) async fn open(
     // second): a replaced subscriber must not keep trying to reach the old master for
     // long, since a demoted master still relays published messages to its subscribers.
     let subscriber = make(Some(push), SUBSCRIBER_RETRIES).await?;
+    let mut probe = main.current();
+    ensure_master(&mut probe).await?;
     *failover.master.write() = Some(address(&master));
+    let main = Conn::Sentinel(main);
+    failover.set_required(Some(&view), connected_replicas(&main).await);
     info!(master = %address(&master), name = %target.master_name, sentinels = %target.sentinels_text(), "Redis master found through the sentinels");
     Ok(Opened {
         failover,
-        main: Conn::Sentinel(main),
+        main,
         publisher: Conn::Sentinel(publisher),
         subscriber: Conn::Sentinel(subscriber),
     })
+}
+
+/// Fails unless the server behind `conn` says it is a master.
+async fn ensure_master(conn: &mut ConnectionManager) -> RedisResult<()> {
+    match redis::cmd("ROLE").query_async::<Role>(conn).await? {
+        Role::Primary { .. } => Ok(()),
+        _ => Err(RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ReadOnly),
+            "the server the sentinels name is not a master (yet)",
+        ))),
+    }
 }
 
 fn sentinel_conn(conn: &Conn) -> Option<&SentinelConn> {
@@ -290,8 +456,9 @@ pub(super) async fn watch(inner: Arc<Inner>, failover: Arc<Failover>) {
             () = failover.wake.notified() => {}
             () = inner.stop.cancelled() => return,
         }
-        match failover.resolve().await {
+        match failover.view().await {
             Err(e) => {
+                failover.set_required(None, None);
                 // During a failover the old master is flagged down and no other is
                 // named yet; the next checks find the new one.
                 if !reported_down {
@@ -299,18 +466,26 @@ pub(super) async fn watch(inner: Arc<Inner>, failover: Arc<Failover>) {
                     reported_down = true;
                 }
             }
-            Ok(master) => {
+            Ok(view) => {
                 reported_down = false;
-                let now = address(&master);
+                let now = address_text(&view.master);
                 let before = failover.master();
                 if before.as_deref() != Some(now.as_str()) {
+                    // Until the move is done, writes still going to the old master wait
+                    // for every configured replica (and fail when it has lost them).
+                    failover.set_required(None, None);
                     info!(node = %inner.node, from = before.as_deref().unwrap_or("none"), to = %now, "the sentinels name a new Redis master; moving the connections");
-                    if let Err(e) = switch(&inner, &failover, &master).await {
+                    let moved = match failover.master_info(&view.master) {
+                        Ok(master) => switch(&inner, &failover, &master).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = moved {
                         warn!(node = %inner.node, master = %now, error = %e, "could not move to the new Redis master; retrying");
                     } else {
                         info!(node = %inner.node, master = %now, "connected to the new Redis master; connections catch up from their inboxes");
                     }
                 }
+                failover.set_required(Some(&view), connected_replicas(&inner.main).await);
             }
         }
         tokio::time::sleep(MIN_PAUSE).await;
@@ -334,7 +509,8 @@ async fn switch(inner: &Inner, failover: &Failover, master: &ConnectionInfo) -> 
     inner.publisher_link.set(false);
     inner.subscriber_link.set(false);
     inner.missed_live.store(true, Ordering::Release);
-    let new_main = main.open(master).await?;
+    let mut new_main = main.open(master).await?;
+    ensure_master(&mut new_main).await?;
     let new_publisher = publisher.open(master).await?;
     let new_subscriber = subscriber.open(master).await?;
     *main.current.write() = new_main;
