@@ -173,3 +173,24 @@ async fn unknown_routes_are_404_with_the_error_body() {
     assert_eq!(status, 404);
     assert_eq!(error["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn api_requests_are_counted_by_route_and_status() {
+    let gw = TestGateway::start().await;
+    let (status, _) = gw.api(Method::GET, "/v1/stats", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = gw
+        .api_with_key(Method::GET, "/v1/stats", None, Some("wrong-key"))
+        .await;
+    assert_eq!(status, 401);
+    let (_, text) = gw.api_with_key(Method::GET, "/metrics", None, None).await;
+    let text = text.as_str().unwrap();
+    for status in ["200", "401"] {
+        let wanted = format!("route=\"/v1/stats\",status=\"{status}\"");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("tether_api_requests_total{") && l.contains(&wanted)),
+            "no tether_api_requests_total line with {wanted}: {text}"
+        );
+    }
+}

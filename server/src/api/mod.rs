@@ -12,7 +12,7 @@ pub mod send;
 
 use crate::auth::{api_key_matches, bearer};
 use crate::state::Shared;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::handler::Handler;
 use axum::http::header;
 use axum::middleware::{self, Next};
@@ -20,6 +20,7 @@ use axum::response::Response;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use error::ApiError;
+use metrics::counter;
 use std::sync::Arc;
 use tether_protocol::HttpErrorCode;
 use tracing::debug;
@@ -118,7 +119,22 @@ pub fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         }
     }
     let admin = admin.route_layer(middleware::from_fn_with_state(shared, require_admin_key));
-    public.merge(admin)
+    public
+        .merge(admin)
+        .route_layer(middleware::from_fn(count_requests))
+}
+
+/// `tether_api_requests_total{route, status}`, refusals by the admin-key check included.
+/// The route is the matched pattern from [`table`], so the label set stays small.
+async fn count_requests(route: MatchedPath, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    counter!(
+        "tether_api_requests_total",
+        "route" => route.as_str().to_owned(),
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
 }
 
 async fn require_admin_key(
