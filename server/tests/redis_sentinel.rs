@@ -166,7 +166,7 @@ async fn survive_a_failover(trigger: Trigger) {
     // Keep sending a little on the new master, then stop.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Release);
-    sender.await.unwrap();
+    sender.await.expect("the sender task ends");
 
     let answers = answers.lock().clone();
     let ok: Vec<String> = answers
@@ -238,7 +238,7 @@ async fn survive_a_failover(trigger: Trigger) {
         );
         let frame = client.recv().await;
         assert_eq!(frame["type"], "n", "{frame}");
-        let seq = frame["seq"].as_u64().unwrap();
+        let seq = frame["seq"].as_u64().expect("a user message has a seq");
         assert!(
             seq > last_seq,
             "seq {seq} after {last_seq}: out of order or twice"
@@ -255,7 +255,12 @@ async fn survive_a_failover(trigger: Trigger) {
     let mut replayed = HashSet::new();
     while replayed.len() < stored.len() {
         let frame = tablet.recv().await;
-        replayed.insert(frame["id"].as_str().unwrap().to_owned());
+        replayed.insert(
+            frame["id"]
+                .as_str()
+                .expect("a message has an id")
+                .to_owned(),
+        );
     }
     assert!(ok.iter().all(|id| replayed.contains(id)));
     let after = gw.send_to_user("u1", "n", json!("after")).await;
