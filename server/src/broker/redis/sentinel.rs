@@ -264,17 +264,13 @@ impl Failover {
     /// the replicas `connected` to the master in use only when the sentinels name that
     /// master and no failover of it runs.
     fn set_required(&self, view: Option<&View>, connected: Option<u32>) {
-        let configured = self.target.sync_replicas;
         let current = self.master();
-        let required = match (view, connected) {
-            (Some(view), Some(connected))
-                if !view.failover_in_progress
-                    && current.as_deref() == Some(address_text(&view.master).as_str()) =>
-            {
-                configured.min(connected)
-            }
-            _ => configured,
-        };
+        let required = required_replicas(
+            self.target.sync_replicas,
+            current.as_deref(),
+            view,
+            connected,
+        );
         let before = self.required_replicas.swap(required, Ordering::AcqRel);
         if before != required {
             info!(
@@ -299,6 +295,26 @@ impl Failover {
     /// Asks the watcher to check the sentinels now.
     fn nudge(&self) {
         self.wake.notify_one();
+    }
+}
+
+/// Replicas a durable write waits for: `configured`, lowered to the replicas `connected`
+/// to the master in use only when the sentinels name that master (`current`) and no
+/// failover of it runs; `configured` whenever something is unknown.
+fn required_replicas(
+    configured: u32,
+    current: Option<&str>,
+    view: Option<&View>,
+    connected: Option<u32>,
+) -> u32 {
+    match (view, connected) {
+        (Some(view), Some(connected))
+            if !view.failover_in_progress
+                && current == Some(address_text(&view.master).as_str()) =>
+        {
+            configured.min(connected)
+        }
+        _ => configured,
     }
 }
 
@@ -554,6 +570,49 @@ async fn switch(inner: &Inner, failover: &Failover, master: &ConnectionInfo) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_wait_for_every_configured_replica_unless_the_master_is_settled() {
+        let view = |port: u16, failover_in_progress: bool| View {
+            master: ("10.0.0.1".to_owned(), port),
+            failover_in_progress,
+        };
+        let current = Some("10.0.0.1:6379");
+        // Settled: lowered to the replicas connected (a master left alone after a failover).
+        assert_eq!(
+            required_replicas(1, current, Some(&view(6379, false)), Some(0)),
+            0
+        );
+        assert_eq!(
+            required_replicas(2, current, Some(&view(6379, false)), Some(1)),
+            1
+        );
+        assert_eq!(
+            required_replicas(1, current, Some(&view(6379, false)), Some(3)),
+            1
+        );
+        // A failover of the master in use runs: its replica may be promoted right now.
+        assert_eq!(
+            required_replicas(1, current, Some(&view(6379, true)), Some(0)),
+            1
+        );
+        // The sentinels name another master: this one may be discarded.
+        assert_eq!(
+            required_replicas(1, current, Some(&view(6380, false)), Some(0)),
+            1
+        );
+        // Nothing known.
+        assert_eq!(required_replicas(1, current, None, Some(0)), 1);
+        assert_eq!(
+            required_replicas(1, current, Some(&view(6379, false)), None),
+            1
+        );
+        assert_eq!(
+            required_replicas(1, None, Some(&view(6379, false)), Some(0)),
+            1
+        );
+        assert_eq!(required_replicas(0, current, None, None), 0);
+    }
 
     #[test]
     fn debug_output_hides_the_passwords() {
