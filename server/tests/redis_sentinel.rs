@@ -281,6 +281,72 @@ async fn a_killed_master_is_replaced_without_losing_an_acknowledged_send() {
     survive_a_failover(Trigger::Kill).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_and_database_reach_the_new_master() {
+    const PASSWORD: &str = "data-pass-0123";
+    let set = SentinelSet::start_with_password(1, Some(PASSWORD));
+    let mut config = set.config();
+    config.password = Some(tether_server::config::Secret(PASSWORD.to_owned()));
+    config.db = 2;
+    let gw = TestGateway::with(move |c| c.redis_sentinel = Some(config)).await;
+    let mut client = gw.connect("u1", "phone").await;
+    let before = gw.send_to_user("u1", "n", json!("before")).await;
+    assert_eq!(client.recv().await["id"], before["id"]);
+    let in_db = |server: &support::redis::RedisServer| {
+        server
+            .cli(&[
+                "-a",
+                PASSWORD,
+                "--no-auth-warning",
+                "-n",
+                "2",
+                "EXISTS",
+                "tether:{u:shop:u1}:seq",
+            ])
+            .map(|out| out.trim().to_owned())
+    };
+    assert_eq!(
+        in_db(&set.master).as_deref(),
+        Some("1"),
+        "the inbox is in db 2"
+    );
+
+    set.force_failover();
+    tokio::task::block_in_place(|| set.wait_for_promotion(Duration::from_secs(30)));
+    let new_master = format!("127.0.0.1:{}", set.replica.port);
+    let deadline = Instant::now() + RECOVERY;
+    loop {
+        let (status, body) = health(&gw).await;
+        if status == 200 && body["connections"]["master"] == new_master.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not back on the new master: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = loop {
+        let (status, body) = gw
+            .api(
+                reqwest::Method::POST,
+                "/v1/send/user",
+                Some(
+                    json!({"userId": "u1", "app": APP, "message": {"type": "n", "data": "after"}}),
+                ),
+            )
+            .await;
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "sends not back: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(client.recv().await["id"], after["id"]);
+    assert_eq!(after["seq"], 2);
+    assert_eq!(in_db(&set.replica).as_deref(), Some("1"));
+}
+
 #[tokio::test]
 async fn start_up_fails_clearly_when_no_sentinel_answers() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -29,6 +29,11 @@ pub struct RedisSentinel {
 impl RedisSentinel {
     /// A sentinel watching the master on `master_port` as [`MASTER_NAME`].
     pub fn start(master_port: u16) -> RedisSentinel {
+        Self::start_with_auth(master_port, None)
+    }
+
+    /// Same, logging in to the master and replicas with `password` (`auth-pass`).
+    pub fn start_with_auth(master_port: u16, password: Option<&str>) -> RedisSentinel {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("tether-sentinel-{}-{port}", std::process::id()));
@@ -41,8 +46,11 @@ impl RedisSentinel {
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 1\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                  sentinel failover-timeout {MASTER_NAME} 4000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
-                dir = dir.display()
+                 sentinel parallel-syncs {MASTER_NAME} 1\n{auth}",
+                dir = dir.display(),
+                auth = password
+                    .map(|p| format!("sentinel auth-pass {MASTER_NAME} {p}\n"))
+                    .unwrap_or_default(),
             ),
         )
         .unwrap();
@@ -121,6 +129,12 @@ pub struct SentinelSet {
 
 impl SentinelSet {
     pub fn start(sentinels: usize) -> SentinelSet {
+        Self::start_with_password(sentinels, None)
+    }
+
+    /// With `password`: the master and replica require it (`requirepass`, `masterauth`,
+    /// set once the replica is in sync) and the sentinels log in with it.
+    pub fn start_with_password(sentinels: usize, password: Option<&str>) -> SentinelSet {
         let master = RedisServer::start();
         let master_port = master.port.to_string();
         let replica = RedisServer::start_with(&[
@@ -132,21 +146,34 @@ impl SentinelSet {
             "127.0.0.1",
             &master_port,
         ]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !replica
+            .cli(&["INFO", "replication"])
+            .is_some_and(|info| info.contains("master_link_status:up"))
+        {
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(password) = password {
+            for server in [&master, &replica] {
+                server
+                    .cli(&["CONFIG", "SET", "masterauth", password])
+                    .unwrap();
+                server
+                    .cli(&["CONFIG", "SET", "requirepass", password])
+                    .unwrap();
+            }
+        }
         let sentinels: Vec<RedisSentinel> = (0..sentinels)
-            .map(|_| RedisSentinel::start(master.port))
+            .map(|_| RedisSentinel::start_with_auth(master.port, password))
             .collect();
         let set = SentinelSet {
             master,
             replica,
             sentinels,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let synced = set
-                .replica
-                .cli(&["INFO", "replication"])
-                .is_some_and(|info| info.contains("master_link_status:up"));
-            if synced && set.sentinels.iter().all(RedisSentinel::knows_a_replica) {
+            if set.sentinels.iter().all(RedisSentinel::knows_a_replica) {
                 return set;
             }
             assert!(
