@@ -200,6 +200,16 @@ pub fn error_text(e: &TetherError, url: &str) -> String {
     format!("cannot reach {url}: {reason}")
 }
 
+/// Prints an SDK error on stderr and keeps it as the last one; a retry loop repeats the
+/// same failure, so an error equal to the last one is not printed again.
+pub fn report_error(e: &TetherError, url: &str, last_error: &mut Option<String>) {
+    let text = error_text(e, url);
+    if last_error.as_deref() != Some(text.as_str()) {
+        eprintln!("error: {text}");
+    }
+    *last_error = Some(text);
+}
+
 /// A status change as a line for stderr.
 pub fn describe(status: &ConnectionStatus) -> String {
     match status {

@@ -191,7 +191,20 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn make_broker(config: &Config, hub: Arc<Hub>) -> Result<Arc<dyn Broker>, StartError> {
-    if let Some(sentinel) = &config.redis_sentinel {
+    let retention = Retention {
+        ttl_ms: config.message_ttl_s.saturating_mul(1000),
+        max_len: config.max_queue_per_user as usize,
+    };
+    let dedup_ttl_ms = config.dedup_ttl_s.saturating_mul(1000);
+    let redis_settings = |target: Target, sentinel: Option<SentinelTarget>| RedisSettings {
+        target,
+        sentinel,
+        retention,
+        dedup_ttl_ms,
+        inbound_max_per_app: config.inbound_max_per_app,
+        lease_ms: config.registry_ttl.as_millis() as u64,
+    };
+    let (settings, shown) = if let Some(sentinel) = &config.redis_sentinel {
         let target = SentinelTarget {
             sentinels: sentinel.sentinels.clone(),
             master_name: sentinel.master_name.clone(),
@@ -201,65 +214,39 @@ async fn make_broker(config: &Config, hub: Arc<Hub>) -> Result<Arc<dyn Broker>, 
             sync_replicas: sentinel.sync_replicas,
         };
         let shown = format!(
-            "sentinels {} (master {:?})",
+            "through sentinels {} (master {:?})",
             target.sentinels_text(),
             target.master_name
         );
-        let settings = RedisSettings {
-            target: Target {
-                urls: Vec::new(),
-                cluster: false,
-            },
-            sentinel: Some(target),
-            retention: Retention {
-                ttl_ms: config.message_ttl_s.saturating_mul(1000),
-                max_len: config.max_queue_per_user as usize,
-            },
-            dedup_ttl_ms: config.dedup_ttl_s.saturating_mul(1000),
-            inbound_max_per_app: config.inbound_max_per_app,
-            lease_ms: config.registry_ttl.as_millis() as u64,
+        let no_urls = Target {
+            urls: Vec::new(),
+            cluster: false,
         };
-        let broker = RedisBroker::connect(hub, settings)
-            .await
-            .map_err(|e| StartError::Broker(format!("cannot use Redis through {shown}: {e}")))?;
-        return Ok(Arc::new(broker));
-    }
-    match &config.redis {
-        None => {
-            info!("no Redis configured: embedded in-memory broker (one node only; inboxes and inbound messages do not survive a restart)");
-            Ok(Arc::new(MemoryBroker::new(
-                hub,
-                MemorySettings {
-                    retention: Retention {
-                        ttl_ms: config.message_ttl_s.saturating_mul(1000),
-                        max_len: config.max_queue_per_user as usize,
-                    },
-                    dedup_ttl_ms: config.dedup_ttl_s.saturating_mul(1000),
-                    inbound_max_per_app: usize::try_from(config.inbound_max_per_app)
-                        .unwrap_or(usize::MAX),
-                },
-            )))
-        }
-        Some(redis) => {
-            let settings = RedisSettings {
-                target: Target {
-                    urls: redis.urls.clone(),
-                    cluster: redis.cluster,
-                },
-                sentinel: None,
-                retention: Retention {
-                    ttl_ms: config.message_ttl_s.saturating_mul(1000),
-                    max_len: config.max_queue_per_user as usize,
-                },
-                dedup_ttl_ms: config.dedup_ttl_s.saturating_mul(1000),
-                inbound_max_per_app: config.inbound_max_per_app,
-                lease_ms: config.registry_ttl.as_millis() as u64,
-            };
-            let shown: Vec<String> = redis.urls.iter().map(|u| redact_url(u)).collect();
-            let broker = RedisBroker::connect(hub, settings).await.map_err(|e| {
-                StartError::Broker(format!("cannot use Redis at {}: {e}", shown.join(",")))
-            })?;
-            Ok(Arc::new(broker))
-        }
-    }
+        (redis_settings(no_urls, Some(target)), shown)
+    } else if let Some(redis) = &config.redis {
+        let target = Target {
+            urls: redis.urls.clone(),
+            cluster: redis.cluster,
+        };
+        let shown: Vec<String> = redis.urls.iter().map(|u| redact_url(u)).collect();
+        (
+            redis_settings(target, None),
+            format!("at {}", shown.join(",")),
+        )
+    } else {
+        info!("no Redis configured: embedded in-memory broker (one node only; inboxes and inbound messages do not survive a restart)");
+        return Ok(Arc::new(MemoryBroker::new(
+            hub,
+            MemorySettings {
+                retention,
+                dedup_ttl_ms,
+                inbound_max_per_app: usize::try_from(config.inbound_max_per_app)
+                    .unwrap_or(usize::MAX),
+            },
+        )));
+    };
+    let broker = RedisBroker::connect(hub, settings)
+        .await
+        .map_err(|e| StartError::Broker(format!("cannot use Redis {shown}: {e}")))?;
+    Ok(Arc::new(broker))
 }

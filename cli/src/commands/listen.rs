@@ -3,7 +3,7 @@
 use super::interrupted;
 use crate::args::ListenArgs;
 use crate::duration;
-use crate::sdk::{describe, error_text, fatal, sdk_error, Event, MessageHandler, Session};
+use crate::sdk::{describe, fatal, report_error, sdk_error, Event, MessageHandler, Session};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -122,14 +122,7 @@ async fn watch(session: &mut Session, args: &ListenArgs) -> Result<()> {
                 ever_connected |= connected;
                 eprintln!("{}", describe(&status));
             }
-            Event::Error(e) => {
-                let text = error_text(&e, &session.url);
-                // A retry loop repeats the same failure: say it once.
-                if last_error.as_deref() != Some(text.as_str()) {
-                    eprintln!("error: {text}");
-                }
-                last_error = Some(text);
-            }
+            Event::Error(e) => report_error(&e, &session.url, &mut last_error),
             Event::Ack(_) | Event::Expired(_) => {}
         }
     }

@@ -5,7 +5,7 @@ use super::interrupted;
 use crate::args::SendArgs;
 use crate::duration;
 use crate::json;
-use crate::sdk::{describe, error_text, fatal, sdk_error, Event, Session};
+use crate::sdk::{describe, fatal, report_error, sdk_error, Event, Session};
 use anyhow::{bail, Result};
 use std::process::ExitCode;
 use tether::{ConnectionStatus, ErrorKind};
@@ -88,14 +88,7 @@ async fn wait_for_ack(session: &mut Session, id: &str, args: &SendArgs) -> Resul
                     eprintln!("{}", describe(&status));
                 }
             }
-            Event::Error(e) => {
-                let text = error_text(&e, &session.url);
-                // A retry loop repeats the same failure: say it once.
-                if last_error.as_deref() != Some(text.as_str()) {
-                    eprintln!("error: {text}");
-                }
-                last_error = Some(text);
-            }
+            Event::Error(e) => report_error(&e, &session.url, &mut last_error),
             Event::Ack(_) | Event::Expired(_) | Event::Done => {}
         }
     }

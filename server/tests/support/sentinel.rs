@@ -2,7 +2,7 @@
 //! `redis-server --sentinel` processes with a generated sentinel.conf (quorum 1, short
 //! timeouts), each on a free port in its own directory, killed when dropped.
 
-use super::redis::RedisServer;
+use super::redis::{redis_cli, RedisServer};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -79,15 +79,7 @@ impl RedisSentinel {
 
     /// Runs redis-cli against this sentinel; the output, or None when it failed.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let output = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        output
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+        redis_cli(self.port, args)
     }
 
     /// The port of the master this sentinel names now.
