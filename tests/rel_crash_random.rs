@@ -13,13 +13,15 @@ mod sdk_support;
 
 use rand::{Rng, SeedableRng};
 use sdk_support::gateway::{Backend, APP};
-use sdk_support::{Recorder, Seen, Tokens};
+use sdk_support::Tokens;
 use std::collections::{BTreeSet, HashMap};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tether::{ClientConfig, ConnectionStatus, TetherClient};
+use tether::{
+    ClientConfig, ConnectionStatus, EventListener, InboundMessage, TetherClient, TetherError,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CHILD_ENV: &str = "TETHER_REL_CRASH_CHILD";
@@ -27,6 +29,22 @@ const PREFIX: &str = "CRASHCHILD ";
 
 fn say(line: &str) {
     println!("{PREFIX}{line}");
+}
+
+/// The child's listener reports each inbox message from inside `on_message`: the SDK
+/// counts a message as processed when that call returns, so a kill right after it must
+/// find the message already reported (printing later, from another task, would lose the
+/// report and make a delivered message look lost).
+struct Reporter;
+
+impl EventListener for Reporter {
+    fn on_status(&self, _status: ConnectionStatus) {}
+    fn on_message(&self, message: InboundMessage) {
+        say(&format!("GOT {}", message.seq.unwrap_or(0)));
+    }
+    fn on_ack(&self, _id: String) {}
+    fn on_error(&self, _error: Arc<TetherError>) {}
+    fn on_expired(&self, _id: String) {}
 }
 
 /// The child: sends numbered app messages back to back and reports every inbox message;
@@ -44,24 +62,16 @@ fn crash_random_child() {
         parts[3].parse::<u32>().unwrap(),
         parts[4] == "drain",
     );
-    let (recorder, mut seen) = Recorder::new();
     let mut config = ClientConfig::new(url, APP, "crash-device", dir);
     config.backoff_base_ms = 50;
     config.backoff_cap_ms = 300;
-    let client = TetherClient::new(config, recorder, Tokens::fixed(token)).unwrap();
+    let client = TetherClient::new(config, Arc::new(Reporter), Tokens::fixed(token)).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async move {
         client.connect();
-        tokio::spawn(async move {
-            while let Some(event) = seen.recv().await {
-                if let Seen::Message(m) = event {
-                    say(&format!("GOT {}", m.seq.unwrap_or(0)));
-                }
-            }
-        });
         if drain {
             let mut watch = client.watch();
             loop {
