@@ -153,9 +153,8 @@ async fn a_full_disk_gives_storage_errors_never_a_false_ok() {
         ok.len(),
         errors[0].message()
     );
-    // Room again. sled keeps its I/O error once it had one, so the running client keeps
-    // refusing (safe, but see docs/reliability.md: it does not recover by itself); a
-    // client opened again on the same directory works and has every Ok'd message.
+    // Room again. A client opened again at once on the same directory works and has
+    // every Ok'd message (the running client's own recovery has its own test below).
     std::fs::remove_file(&filler).unwrap();
     sdk.shutdown().await;
     drop(sdk);

@@ -263,3 +263,27 @@ proptest! {
         }
     }
 }
+
+/// A store opened while another still holds the directory waits for it (sled's I/O
+/// threads can hold the lock a moment after a store is dropped, so a client restarted at
+/// once would otherwise fail); a directory held for good is a clear error.
+#[test]
+fn opening_waits_briefly_for_the_directory_lock_and_then_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = SledStore::open(dir.path()).unwrap();
+    let path = dir.path().to_path_buf();
+    let opener = std::thread::spawn(move || SledStore::open(&path).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(holder);
+    opener
+        .join()
+        .unwrap()
+        .expect("opens once the holder let go");
+
+    let _held = SledStore::open(dir.path()).unwrap();
+    let err = match SledStore::open(dir.path()) {
+        Ok(_) => panic!("two stores opened the same directory"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("could not acquire lock"), "{err}");
+}

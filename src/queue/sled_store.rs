@@ -10,9 +10,11 @@
 //! its caller was told it was not stored.
 
 use super::{QueueStore, QueuedMessage, StorageError};
+use backon::{BlockingRetryable, ConstantBuilder};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 const OUTBOX_TREE: &str = "outbox";
 const INBOX_CURSOR_KEY: &[u8] = b"inbox_cursor";
@@ -45,12 +47,36 @@ struct State {
     undo: Option<u64>,
 }
 
+/// How long opening waits for sled's directory lock, and how often it looks again. When a
+/// store is dropped, sled's background I/O threads can hold the lock a moment longer; a
+/// client started again at once on the same directory (or the reopening after a failure)
+/// would otherwise fail with "could not acquire lock". A lock held for longer than this
+/// is another live client on the same directory: a real error.
+const LOCK_WAIT_TRIES: usize = 100;
+const LOCK_WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// sled reports a held lock as `Io(Other)` with the text "could not acquire lock on ...".
+fn lock_busy(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 fn open_db(dir: &Path) -> Result<(sled::Db, sled::Tree), StorageError> {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(CACHE_BYTES)
-        .mode(sled::Mode::LowSpace)
-        .open()
+    let open = || {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .mode(sled::Mode::LowSpace)
+            .open()
+    };
+    let db = open
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(LOCK_WAIT_STEP)
+                .with_max_times(LOCK_WAIT_TRIES),
+        )
+        .sleep(std::thread::sleep)
+        .when(lock_busy)
+        .call()
         .map_err(|e| StorageError::new("opening the database", e))?;
     let outbox = db
         .open_tree(OUTBOX_TREE)
