@@ -2,22 +2,13 @@
 //! `redis-server --sentinel` processes with a generated sentinel.conf (quorum 1, short
 //! timeouts), each on a free port in its own directory, killed when dropped.
 
-use super::redis::{redis_cli, RedisServer};
-use std::net::TcpListener;
+use super::redis::{free_port, redis_cli, RedisServer};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tether_server::config::SentinelConfig;
 
 pub const MASTER_NAME: &str = "mymaster";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One `redis-server --sentinel`.
 pub struct RedisSentinel {
