@@ -293,6 +293,8 @@ impl Hub {
             .users
             .entry((info.app.clone(), info.user.clone()))
             .or_default();
+        // Exactly one more: most users hold one connection here.
+        users.reserve_exact(1);
         users.push(id);
         let mut new_topics = Vec::new();
         if users.len() == 1 {

@@ -6,6 +6,17 @@ use std::process::ExitCode;
 use tether_server::config::{Cli, Config};
 use tether_server::{dev, logging, Gateway};
 
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings (`_RJEM_MALLOC_CONF` in the environment overrides them).
+#[cfg(all(unix, not(target_env = "musl")))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // A .env file is optional; a malformed one is an error worth stopping for.

@@ -26,6 +26,9 @@ pub struct Shared {
     pub verifier: TokenVerifier,
     /// Handshakes per IP, when limited.
     pub handshake_limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Frames per connection, when limited. Keyed here rather than one limiter inside each
+    /// connection: a quiet connection then holds no limiter state at all.
+    pub conn_limiter: Option<DefaultKeyedRateLimiter<crate::hub::ConnId>>,
     /// Frames per (app, user) across the user's connections on this node, when limited.
     pub user_limiter: Option<DefaultKeyedRateLimiter<(Arc<str>, Arc<str>)>>,
     /// Set once graceful shutdown starts: new handshakes get 503.
@@ -53,11 +56,16 @@ impl Shared {
             let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
+        let conn_limiter = NonZeroU32::new(config.rate_limit_per_connection).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
         let user_limiter = NonZeroU32::new(config.rate_limit_per_user).map(|rate| {
             let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
         Shared {
+            conn_limiter,
             user_limiter,
             config,
             node,
@@ -81,6 +89,10 @@ impl Shared {
     /// Forgets rate-limit state of keys that have been quiet (bounded memory).
     pub fn prune_limiters(&self) {
         if let Some(limiter) = &self.handshake_limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some(limiter) = &self.conn_limiter {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }

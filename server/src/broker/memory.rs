@@ -84,6 +84,9 @@ impl Broker for MemoryBroker {
         if held.len() >= limit as usize {
             return Ok(Admission::Full);
         }
+        // Exactly one more: most users hold one connection, and the default capacity (4)
+        // would cost every connection three unused slots.
+        held.reserve_exact(1);
         held.push(lease.clone());
         drop(leases);
         for conn in &replaced {

@@ -10,11 +10,9 @@ use crate::broker::{AckOutcome, InboundMessage, Replay, StoreOutcome};
 use crate::clock::now_ms;
 use crate::hub::{ConnCell, ConnId, ConnInfo, Registration, ABANDON};
 use crate::state::Shared;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use metrics::counter;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -121,24 +119,17 @@ fn prepare(
         replay = replay.frames.len(),
         "connection opened"
     );
-    let limiter = NonZeroU32::new(shared.config.rate_limit_per_connection).map(|rate| {
-        let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-        RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
-    });
     let task = Connection {
         shared,
         grant,
         info,
         id: admitted.id,
         socket,
-        limiter,
-        violations: VecDeque::new(),
         frames_in: 0,
         frames_out: 0,
         sent_upto: 0,
         gaps_checked_upto: 0,
-        held_for: None,
-        rate_refusals: None,
+        strikes: None,
     };
     Box::new(Running {
         task,
@@ -207,8 +198,6 @@ struct Connection {
     info: ConnInfo,
     id: ConnId,
     socket: WsSocket,
-    limiter: Option<DefaultDirectRateLimiter>,
-    violations: VecDeque<Instant>,
     frames_in: u64,
     frames_out: u64,
     /// The highest inbox seq this connection has been sent (or had no need of): a user
@@ -216,6 +205,16 @@ struct Connection {
     sent_upto: u64,
     /// Gaps up to this seq were filled from the inbox already (what is missing is gone).
     gaps_checked_upto: u64,
+    /// What a misbehaving or throttled client has earned; allocated at its first strike,
+    /// so a well-behaved connection carries one pointer.
+    strikes: Option<Box<Strikes>>,
+}
+
+/// A connection's record of refusals and bad frames.
+#[derive(Default)]
+struct Strikes {
+    /// When each recent bad frame came (the last minute's).
+    violations: VecDeque<Instant>,
     /// An app message refused with a retryable code, which must come again before any
     /// later one is stored.
     held_for: Option<(String, ErrorCode)>,
@@ -490,7 +489,11 @@ impl Connection {
             ClientMessage::App(app) => Some(app.id.clone()),
             _ => None,
         };
-        let connection_over = self.limiter.as_ref().is_some_and(|l| l.check().is_err());
+        let connection_over = self
+            .shared
+            .conn_limiter
+            .as_ref()
+            .is_some_and(|l| l.check_key(&self.id).is_err());
         let user_over = !connection_over
             && self.shared.user_limiter.as_ref().is_some_and(|l| {
                 l.check_key(&(self.info.app.clone(), self.info.user.clone()))
@@ -510,9 +513,12 @@ impl Connection {
         }
         // Order of app messages: once one was refused with a retryable code, later ones on
         // this connection wait until it comes again, so none is stored before it.
-        if let (Some(id), Some((first, code))) = (&app_id, &self.held_for) {
+        let held_for = self.strikes.as_ref().and_then(|s| s.held_for.as_ref());
+        if let (Some(id), Some((first, code))) = (&app_id, held_for) {
             if id == first {
-                self.held_for = None;
+                if let Some(strikes) = &mut self.strikes {
+                    strikes.held_for = None;
+                }
             } else {
                 let refusal = error_frame(
                     *code,
@@ -638,8 +644,9 @@ impl Connection {
 
     /// Refuses later app messages until `id`, refused with `code`, comes again.
     fn hold_order(&mut self, id: &str, code: ErrorCode) {
-        if self.held_for.is_none() {
-            self.held_for = Some((id.to_owned(), code));
+        let strikes = self.strikes.get_or_insert_default();
+        if strikes.held_for.is_none() {
+            strikes.held_for = Some((id.to_owned(), code));
         }
     }
 
@@ -648,7 +655,8 @@ impl Connection {
     /// minute is, and is closed with 4008.
     fn rate_refusal(&mut self) -> Result<(), End> {
         let now = Instant::now();
-        let (since, count) = self.rate_refusals.get_or_insert((now, 0));
+        let strikes = self.strikes.get_or_insert_default();
+        let (since, count) = strikes.rate_refusals.get_or_insert((now, 0));
         if now.duration_since(*since) > Duration::from_secs(60) {
             *since = now;
             *count = 0;
@@ -668,15 +676,15 @@ impl Connection {
     /// Counts a bad frame; too many in a minute ends the connection with 4008.
     fn violation(&mut self) -> Result<(), End> {
         let now = Instant::now();
-        while self
-            .violations
+        let violations = &mut self.strikes.get_or_insert_default().violations;
+        while violations
             .front()
             .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
         {
-            self.violations.pop_front();
+            violations.pop_front();
         }
-        self.violations.push_back(now);
-        if self.violations.len() > MAX_VIOLATIONS_PER_MINUTE {
+        violations.push_back(now);
+        if violations.len() > MAX_VIOLATIONS_PER_MINUTE {
             return Err(End::Close(
                 close::POLICY_VIOLATION,
                 "too many invalid or excess frames",
