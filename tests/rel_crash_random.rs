@@ -104,6 +104,9 @@ struct Cycle {
     queued: Vec<String>,
     got: Vec<u64>,
     killed: bool,
+    /// The child ended on its own (it runs until killed): it crashed, e.g. its store
+    /// would not open.
+    exited: bool,
 }
 
 async fn run_cycle(spec: String, kill_after: Option<Duration>, wait_for_seq: Option<u64>) -> Cycle {
@@ -146,7 +149,11 @@ async fn run_cycle(spec: String, kill_after: Option<Duration>, wait_for_seq: Opt
                     break;
                 }
             }
-            Ok(_) => break,
+            Ok(Ok(None)) => {
+                cycle.exited = true;
+                break;
+            }
+            Ok(Err(_)) => break,
             Err(_) => {
                 assert!(
                     kill_after.is_some(),
@@ -253,6 +260,14 @@ async fn random_sigkills_lose_no_message_and_store_none_twice() {
     let wait_for = (seen_max < Some(last)).then_some(last);
     runs.push(run_cycle(spec(cycles, true), None, wait_for).await);
     let elapsed = started.elapsed();
+
+    // A child that died by itself sent nothing more: its queue would show up below as
+    // "lost" messages, hiding the cause (a store that no longer opens, say).
+    let exited: Vec<usize> = (0..runs.len()).filter(|i| runs[*i].exited).collect();
+    assert!(
+        exited.is_empty(),
+        "SDK processes ended before they were killed (crashed, e.g. the store did not open; run the child alone for its panic): cycles {exited:?}"
+    );
 
     // Outbound: every Ok'd message stored exactly once.
     let stored = backend.inbound().await;

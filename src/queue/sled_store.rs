@@ -60,8 +60,42 @@ fn lock_busy(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
 }
 
+/// sled 0.34 writes a snapshot at every opening that recovers new log entries: into
+/// `snap.<lsn>.generating`, renamed to `snap.<lsn>` once written and synced. But it also
+/// reads `.generating` files as snapshots (its directory filter skips only `.in___motion`),
+/// and the highest name wins: a process killed while writing one (an empty or cut file)
+/// leaves a "snapshot" that fails its checksum, and every later opening of the directory
+/// fails with "Read corrupted data" - the queued messages are never sent again. Such a
+/// file was never published: removing it gives exactly the state of a process killed
+/// just before the write began (the previous snapshot plus the log), which sled recovers
+/// from. Only while holding sled's own lock on the `db` file, so a live opening's
+/// snapshot is never touched; when the lock is held, sled's opening reports it.
+fn discard_unfinished_snapshots(dir: &Path) -> std::io::Result<()> {
+    use fs2::FileExt;
+    // Read-only is enough for the lock, and leaves a read-only directory's error to sled.
+    let db = match std::fs::File::open(dir.join("db")) {
+        Ok(db) => db,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if db.try_lock_exclusive().is_err() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    // Dropping `db` releases the lock for sled.
+    Ok(())
+}
+
 fn open_db(dir: &Path) -> Result<(sled::Db, sled::Tree), StorageError> {
     let open = || {
+        discard_unfinished_snapshots(dir).map_err(sled::Error::Io)?;
         sled::Config::new()
             .path(dir)
             .cache_capacity(CACHE_BYTES)
