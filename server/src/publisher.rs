@@ -16,6 +16,7 @@
 //! ```
 
 use crate::broker::inbox::Retention;
+use crate::broker::redis::appender::Appender;
 use crate::broker::redis::connection::{self, Conn, Target};
 use crate::broker::redis::ops;
 use crate::broker::BrokerError;
@@ -59,6 +60,8 @@ impl From<BrokerError> for PublishError {
 #[derive(Clone)]
 pub struct Publisher {
     conn: Conn,
+    /// Sends to users, batched when they come together.
+    appender: Appender,
     retention: Retention,
     /// Inbox count changes (for the gateways' `totalQueuedMessages`), written in batches
     /// by a background task rather than with every message.
@@ -133,6 +136,7 @@ impl Publisher {
         });
         tokio::spawn(flush_counters(conn.clone(), Arc::downgrade(&queued)));
         Ok(Publisher {
+            appender: Appender::start(conn.clone()),
             conn,
             retention,
             queued,
@@ -161,8 +165,10 @@ impl Publisher {
         check_user(user_id)?;
         let message = encode(message, None)?;
         let now = now_ms();
-        let appended =
-            ops::append(&self.conn, self.retention, app, user_id, &message.body, now).await?;
+        let appended = self
+            .appender
+            .append(self.retention, app, user_id, &message.body)
+            .await?;
         let mut pending = self.queued.pending.lock();
         for (bucket, delta) in ops::queued_deltas(self.retention, now, &appended.trimmed_at) {
             *pending.entry(bucket).or_default() += delta;

@@ -327,3 +327,71 @@ async fn a_since_from_an_inbox_redis_lost_hides_nothing() {
     assert_eq!(client.established["data"]["replayFrom"], 1);
     assert_eq!(client.recv().await["data"], "new");
 }
+
+#[tokio::test]
+async fn concurrent_sends_to_many_users_share_script_runs_and_each_inbox_stays_in_order() {
+    use std::collections::BTreeMap;
+    use tether_protocol::api::OutgoingMessage;
+    use tether_server::publisher::Publisher;
+    const USERS: u64 = 10;
+    const PER_USER: u64 = 40;
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let b = a.sibling().await;
+    let mut clients = Vec::new();
+    for user in 0..USERS {
+        let node = if user % 2 == 0 { &a } else { &b };
+        clients.push(node.connect(&format!("u{user}"), "phone").await);
+    }
+    let publisher = Publisher::connect(&redis.url()).await.unwrap();
+    redis.cli(&["CONFIG", "RESETSTAT"]).unwrap();
+
+    let mut sends = Vec::new();
+    for n in 0..USERS * PER_USER {
+        let publisher = publisher.clone();
+        sends.push(tokio::spawn(async move {
+            let user = format!("u{}", n % USERS);
+            let sent = publisher
+                .send_to_user(APP, &user, OutgoingMessage::new("n", &json!(n)))
+                .await
+                .unwrap();
+            (user, sent)
+        }));
+    }
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for send in sends {
+        let (user, sent) = send.await.unwrap();
+        assert_eq!(sent.delivered, 1, "{user} has one live connection");
+        seqs.entry(user).or_default().push(sent.seq);
+    }
+    for (user, mut got) in seqs {
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            (1..=PER_USER).collect::<Vec<_>>(),
+            "{user}: one seq each"
+        );
+    }
+    let stats = redis.cli(&["INFO", "commandstats"]).unwrap();
+    let scripts: u64 = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split(['=', ',']).nth(1))
+        .and_then(|n| n.parse().ok())
+        .expect("evalsha counted");
+    assert!(
+        scripts < USERS * PER_USER / 2,
+        "{} sends that came together took {scripts} script runs",
+        USERS * PER_USER
+    );
+    for (user, client) in clients.iter_mut().enumerate() {
+        for expected in 1..=PER_USER {
+            let m = client.recv().await;
+            assert_eq!(
+                m["seq"], expected,
+                "u{user} gets its messages live, in order"
+            );
+        }
+        client.silent_for(100).await;
+    }
+}

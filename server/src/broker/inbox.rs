@@ -20,7 +20,7 @@ struct Cursor {
 }
 
 /// Retention limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// How long messages (and unused cursors) are kept, ms.
     pub ttl_ms: u64,

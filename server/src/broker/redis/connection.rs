@@ -85,6 +85,13 @@ impl Conn {
         }
     }
 
+    /// Whether inbox appends for different users may share one script run: not on a
+    /// Cluster (their keys live in different slots) and not where each write waits for
+    /// replicas before it is published.
+    pub fn batches_appends(&self) -> bool {
+        !matches!(self, Conn::Cluster(_)) && self.durable_replicas() == 0
+    }
+
     /// [`Conn::invoke_durable`] with the number of replicas to wait for.
     pub async fn invoke_confirmed<T: FromRedisValue>(
         &self,

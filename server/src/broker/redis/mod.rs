@@ -12,6 +12,7 @@
 //! - Behind Redis Sentinel ([`sentinel`]) the three connections go to the master the
 //!   sentinels name and move to the new one after a failover.
 
+pub mod appender;
 pub mod connection;
 pub mod keys;
 mod maintenance;
@@ -85,6 +86,8 @@ pub(crate) struct Inner {
     settings: RedisSettings,
     /// Scripts and registry commands.
     main: Conn,
+    /// Sends to users, batched on `main`.
+    appender: appender::Appender,
     /// PUBLISH of room, app and control messages, so fan-out does not queue behind scripts.
     publisher: Conn,
     /// The node's one pub/sub connection.
@@ -153,6 +156,7 @@ impl RedisBroker {
             hub,
             node: node.clone(),
             settings,
+            appender: appender::Appender::start(main.clone()),
             main,
             publisher,
             subscriber,
@@ -345,8 +349,10 @@ impl Broker for RedisBroker {
     ) -> Result<UserDelivery, BrokerError> {
         let inner = &self.inner;
         let now = now_ms();
-        let appended =
-            ops::append(&inner.main, inner.settings.retention, app, user, body, now).await?;
+        let appended = inner
+            .appender
+            .append(inner.settings.retention, app, user, body)
+            .await?;
         inner.count_queued(now, &appended.trimmed_at);
         Ok(appended.delivery)
     }

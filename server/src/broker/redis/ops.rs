@@ -3,6 +3,7 @@
 //! exactly the same rules.
 
 use super::connection::Conn;
+use super::keys::UserKeys;
 use super::{int, keys, scripts, unavailable};
 use crate::broker::inbox::Retention;
 use crate::broker::{BrokerError, UserDelivery};
@@ -43,45 +44,97 @@ pub async fn append(
     let keys = keys::user(app, user);
     let replicas = conn.durable_replicas();
     let publish_mode = if replicas > 0 { "2" } else { sharded_arg(conn) };
+    let mut invocation = scripts::APPEND.prepare_invoke();
+    invocation
+        .key(&keys.seq)
+        .key(&keys.inbox)
+        .key(&keys.conns)
+        .key(&keys.channel)
+        .arg(now)
+        .arg(retention.ttl_ms)
+        .arg(retention.max_len)
+        .arg(publish_mode)
+        .arg(body);
     let reply: Vec<Value> = conn
-        .invoke_confirmed(
-            scripts::APPEND
-                .key(&keys.seq)
-                .key(&keys.inbox)
-                .key(&keys.conns)
-                .key(&keys.channel)
-                .arg(now)
-                .arg(retention.ttl_ms)
-                .arg(retention.max_len)
-                .arg(body)
-                .arg(publish_mode),
-            replicas,
-        )
+        .invoke_confirmed(&invocation, replicas)
         .await
         .map_err(unavailable)?;
-    let numbers: Vec<u64> = reply.iter().filter_map(int).collect();
-    let [seq, delivered, trimmed @ ..] = numbers.as_slice() else {
-        return Err(BrokerError::Unavailable(
-            "redis: malformed append reply".into(),
-        ));
-    };
+    let appended = parse_appended(reply)?
+        .pop()
+        .ok_or_else(|| malformed("no result"))?;
     if replicas > 0 {
         // The same payload the script publishes: the frame is the body with seq first.
+        let seq = appended.delivery.seq;
         let rest = body.get(1..).unwrap_or("");
         let payload = format!("m{seq} {{\"seq\":{seq},{rest}");
         if let Err(e) = publish(conn, &keys.channel, &payload).await {
             // Stored and confirmed: connected clients get it from the inbox when the next
             // message shows the gap, or when they reconnect.
-            tracing::warn!(error = %e, seq = *seq, "stored message not published live");
+            tracing::warn!(error = %e, seq, "stored message not published live");
         }
     }
-    Ok(Appended {
-        delivery: UserDelivery {
-            seq: *seq,
-            delivered: *delivered,
-        },
-        trimmed_at: trimmed.to_vec(),
-    })
+    Ok(appended)
+}
+
+/// Appends several messages (to one user or many) in one script run, each published live
+/// by the script. Only where every key may meet in one script and nothing waits for
+/// replicas: a single Redis, or a Sentinel master without `WAIT` (see
+/// [`Conn::batches_appends`]). The answers come in the order of `messages`.
+pub async fn append_many(
+    conn: &Conn,
+    retention: Retention,
+    messages: &[(&UserKeys, &str)],
+    now: u64,
+) -> Result<Vec<Appended>, BrokerError> {
+    let mut invocation = scripts::APPEND.prepare_invoke();
+    for (keys, _) in messages {
+        invocation
+            .key(&keys.seq)
+            .key(&keys.inbox)
+            .key(&keys.conns)
+            .key(&keys.channel);
+    }
+    invocation
+        .arg(now)
+        .arg(retention.ttl_ms)
+        .arg(retention.max_len)
+        .arg(sharded_arg(conn));
+    for (_, body) in messages {
+        invocation.arg(*body);
+    }
+    let reply: Vec<Value> = conn.invoke(&invocation).await.map_err(unavailable)?;
+    let appended = parse_appended(reply)?;
+    if appended.len() != messages.len() {
+        return Err(malformed("wrong number of results"));
+    }
+    Ok(appended)
+}
+
+fn malformed(what: &str) -> BrokerError {
+    BrokerError::Unavailable(format!("redis: malformed append reply ({what})"))
+}
+
+/// The script's answer: per message {seq, live connections, trimmed timestamps...}.
+fn parse_appended(reply: Vec<Value>) -> Result<Vec<Appended>, BrokerError> {
+    reply
+        .into_iter()
+        .map(|one| {
+            let Value::Array(values) = one else {
+                return Err(malformed("not an array"));
+            };
+            let numbers: Vec<u64> = values.iter().filter_map(int).collect();
+            let [seq, delivered, trimmed @ ..] = numbers.as_slice() else {
+                return Err(malformed("too short"));
+            };
+            Ok(Appended {
+                delivery: UserDelivery {
+                    seq: *seq,
+                    delivered: *delivered,
+                },
+                trimmed_at: trimmed.to_vec(),
+            })
+        })
+        .collect()
 }
 
 /// Publishes an encoded room or app message on its channel.

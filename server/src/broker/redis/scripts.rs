@@ -28,46 +28,54 @@ local function trim_age(inbox, cutoff)
 end
 "#;
 
-/// Appends to a user's inbox and publishes it live, in one step so that messages leave in
-/// seq order. KEYS: seq, inbox, conns, channel. ARGV: now ms (the message's time, for
-/// age trimming), ttl ms, max length, body
-/// (the envelope without seq), publish mode (0: PUBLISH, 1: SPUBLISH, 2: none; the caller
-/// publishes once replicas confirmed the write, see [`super::ops::append`]).
-/// Returns {seq, live connections, timestamps of messages trimmed by length...}.
+/// Appends to users' inboxes and publishes each message live, in one step so that
+/// messages leave in seq order. Several messages (for one user or many) may come in one
+/// call: that is how concurrent sends share one round trip and one script run (see
+/// [`super::appender`]). KEYS: seq, inbox, conns, channel, once per message. ARGV: now ms
+/// (the messages' time, for age trimming), ttl ms, max length, publish mode (0: PUBLISH,
+/// 1: SPUBLISH, 2: none; the caller publishes once replicas confirmed the write, see
+/// [`super::ops::append`]), then one body (the envelope without seq) per message.
+/// Returns, per message, {seq, live connections, timestamps of messages trimmed by length...}.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{TRIM_AGE}{REDIS_NOW}
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local max_len = tonumber(ARGV[3])
-local seq = redis.call('INCR', KEYS[1])
-local frame = '{{"seq":' .. seq .. ',' .. string.sub(ARGV[4], 2)
-redis.call('ZADD', KEYS[2], seq, ARGV[1] .. ':' .. frame)
-local result = {{seq, 0}}
-local excess = redis.call('ZCARD', KEYS[2]) - max_len
-if excess > 0 then
-  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1)) do
-    table.insert(result, tonumber(string.match(member, '^(%d+):')))
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
-end
--- Age trimming once every 16 appends is enough: reads filter by age anyway, and the
--- key itself expires when the inbox goes quiet for the TTL.
-if seq % 16 == 0 then trim_age(KEYS[2], now - ttl) end
-redis.call('PEXPIRE', KEYS[2], ttl)
+local mode = ARGV[4]
 local clock = redis_now()
-local conns = redis.call('HGETALL', KEYS[3])
-for i = 2, #conns, 2 do
-  local expires = tonumber(string.match(conns[i], '^(%d+)'))
-  if expires ~= nil and expires > clock then result[2] = result[2] + 1 end
+local results = {{}}
+for i = 1, #KEYS / 4 do
+  local seq_key, inbox, conns_key, channel = KEYS[i * 4 - 3], KEYS[i * 4 - 2], KEYS[i * 4 - 1], KEYS[i * 4]
+  local seq = redis.call('INCR', seq_key)
+  local frame = '{{"seq":' .. seq .. ',' .. string.sub(ARGV[4 + i], 2)
+  redis.call('ZADD', inbox, seq, ARGV[1] .. ':' .. frame)
+  local result = {{seq, 0}}
+  local excess = redis.call('ZCARD', inbox) - max_len
+  if excess > 0 then
+    for _, member in ipairs(redis.call('ZRANGE', inbox, 0, excess - 1)) do
+      table.insert(result, tonumber(string.match(member, '^(%d+):')))
+    end
+    redis.call('ZREMRANGEBYRANK', inbox, 0, excess - 1)
+  end
+  -- Age trimming once every 16 appends is enough: reads filter by age anyway, and the
+  -- key itself expires when the inbox goes quiet for the TTL.
+  if seq % 16 == 0 then trim_age(inbox, now - ttl) end
+  redis.call('PEXPIRE', inbox, ttl)
+  local conns = redis.call('HGETALL', conns_key)
+  for j = 2, #conns, 2 do
+    local expires = tonumber(string.match(conns[j], '^(%d+)'))
+    if expires ~= nil and expires > clock then result[2] = result[2] + 1 end
+  end
+  local payload = 'm' .. seq .. ' ' .. frame
+  if mode == '1' then
+    redis.call('SPUBLISH', channel, payload)
+  elseif mode == '0' then
+    redis.call('PUBLISH', channel, payload)
+  end
+  results[i] = result
 end
-local payload = 'm' .. seq .. ' ' .. frame
-if ARGV[5] == '1' then
-  redis.call('SPUBLISH', KEYS[4], payload)
-elseif ARGV[5] == '0' then
-  redis.call('PUBLISH', KEYS[4], payload)
-end
-return result
+return results
 "#
     ))
 });
