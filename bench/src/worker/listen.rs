@@ -10,7 +10,11 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
+
+/// Interval of each listener's heartbeat (the gateways run with a 25 s heartbeat).
+const PING_MS: u64 = 25_000;
 
 struct Tally {
     measuring: Cell<bool>,
@@ -46,21 +50,39 @@ pub async fn run(config: Listen) -> Result<()> {
     for mut ws in connections {
         let tally = tally.clone();
         tokio::task::spawn_local(async move {
+            // Pings keep a listener alive past the gateway's idle timeout (steps of a full
+            // run last minutes), spread over the interval.
+            let mut next_ping =
+                tokio::time::Instant::now() + Duration::from_millis(rand::random_range(0..PING_MS));
             loop {
-                let text = match ws.next().await {
-                    Ok(Frame::Text(text)) => text,
-                    Ok(Frame::Other) => continue,
-                    Ok(Frame::Close(_)) | Err(_) => return,
-                };
-                let Some(sent) = number_after(text, br#""t":"#) else {
-                    continue;
-                };
-                if tally.measuring.get() {
-                    tally.deliveries.set(tally.deliveries.get() + 1);
-                    let _ = tally
-                        .latency
-                        .borrow_mut()
-                        .record((now_ns().saturating_sub(sent) / 1000).max(1));
+                tokio::select! {
+                    frame = ws.next() => {
+                        let text = match frame {
+                            Ok(Frame::Text(text)) => text,
+                            Ok(Frame::Other) => continue,
+                            Ok(Frame::Close(code)) => {
+                                eprintln!("listener connection closed with {code}");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let Some(sent) = number_after(text, br#""t":"#) else {
+                            continue;
+                        };
+                        if tally.measuring.get() {
+                            tally.deliveries.set(tally.deliveries.get() + 1);
+                            let _ = tally
+                                .latency
+                                .borrow_mut()
+                                .record((now_ns().saturating_sub(sent) / 1000).max(1));
+                        }
+                    }
+                    () = tokio::time::sleep_until(next_ping) => {
+                        if let Some(ping) = client::ping(Dialect::Tether) {
+                            let _ = ws.send_text(ping).await;
+                        }
+                        next_ping += Duration::from_millis(PING_MS);
+                    }
                 }
             }
         });
