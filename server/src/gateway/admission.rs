@@ -37,21 +37,12 @@ impl Admitted {
         self.registered = true;
     }
 
-    /// Gives nothing back, as a crashed node would not.
-    pub fn abandon(mut self) {
+    /// Hands the hold to the connection's task, which then gives everything back itself
+    /// ([`release`]) and carries no second copy of who the connection is. Returns whether
+    /// the connection is in the hub.
+    pub fn hand_over(mut self) -> bool {
         self.released = true;
-    }
-
-    /// Gives everything back: hub entry, topics no longer needed here, the limit slot.
-    pub async fn release(mut self) {
-        self.released = true;
-        release(
-            self.shared.clone(),
-            self.id,
-            self.lease.clone(),
-            self.registered,
-        )
-        .await;
+        self.registered
     }
 }
 
@@ -72,7 +63,9 @@ impl Drop for Admitted {
     }
 }
 
-async fn release(shared: Arc<Shared>, id: ConnId, lease: Lease, registered: bool) {
+/// Gives everything back: hub entry (when `registered`), topics no longer needed here,
+/// the limit slot.
+pub async fn release(shared: Arc<Shared>, id: ConnId, lease: Lease, registered: bool) {
     if registered {
         for topic in shared.hub.unregister(id) {
             if let Err(e) = shared.broker.unsubscribe(&topic).await {

@@ -3,9 +3,10 @@
 //! and limits of PROTOCOL.md §4, §7 and §8. When it ends, the connection's resources are
 //! released before the closing handshake.
 
-use super::admission::Admitted;
+use super::admission::{self, Admitted};
 use super::ws::frame::{self, Opcode};
 use super::ws::socket::{Incoming, ReadError, WsSocket};
+use crate::broker::Lease;
 use crate::broker::{AckOutcome, InboundMessage, Replay, StoreOutcome};
 use crate::clock::now_ms;
 use crate::hub::{ConnCell, ConnId, ConnInfo, Registration, ABANDON};
@@ -119,11 +120,15 @@ fn prepare(
         replay = replay.frames.len(),
         "connection opened"
     );
+    let id = admitted.id;
+    let in_hub = admitted.hand_over();
     let task = Connection {
         shared,
         grant,
         info,
-        id: admitted.id,
+        id,
+        in_hub,
+        held: true,
         socket,
         frames_in: 0,
         frames_out: 0,
@@ -133,7 +138,6 @@ fn prepare(
     };
     Box::new(Running {
         task,
-        admitted,
         cell: registration.cell,
         replay,
     })
@@ -143,7 +147,6 @@ fn prepare(
 /// for its whole life, and this task lives as long as the connection.
 struct Running {
     task: Connection,
-    admitted: Admitted,
     cell: Arc<ConnCell>,
     replay: Replay,
 }
@@ -153,7 +156,6 @@ async fn run(running: Box<Running>) {
     // Unboxed in an inner scope so the box is freed now, not when the connection ends.
     let Running {
         mut task,
-        admitted,
         cell,
         replay,
     } = {
@@ -161,13 +163,18 @@ async fn run(running: Box<Running>) {
         *running
     };
     let opened = Instant::now();
-    let end = task.serve(&cell, replay).await;
+    // The greeting and replay are written before the first wait, so the replay is not
+    // part of the long-lived task.
+    let end = match task.greet(replay) {
+        Ok(()) => task.serve(&cell).await,
+        Err(end) => end,
+    };
     // Resources go back before the closing handshake, so a client that reconnects at
     // once finds its slot free. A killed node gives nothing back: its registry entries
     // expire as a dead node's would.
     match end {
-        End::Killed => admitted.abandon(),
-        _ => Box::pin(admitted.release()).await,
+        End::Killed => task.held = false,
+        _ => Box::pin(task.release()).await,
     }
     let code = match end {
         End::Close(code, reason) => {
@@ -192,11 +199,18 @@ async fn run(running: Box<Running>) {
     );
 }
 
+/// A connection's state. It holds the connection's resources (limit slot, hub entry,
+/// topics) from the handshake's [`Admitted`] on, and gives them back when it ends, also
+/// when dropped without [`Connection::release`] (a panicking task).
 struct Connection {
     shared: Arc<Shared>,
     grant: Grant,
     info: ConnInfo,
     id: ConnId,
+    /// Whether the connection is in the hub (so releasing takes it out).
+    in_hub: bool,
+    /// Whether the resources are still held.
+    held: bool,
     socket: WsSocket,
     frames_in: u64,
     frames_out: u64,
@@ -222,9 +236,42 @@ struct Strikes {
     rate_refusals: Option<(Instant, u32)>,
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(admission::release(
+                self.shared.clone(),
+                self.id,
+                self.lease(),
+                self.in_hub,
+            ));
+        }
+    }
+}
+
 impl Connection {
-    async fn serve(&mut self, cell: &ConnCell, replay: Replay) -> End {
-        let shared = self.shared.clone();
+    /// The connection's slot in its user's limit.
+    fn lease(&self) -> Lease {
+        Lease {
+            app: self.info.app.clone(),
+            user: self.info.user.clone(),
+            device: self.info.device.clone(),
+            conn: self.shared.hub.conn_ref(self.id),
+        }
+    }
+
+    /// Gives the connection's resources back.
+    async fn release(&mut self) {
+        self.held = false;
+        admission::release(self.shared.clone(), self.id, self.lease(), self.in_hub).await;
+    }
+
+    /// Writes `connection_established` and the inbox replay.
+    fn greet(&mut self, replay: Replay) -> Result<(), End> {
+        let shared = &self.shared;
         let replay_from = replay.frames.first().map(|(seq, _)| *seq);
         self.sent_upto = replay
             .frames
@@ -247,13 +294,13 @@ impl Connection {
             .chain(replay.frames.iter().map(|(_, f)| f.as_bytes()));
         self.frames_out += 1 + replay.frames.len() as u64;
         if self.socket.send_texts(first).is_err() {
-            return End::Gone;
+            return Err(End::Gone);
         }
-        // Dropped now: a named local of this long-lived future would otherwise keep its
-        // heap memory for the connection's whole life.
-        drop(replay);
-        drop(established);
+        Ok(())
+    }
 
+    async fn serve(&mut self, cell: &ConnCell) -> End {
+        let shared = self.shared.clone();
         let mut events = Vec::new();
         if self.socket.has_buffered_input() {
             if let Err(end) = self.socket.decode_buffered(&mut events).map_err(read_end) {
