@@ -30,7 +30,9 @@ pub trait EventListener: Send + Sync {
     /// The connection status changed.
     fn on_status(&self, status: ConnectionStatus);
     /// A message arrived. When this returns, the SDK counts it as processed: it will not
-    /// deliver it again, even after a restart.
+    /// deliver it again. Only a crash in the moment before the SDK has written that down
+    /// (one flush) can deliver it again after a restart, and never more than the last 64
+    /// messages.
     fn on_message(&self, message: InboundMessage);
     /// The gateway stored message `id` from `send_message`.
     fn on_ack(&self, id: String);

@@ -219,6 +219,7 @@ impl TetherClient {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (host, host_rx) = mpsc::unbounded_channel();
         let (processed_tx, processed) = mpsc::unbounded_channel();
+        let (durable, durable_rx) = watch::channel(0);
         let (snapshot_tx, snapshot) = watch::channel(Snapshot::new(ConnectionStatus::Idle));
         let engine = Engine::new(Parts {
             settings,
@@ -229,9 +230,10 @@ impl TetherClient {
             commands,
             host,
             processed,
+            durable,
             snapshot: snapshot_tx,
         })?;
-        runtime.spawn(dispatch::run(listener, host_rx, processed_tx));
+        runtime.spawn(dispatch::run(listener, host_rx, processed_tx, durable_rx));
         runtime.spawn(engine.run());
         Ok(TetherClient {
             commands: commands_tx,

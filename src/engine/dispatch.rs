@@ -1,17 +1,25 @@
 //! The one place host callbacks are called from: a task that takes [`HostEvent`]s in
 //! order and runs the listener on a blocking thread, never while engine state is held.
 //! After `on_message` returns for a user message, its seq goes back to the engine, which
-//! only then moves the durable inbox cursor.
+//! only then moves the durable inbox cursor. The next batch waits until that cursor is
+//! written, so a crash replays at most one batch ([`BATCH`] messages) however far the
+//! engine falls behind.
 
 use crate::callbacks::{EventListener, InboundMessage};
 use crate::engine::state::ConnectionStatus;
 use crate::error::TetherError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
-/// Most events handed to the listener in one trip to a blocking thread.
-const BATCH: usize = 64;
+/// Most events handed to the listener in one trip to a blocking thread, and so the most
+/// messages a crash can deliver twice.
+pub const BATCH: usize = 64;
+
+/// How long a batch waits for the cursor of the one before; past that (a failing disk,
+/// reported by the engine) delivery goes on, at least once.
+const CURSOR_WAIT: Duration = Duration::from_secs(2);
 
 /// Something to tell the host.
 #[derive(Debug, Clone)]
@@ -51,11 +59,12 @@ fn deliver(listener: &dyn EventListener, event: HostEvent, processed: &mut Vec<u
     }
 }
 
-/// Runs until the engine drops its sender.
+/// Runs until the engine drops its sender. `durable` is the inbox cursor as written.
 pub async fn run(
     listener: Arc<dyn EventListener>,
     mut events: mpsc::UnboundedReceiver<HostEvent>,
     processed: mpsc::UnboundedSender<u64>,
+    mut durable: watch::Receiver<u64>,
 ) {
     while let Some(first) = events.recv().await {
         let mut batch = vec![first];
@@ -76,12 +85,111 @@ pub async fn run(
         .await;
         match done {
             Ok(seqs) => {
+                let highest = seqs.iter().copied().max();
                 for seq in seqs {
                     // The engine may be gone (shutdown); nothing left to do then.
                     let _ = processed.send(seq);
                 }
+                if let Some(highest) = highest {
+                    let written = durable.wait_for(|cursor| *cursor >= highest);
+                    if tokio::time::timeout(CURSOR_WAIT, written).await.is_err() {
+                        tracing::warn!(
+                            seq = highest,
+                            "inbox cursor not written yet; delivering on"
+                        );
+                    }
+                }
             }
             Err(e) => tracing::error!(error = %e, "listener thread failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callbacks::InboundMessage;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<u64>>);
+
+    impl EventListener for Seen {
+        fn on_status(&self, _status: ConnectionStatus) {}
+        fn on_message(&self, message: InboundMessage) {
+            self.0.lock().unwrap().extend(message.seq);
+        }
+        fn on_ack(&self, _id: String) {}
+        fn on_error(&self, _error: Arc<TetherError>) {}
+        fn on_expired(&self, _id: String) {}
+    }
+
+    fn message(seq: u64) -> HostEvent {
+        HostEvent::Message(InboundMessage {
+            r#type: "n".into(),
+            id: format!("m{seq}"),
+            seq: Some(seq),
+            room: None,
+            data_json: "null".into(),
+            ts: 0,
+        })
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    /// Waits (up to 10 s) until the listener has seen `n` messages.
+    async fn until_seen(seen: &Seen, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.0.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_waits_until_the_cursor_of_the_one_before_is_written() {
+        let seen = Arc::new(Seen::default());
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (processed_tx, mut processed) = mpsc::unbounded_channel();
+        let (durable, durable_rx) = watch::channel(0);
+        for seq in 1..=200 {
+            events_tx.send(message(seq)).unwrap();
+        }
+        tokio::spawn(run(seen.clone(), events, processed_tx, durable_rx));
+        let count = || seen.0.lock().unwrap().len();
+        until_seen(&seen, BATCH).await;
+        settle().await;
+        assert_eq!(count(), BATCH, "one batch, then a wait for its cursor");
+        let mut reported = Vec::new();
+        while let Ok(seq) = processed.try_recv() {
+            reported.push(seq);
+        }
+        assert_eq!(reported, (1..=BATCH as u64).collect::<Vec<_>>());
+
+        durable.send_replace(BATCH as u64 - 1);
+        settle().await;
+        assert_eq!(count(), BATCH, "not before the whole batch is written");
+        durable.send_replace(BATCH as u64);
+        until_seen(&seen, 2 * BATCH).await;
+        settle().await;
+        assert_eq!(count(), 2 * BATCH, "the next batch once it is");
+        durable.send_replace(200);
+        until_seen(&seen, 200).await;
+        assert_eq!(count(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_cursor_that_is_never_written_delays_delivery_but_does_not_stop_it() {
+        let seen = Arc::new(Seen::default());
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (processed_tx, _processed) = mpsc::unbounded_channel();
+        let (_durable, durable_rx) = watch::channel(0);
+        for seq in 1..=100 {
+            events_tx.send(message(seq)).unwrap();
+        }
+        tokio::spawn(run(seen.clone(), events, processed_tx, durable_rx));
+        until_seen(&seen, 100).await;
+        assert_eq!(seen.0.lock().unwrap().len(), 100);
     }
 }

@@ -26,12 +26,15 @@ impl Engine {
             highest = highest.max(more);
         }
         let Some(cursor) = self.inbox.on_processed(highest) else {
+            // Nothing new to write: what the dispatcher waits for is durable already.
+            self.durable.send_replace(self.inbox.since().max(highest));
             return;
         };
         if let Err(e) = self.outbox.set_inbox_cursor(cursor) {
             self.report(Error::from(e).into());
             return;
         }
+        self.durable.send_replace(cursor);
         if self.established() {
             self.send_frame(ClientMessage::Ack { seq: cursor }.to_json());
         }

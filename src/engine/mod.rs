@@ -166,6 +166,8 @@ pub struct Parts {
     pub host: mpsc::UnboundedSender<HostEvent>,
     /// Seqs the listener processed.
     pub processed: mpsc::UnboundedReceiver<u64>,
+    /// The durable inbox cursor, for the dispatcher (see [`dispatch::run`]).
+    pub durable: watch::Sender<u64>,
     /// Where the snapshot goes.
     pub snapshot: watch::Sender<Snapshot>,
 }
@@ -183,6 +185,7 @@ pub struct Engine {
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
     processed: mpsc::UnboundedReceiver<u64>,
+    durable: watch::Sender<u64>,
     host: mpsc::UnboundedSender<HostEvent>,
     snapshot_tx: watch::Sender<Snapshot>,
     snapshot: Snapshot,
@@ -237,6 +240,7 @@ impl Engine {
             commands,
             host,
             processed,
+            durable,
             snapshot,
         } = parts;
         let timings = Timings {
@@ -245,6 +249,7 @@ impl Engine {
             backoff_reset_after: settings.backoff_reset_after,
         };
         let inbox = Inbox::new(outbox.inbox_cursor()?);
+        durable.send_replace(inbox.since());
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let machine = Machine::new(timings, seed);
         let mut engine = Engine {
@@ -260,6 +265,7 @@ impl Engine {
             internal_tx,
             internal_rx,
             processed,
+            durable,
             host,
             snapshot_tx: snapshot,
             token: None,
