@@ -59,18 +59,28 @@ pub async fn append(
         .invoke_confirmed(&invocation, replicas)
         .await
         .map_err(unavailable)?;
+    // In mode 2 the script hands back the payload it would have published, last.
+    let payload = match reply.first() {
+        Some(Value::Array(values)) if replicas > 0 => match values.last() {
+            Some(Value::BulkString(bytes)) => String::from_utf8(bytes.clone()).ok(),
+            _ => None,
+        },
+        _ => None,
+    };
     let appended = parse_appended(reply)?
         .pop()
         .ok_or_else(|| malformed("no result"))?;
     if replicas > 0 {
-        // The same payload the script publishes: the frame is the body with seq first.
+        // Stored and confirmed either way: if it does not go out live, connected clients
+        // get it from the inbox when the next message shows the gap, or when they reconnect.
         let seq = appended.delivery.seq;
-        let rest = body.get(1..).unwrap_or("");
-        let payload = format!("m{seq} {{\"seq\":{seq},{rest}");
-        if let Err(e) = publish(conn, &keys.channel, &payload).await {
-            // Stored and confirmed: connected clients get it from the inbox when the next
-            // message shows the gap, or when they reconnect.
-            tracing::warn!(error = %e, seq, "stored message not published live");
+        match payload {
+            Some(payload) => {
+                if let Err(e) = publish(conn, &keys.channel, &payload).await {
+                    tracing::warn!(error = %e, seq, "stored message not published live");
+                }
+            }
+            None => tracing::warn!(seq, "append reply without its payload; not published live"),
         }
     }
     Ok(appended)

@@ -35,7 +35,8 @@ end
 /// (the messages' time, for age trimming), ttl ms, max length, publish mode (0: PUBLISH,
 /// 1: SPUBLISH, 2: none; the caller publishes once replicas confirmed the write, see
 /// [`super::ops::append`]), then one body (the envelope without seq) per message.
-/// Returns, per message, {seq, live connections, timestamps of messages trimmed by length...}.
+/// Returns, per message, {seq, live connections, timestamps of messages trimmed by length...},
+/// and in mode 2 the payload to publish last.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{TRIM_AGE}{REDIS_NOW}
@@ -72,6 +73,8 @@ for i = 1, #KEYS / 4 do
     redis.call('SPUBLISH', channel, payload)
   elseif mode == '0' then
     redis.call('PUBLISH', channel, payload)
+  else
+    table.insert(result, payload)
   end
   results[i] = result
 end
