@@ -5,6 +5,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::hub::Hub;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,27 +53,15 @@ impl Shared {
         broker: Arc<dyn Broker>,
         verifier: TokenVerifier,
     ) -> Shared {
-        let handshake_limiter = NonZeroU32::new(config.handshake_rate_per_ip).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        });
-        let conn_limiter = NonZeroU32::new(config.rate_limit_per_connection).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        });
-        let user_limiter = NonZeroU32::new(config.rate_limit_per_user).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        });
         Shared {
-            conn_limiter,
-            user_limiter,
+            handshake_limiter: keyed_limiter(config.handshake_rate_per_ip),
+            conn_limiter: keyed_limiter(config.rate_limit_per_connection),
+            user_limiter: keyed_limiter(config.rate_limit_per_user),
             config,
             node,
             hub,
             broker,
             verifier,
-            handshake_limiter,
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -88,22 +77,29 @@ impl Shared {
 
     /// Forgets rate-limit state of keys that have been quiet (bounded memory).
     pub fn prune_limiters(&self) {
-        if let Some(limiter) = &self.handshake_limiter {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
-        if let Some(limiter) = &self.conn_limiter {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
-        if let Some(limiter) = &self.user_limiter {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
+        prune(&self.handshake_limiter);
+        prune(&self.conn_limiter);
+        prune(&self.user_limiter);
     }
 
     /// Starts graceful shutdown: refuse new handshakes.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+}
+
+/// A limiter of `rate` per second per key with a burst of twice that; `None` for 0 (off).
+fn keyed_limiter<K: Clone + Eq + Hash>(rate: u32) -> Option<DefaultKeyedRateLimiter<K>> {
+    NonZeroU32::new(rate).map(|rate| {
+        let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+    })
+}
+
+/// Forgets the state of keys that have been quiet.
+fn prune<K: Clone + Eq + Hash>(limiter: &Option<DefaultKeyedRateLimiter<K>>) {
+    if let Some(limiter) = limiter {
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 /// Most events handed to the listener in one trip to a blocking thread, and so the most
 /// messages a crash can deliver twice.
-pub const BATCH: usize = 64;
+const BATCH: usize = 64;
 
 /// How long a batch waits for the cursor of the one before; past that (a failing disk,
 /// reported by the engine) delivery goes on, at least once.

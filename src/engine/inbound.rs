@@ -27,7 +27,7 @@ impl Engine {
         }
         let Some(cursor) = self.inbox.on_processed(highest) else {
             // Nothing new to write: what the dispatcher waits for is durable already.
-            self.durable.send_replace(self.inbox.since().max(highest));
+            self.durable.send_replace(self.inbox.since());
             return;
         };
         if let Err(e) = self.outbox.set_inbox_cursor(cursor) {

@@ -45,6 +45,18 @@ pub struct Lease {
     pub conn: ConnRef,
 }
 
+impl Lease {
+    /// The slot of connection `conn`, who is `info`.
+    pub fn of(info: &crate::hub::ConnInfo, conn: ConnRef) -> Lease {
+        Lease {
+            app: info.app.clone(),
+            user: info.user.clone(),
+            device: info.device.clone(),
+            conn,
+        }
+    }
+}
+
 /// The answer to a connection-limit check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {

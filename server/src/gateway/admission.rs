@@ -51,15 +51,20 @@ impl Drop for Admitted {
         if self.released {
             return;
         }
-        let (shared, id, lease, registered) = (
+        release_later(
             self.shared.clone(),
             self.id,
             self.lease.clone(),
             self.registered,
         );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(release(shared, id, lease, registered));
-        }
+    }
+}
+
+/// [`release`] from a spawned task, for a hold dropped where nothing can wait (a drop
+/// outside the runtime gives nothing back; the lease then expires in the registry).
+pub fn release_later(shared: Arc<Shared>, id: ConnId, lease: Lease, registered: bool) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(release(shared, id, lease, registered));
     }
 }
 

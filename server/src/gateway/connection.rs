@@ -241,26 +241,14 @@ impl Drop for Connection {
         if !self.held {
             return;
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(admission::release(
-                self.shared.clone(),
-                self.id,
-                self.lease(),
-                self.in_hub,
-            ));
-        }
+        admission::release_later(self.shared.clone(), self.id, self.lease(), self.in_hub);
     }
 }
 
 impl Connection {
     /// The connection's slot in its user's limit.
     fn lease(&self) -> Lease {
-        Lease {
-            app: self.info.app.clone(),
-            user: self.info.user.clone(),
-            device: self.info.device.clone(),
-            conn: self.shared.hub.conn_ref(self.id),
-        }
+        Lease::of(&self.info, self.shared.hub.conn_ref(self.id))
     }
 
     /// Gives the connection's resources back.

@@ -123,12 +123,7 @@ async fn admit(
         user_type: Arc::from(claims.user_type()),
     };
     let id = shared.hub.allocate_id();
-    let lease = Lease {
-        app: info.app.clone(),
-        user: info.user.clone(),
-        device: info.device.clone(),
-        conn: shared.hub.conn_ref(id),
-    };
+    let lease = Lease::of(&info, shared.hub.conn_ref(id));
     match shared
         .broker
         .admit(&lease, shared.config.max_connections_per_user)

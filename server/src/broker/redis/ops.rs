@@ -44,17 +44,7 @@ pub async fn append(
     let keys = keys::user(app, user);
     let replicas = conn.durable_replicas();
     let publish_mode = if replicas > 0 { "2" } else { sharded_arg(conn) };
-    let mut invocation = scripts::APPEND.prepare_invoke();
-    invocation
-        .key(&keys.seq)
-        .key(&keys.inbox)
-        .key(&keys.conns)
-        .key(&keys.channel)
-        .arg(now)
-        .arg(retention.ttl_ms)
-        .arg(retention.max_len)
-        .arg(publish_mode)
-        .arg(body);
+    let invocation = append_invocation(retention, &[(&keys, body)], publish_mode, now);
     let reply: Vec<Value> = conn
         .invoke_confirmed(&invocation, replicas)
         .await
@@ -96,6 +86,22 @@ pub async fn append_many(
     messages: &[(&UserKeys, &str)],
     now: u64,
 ) -> Result<Vec<Appended>, BrokerError> {
+    let invocation = append_invocation(retention, messages, sharded_arg(conn), now);
+    let reply: Vec<Value> = conn.invoke(&invocation).await.map_err(unavailable)?;
+    let appended = parse_appended(reply)?;
+    if appended.len() != messages.len() {
+        return Err(malformed("wrong number of results"));
+    }
+    Ok(appended)
+}
+
+/// The append script's call for `messages` (see [`scripts::APPEND`] for the layout).
+fn append_invocation(
+    retention: Retention,
+    messages: &[(&UserKeys, &str)],
+    publish_mode: &str,
+    now: u64,
+) -> redis::ScriptInvocation<'static> {
     let mut invocation = scripts::APPEND.prepare_invoke();
     for (keys, _) in messages {
         invocation
@@ -108,16 +114,11 @@ pub async fn append_many(
         .arg(now)
         .arg(retention.ttl_ms)
         .arg(retention.max_len)
-        .arg(sharded_arg(conn));
+        .arg(publish_mode);
     for (_, body) in messages {
         invocation.arg(*body);
     }
-    let reply: Vec<Value> = conn.invoke(&invocation).await.map_err(unavailable)?;
-    let appended = parse_appended(reply)?;
-    if appended.len() != messages.len() {
-        return Err(malformed("wrong number of results"));
-    }
-    Ok(appended)
+    invocation
 }
 
 fn malformed(what: &str) -> BrokerError {
