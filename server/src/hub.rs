@@ -35,11 +35,13 @@ pub struct Outgoing {
 /// Close code that means "drop the socket without a close frame" (a simulated crash).
 pub const ABANDON: u16 = 0;
 
-/// What the rest of the gateway shares with one connection's task: its outbound queue
-/// (allocated only while frames wait), its close request, and its resync flag, behind
-/// one wake-up. The hub and the brokers write; the connection's task reads.
+/// What the rest of the gateway shares with one connection's task: who it is, its
+/// outbound queue (allocated only while frames wait), its close request, and its resync
+/// flag, behind one wake-up. The hub and the brokers write; the connection's task reads.
+/// Kept in one allocation, so the hub's index and the task each hold one pointer to it.
 #[derive(Debug)]
 pub struct ConnCell {
+    info: ConnInfo,
     queue: Mutex<VecDeque<Outgoing>>,
     capacity: usize,
     /// The connection task's waker, and whether anything happened since it last looked.
@@ -54,8 +56,9 @@ pub struct ConnCell {
 }
 
 impl ConnCell {
-    fn new(capacity: usize) -> ConnCell {
+    fn new(info: ConnInfo, capacity: usize) -> ConnCell {
         ConnCell {
+            info,
             queue: Mutex::new(VecDeque::new()),
             capacity,
             waker: AtomicWaker::new(),
@@ -65,6 +68,11 @@ impl ConnCell {
             last_seen_ms: AtomicU64::new(crate::clock::now_ms()),
             expires_ms: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Who the connection is.
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
     }
 
     /// Queues a frame; false when the queue is full.
@@ -197,7 +205,6 @@ pub struct ConnInfo {
 type Member = Arc<ConnCell>;
 
 struct Entry {
-    info: ConnInfo,
     member: Member,
     rooms: Vec<Arc<str>>,
 }
@@ -210,6 +217,8 @@ struct State {
     users: HashMap<Key, Vec<ConnId>>,
     rooms: HashMap<Key, HashMap<ConnId, Member>>,
     apps: HashMap<Arc<str>, HashMap<ConnId, Member>>,
+    /// Connections per user type; its keys are the one copy of each type name.
+    types: HashMap<Arc<str>, u64>,
 }
 
 /// Why a room join was refused.
@@ -285,10 +294,25 @@ impl Hub {
     }
 
     /// Registers connection `id`, from then on reachable by user and app deliveries.
-    pub fn register(&self, id: ConnId, info: ConnInfo) -> Registration {
-        let cell = Arc::new(ConnCell::new(self.queue_capacity));
-        let member: Member = cell.clone();
+    pub fn register(&self, id: ConnId, mut info: ConnInfo) -> Registration {
         let mut state = self.state.write();
+        // Connections share one copy of each app, user and user type name.
+        if let Some((app, _)) = state.apps.get_key_value(&info.app) {
+            info.app = app.clone();
+        }
+        if let Some(((_, user), _)) = state
+            .users
+            .get_key_value(&(info.app.clone(), info.user.clone()))
+        {
+            info.user = user.clone();
+        }
+        if let Some((user_type, _)) = state.types.get_key_value(&info.user_type) {
+            info.user_type = user_type.clone();
+        }
+        *state.types.entry(info.user_type.clone()).or_default() += 1;
+        let cell = Arc::new(ConnCell::new(info, self.queue_capacity));
+        let member: Member = cell.clone();
+        let info = cell.info();
         let users = state
             .users
             .entry((info.app.clone(), info.user.clone()))
@@ -313,7 +337,6 @@ impl Hub {
         state.conns.insert(
             id,
             Entry {
-                info,
                 member,
                 rooms: Vec::new(),
             },
@@ -334,7 +357,14 @@ impl Hub {
             return Vec::new();
         };
         let mut gone = Vec::new();
-        let user_key = (entry.info.app.clone(), entry.info.user.clone());
+        let info = entry.member.info();
+        if let Some(count) = state.types.get_mut(&info.user_type) {
+            *count -= 1;
+            if *count == 0 {
+                state.types.remove(&info.user_type);
+            }
+        }
+        let user_key = (info.app.clone(), info.user.clone());
         if let Some(ids) = state.users.get_mut(&user_key) {
             ids.retain(|c| *c != id);
             if ids.is_empty() {
@@ -345,17 +375,17 @@ impl Hub {
                 });
             }
         }
-        if let Some(members) = state.apps.get_mut(&entry.info.app) {
+        if let Some(members) = state.apps.get_mut(&info.app) {
             members.remove(&id);
             if members.is_empty() {
-                state.apps.remove(&entry.info.app);
+                state.apps.remove(&info.app);
                 gone.push(Topic::App {
-                    app: entry.info.app.clone(),
+                    app: info.app.clone(),
                 });
             }
         }
         for room in entry.rooms {
-            if let Some(topic) = remove_from_room(&mut state, &entry.info.app, room, id) {
+            if let Some(topic) = remove_from_room(&mut state, &info.app, room, id) {
                 gone.push(topic);
             }
         }
@@ -383,10 +413,17 @@ impl Hub {
         if entry.rooms.len() >= max_rooms as usize {
             return Err(JoinRefused::TooManyRooms);
         }
-        let room: Arc<str> = Arc::from(room);
+        let app = entry.member.info().app.clone();
+        // Members of a room share one copy of its name.
+        let key = match state.rooms.get_key_value(&(app.clone(), Arc::from(room))) {
+            Some((key, _)) => key.clone(),
+            None => (app.clone(), Arc::from(room)),
+        };
+        let room = key.1.clone();
+        // Exactly one more: most connections are in a room or two.
+        entry.rooms.reserve_exact(1);
         entry.rooms.push(room.clone());
-        let app = entry.info.app.clone();
-        let members = state.rooms.entry((app.clone(), room.clone())).or_default();
+        let members = state.rooms.entry(key).or_default();
         members.insert(id, entry.member.clone());
         Ok((members.len() == 1).then_some(Topic::Room { app, room }))
     }
@@ -397,7 +434,7 @@ impl Hub {
         let entry = state.conns.get_mut(&id)?;
         let index = entry.rooms.iter().position(|r| &**r == room)?;
         let room = entry.rooms.swap_remove(index);
-        let app = entry.info.app.clone();
+        let app = entry.member.info().app.clone();
         remove_from_room(&mut state, &app, room, id)
     }
 
@@ -554,7 +591,7 @@ impl Hub {
             .read()
             .conns
             .iter()
-            .map(|(id, e)| (*id, e.info.clone()))
+            .map(|(id, e)| (*id, e.member.info().clone()))
             .collect()
     }
 
@@ -566,12 +603,11 @@ impl Hub {
             rooms: state.rooms.len() as u64,
             ..LocalStats::default()
         };
-        for entry in state.conns.values() {
-            *stats.by_app.entry(entry.info.app.to_string()).or_default() += 1;
-            *stats
-                .by_type
-                .entry(entry.info.user_type.to_string())
-                .or_default() += 1;
+        for (app, members) in &state.apps {
+            stats.by_app.insert(app.to_string(), members.len() as u64);
+        }
+        for (user_type, count) in &state.types {
+            stats.by_type.insert(user_type.to_string(), *count);
         }
         stats
     }
@@ -754,7 +790,7 @@ mod tests {
         hub.register(hub.allocate_id(), info("a", "u2"));
         let mut admin = info("b", "u3");
         admin.user_type = Arc::from("admin");
-        hub.register(hub.allocate_id(), admin);
+        let admin_id = hub.register(hub.allocate_id(), admin).id;
         let stats = hub.stats();
         assert_eq!(stats.connections, 3);
         assert_eq!(
@@ -764,6 +800,34 @@ mod tests {
         assert_eq!(
             stats.by_type,
             BTreeMap::from([("admin".into(), 1), ("customer".into(), 2)])
+        );
+        hub.unregister(admin_id);
+        assert_eq!(
+            hub.stats().by_type,
+            BTreeMap::from([("customer".into(), 2)]),
+            "a type goes with its last connection"
+        );
+    }
+
+    #[test]
+    fn connections_share_one_copy_of_each_name() {
+        let hub = Hub::new(Arc::from("n"), 8);
+        let a = hub.register(hub.allocate_id(), info("a", "u1"));
+        let b = hub.register(hub.allocate_id(), info("a", "u1"));
+        let c = hub.register(hub.allocate_id(), info("a", "u2"));
+        let (ai, bi, ci) = (a.cell.info(), b.cell.info(), c.cell.info());
+        assert!(Arc::ptr_eq(&ai.app, &bi.app) && Arc::ptr_eq(&ai.app, &ci.app));
+        assert!(Arc::ptr_eq(&ai.user, &bi.user));
+        assert!(Arc::ptr_eq(&ai.user_type, &ci.user_type));
+        hub.join_room(a.id, "r", 10).unwrap();
+        hub.join_room(c.id, "r", 10).unwrap();
+        let state = hub.state.read();
+        let room_of = |id| state.conns[&id].rooms[0].clone();
+        assert!(Arc::ptr_eq(&room_of(a.id), &room_of(c.id)));
+        assert_eq!(
+            state.conns[&a.id].rooms.capacity(),
+            1,
+            "a connection's room list is sized exactly"
         );
     }
 }

@@ -36,7 +36,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// What a connection keeps from its token.
 pub struct Grant {
     /// Room patterns the user may join (`None`: any).
-    pub rooms: Option<Vec<String>>,
+    pub rooms: Option<Box<[String]>>,
 }
 
 /// Everything a connection task starts with.
@@ -45,8 +45,6 @@ pub struct Session {
     pub shared: Arc<Shared>,
     /// What the token allows.
     pub grant: Grant,
-    /// Who the connection is.
-    pub info: ConnInfo,
     /// Client address.
     pub remote: SocketAddr,
     /// Held resources.
@@ -106,13 +104,14 @@ fn prepare(
     let Session {
         shared,
         grant,
-        info,
         remote,
         admitted,
         registration,
         replay,
     } = session;
     let socket = WsSocket::new(stream, leftover, shared.config.max_message_bytes);
+    let cell = registration.cell;
+    let info = cell.info();
     counter!("tether_connections_opened_total").increment(1);
     info!(
         conn = %shared.hub.conn_ref(admitted.id), user = %info.user, app = %info.app, node = %shared.node,
@@ -125,7 +124,7 @@ fn prepare(
     let task = Connection {
         shared,
         grant,
-        info,
+        cell,
         id,
         in_hub,
         held: true,
@@ -135,38 +134,29 @@ fn prepare(
         sent_upto: 0,
         gaps_checked_upto: 0,
         strikes: None,
+        opened_ms: now_ms(),
     };
-    Box::new(Running {
-        task,
-        cell: registration.cell,
-        replay,
-    })
+    Box::new(Running { task, replay })
 }
 
 /// What [`run`] works on, handed over boxed: an async fn keeps a copy of its arguments
 /// for its whole life, and this task lives as long as the connection.
 struct Running {
     task: Connection,
-    cell: Arc<ConnCell>,
     replay: Replay,
 }
 
 /// Serves one connection until it ends, then releases it and closes the socket.
 async fn run(running: Box<Running>) {
     // Unboxed in an inner scope so the box is freed now, not when the connection ends.
-    let Running {
-        mut task,
-        cell,
-        replay,
-    } = {
+    let Running { mut task, replay } = {
         let running = running;
         *running
     };
-    let opened = Instant::now();
     // The greeting and replay are written before the first wait, so the replay is not
     // part of the long-lived task.
     let end = match task.greet(replay) {
-        Ok(()) => task.serve(&cell).await,
+        Ok(()) => task.serve().await,
         Err(end) => end,
     };
     // Resources go back before the closing handshake, so a client that reconnects at
@@ -190,10 +180,11 @@ async fn run(running: Box<Running>) {
     };
     counter!("tether_connections_closed_total", "code" => code.to_string()).increment(1);
     let shared = &task.shared;
+    let info = task.cell.info();
     info!(
-        conn = %shared.hub.conn_ref(task.id), user = %task.info.user, app = %task.info.app, node = %shared.node,
+        conn = %shared.hub.conn_ref(task.id), user = %info.user, app = %info.app, node = %shared.node,
         code, reason = close::describe(code),
-        duration_ms = opened.elapsed().as_millis() as u64,
+        duration_ms = now_ms().saturating_sub(task.opened_ms),
         frames_in = task.frames_in, frames_out = task.frames_out,
         "connection closed"
     );
@@ -205,7 +196,8 @@ async fn run(running: Box<Running>) {
 struct Connection {
     shared: Arc<Shared>,
     grant: Grant,
-    info: ConnInfo,
+    /// Who the connection is, and what the hub shares with it.
+    cell: Arc<ConnCell>,
     id: ConnId,
     /// Whether the connection is in the hub (so releasing takes it out).
     in_hub: bool,
@@ -222,6 +214,8 @@ struct Connection {
     /// What a misbehaving or throttled client has earned; allocated at its first strike,
     /// so a well-behaved connection carries one pointer.
     strikes: Option<Box<Strikes>>,
+    /// When the connection opened (ms since the epoch).
+    opened_ms: u64,
 }
 
 /// A connection's record of refusals and bad frames.
@@ -246,9 +240,14 @@ impl Drop for Connection {
 }
 
 impl Connection {
+    /// Who the connection is.
+    fn info(&self) -> &ConnInfo {
+        self.cell.info()
+    }
+
     /// The connection's slot in its user's limit.
     fn lease(&self) -> Lease {
-        Lease::of(&self.info, self.shared.hub.conn_ref(self.id))
+        Lease::of(self.info(), self.shared.hub.conn_ref(self.id))
     }
 
     /// Gives the connection's resources back.
@@ -269,9 +268,9 @@ impl Connection {
         let established = ServerMessage::ConnectionEstablished(ConnectionEstablished {
             connection_id: shared.hub.conn_ref(self.id).to_string(),
             server_id: shared.node.to_string(),
-            user_id: self.info.user.to_string(),
-            app: self.info.app.to_string(),
-            user_type: self.info.user_type.to_string(),
+            user_id: self.info().user.to_string(),
+            app: self.info().app.to_string(),
+            user_type: self.info().user_type.to_string(),
             heartbeat_interval: shared.config.heartbeat_interval_ms,
             replay_from,
             replay_count: replay.frames.len() as u32,
@@ -287,10 +286,9 @@ impl Connection {
         Ok(())
     }
 
-    async fn serve(&mut self, cell: &ConnCell) -> End {
-        let shared = self.shared.clone();
-        let mut events = Vec::new();
+    async fn serve(&mut self) -> End {
         if self.socket.has_buffered_input() {
+            let mut events = Vec::new();
             if let Err(end) = self.socket.decode_buffered(&mut events).map_err(read_end) {
                 return end;
             }
@@ -300,24 +298,24 @@ impl Connection {
         }
 
         loop {
-            if let Some((code, reason)) = cell.close_requested() {
+            if let Some((code, reason)) = self.cell.close_requested() {
                 return if code == ABANDON {
                     End::Killed
                 } else {
                     End::Close(code, reason)
                 };
             }
-            if shared.draining() {
+            if self.shared.draining() {
                 // Admitted just before shutdown began, after every socket was told to close.
                 return End::Close(close::SERVICE_RESTART, "server restarting");
             }
-            if cell.take_resync() {
+            if self.cell.take_resync() {
                 if let Some(end) = Box::pin(self.resync()).await {
                     return end;
                 }
             }
-            if self.socket.unsent() == 0 && cell.has_frames() {
-                match self.write_queued(cell) {
+            if self.socket.unsent() == 0 && self.cell.has_frames() {
+                match self.write_queued() {
                     Ok(None) => {}
                     Ok(Some(gap)) => {
                         // Fill the gap from the inbox first (what is gone for good, trimmed
@@ -339,18 +337,17 @@ impl Connection {
             }
             // One small hand-written wait instead of a select over separate futures: an
             // idle connection's task stays a few hundred bytes.
-            let want_write = self.socket.unsent() > 0;
-            let socket = &self.socket;
+            let this = &*self;
             let woke = std::future::poll_fn(|cx| {
-                if cell.poll_signal(cx).is_ready() {
+                if this.cell.poll_signal(cx).is_ready() {
                     return Poll::Ready(Wake::Signal);
                 }
-                if want_write {
-                    if let Poll::Ready(ready) = socket.poll_write_ready(cx) {
+                if this.socket.unsent() > 0 {
+                    if let Poll::Ready(ready) = this.socket.poll_write_ready(cx) {
                         return Poll::Ready(Wake::Writable(ready.is_ok()));
                     }
                 }
-                if let Poll::Ready(ready) = socket.poll_read_ready(cx) {
+                if let Poll::Ready(ready) = this.socket.poll_read_ready(cx) {
                     return Poll::Ready(Wake::Readable(ready.is_ok()));
                 }
                 Poll::Pending
@@ -367,6 +364,7 @@ impl Connection {
                     if !ok {
                         return End::Gone;
                     }
+                    let mut events = Vec::new();
                     match self.socket.read_available(&mut events) {
                         Ok(true) => {}
                         Ok(false) => return End::Gone,
@@ -374,7 +372,7 @@ impl Connection {
                     }
                     if !events.is_empty() {
                         // Any frame counts as life (the hub's sweep closes silent ones).
-                        cell.touch(now_ms());
+                        self.cell.touch(now_ms());
                         // Boxed: handling a frame (broker calls and all) needs far more
                         // state than waiting does, and only for a moment.
                         if let Some(end) = Box::pin(self.handle_events(&mut events)).await {
@@ -389,11 +387,17 @@ impl Connection {
     /// Writes the frames the hub queued, as many as wait (up to a batch), in one write.
     /// Returns the seq of a user message that would leave a gap after what was sent
     /// (live messages were missed); it stays queued until the gap is filled.
-    fn write_queued(&mut self, cell: &ConnCell) -> std::io::Result<Option<u64>> {
-        let sent_upto = &mut self.sent_upto;
-        let gaps_checked_upto = self.gaps_checked_upto;
+    fn write_queued(&mut self) -> std::io::Result<Option<u64>> {
+        let Connection {
+            cell,
+            socket,
+            sent_upto,
+            gaps_checked_upto,
+            ..
+        } = self;
+        let gaps_checked_upto = *gaps_checked_upto;
         let mut gap = None;
-        let written = self.socket.send_with(|out| {
+        let written = socket.send_with(|out| {
             let mut written = 0u64;
             cell.take(MAX_BATCH, |frame| {
                 if let Some(seq) = frame.seq {
@@ -424,7 +428,7 @@ impl Connection {
         let shared = self.shared.clone();
         match shared
             .broker
-            .read_inbox(&self.info.app, &self.info.user, self.sent_upto)
+            .read_inbox(&self.info().app, &self.info().user, self.sent_upto)
             .await
         {
             Ok(frames) if !frames.is_empty() => {
@@ -531,7 +535,7 @@ impl Connection {
             .is_some_and(|l| l.check_key(&self.id).is_err());
         let user_over = !connection_over
             && self.shared.user_limiter.as_ref().is_some_and(|l| {
-                l.check_key(&(self.info.app.clone(), self.info.user.clone()))
+                l.check_key(&(self.info().app.clone(), self.info().user.clone()))
                     .is_err()
             });
         if connection_over || user_over {
@@ -582,11 +586,11 @@ impl Connection {
                 Some(ServerMessage::RoomLeft { room })
             }
             ClientMessage::Ack { seq } => {
-                let device = self.info.device.as_deref();
+                let device = self.info().device.as_deref();
                 match self
                     .shared
                     .broker
-                    .ack_inbox(&self.info.app, &self.info.user, device, seq)
+                    .ack_inbox(&self.info().app, &self.info().user, device, seq)
                     .await
                 {
                     Ok(AckOutcome::Recorded) => None,
@@ -608,9 +612,9 @@ impl Connection {
                     .shared
                     .broker
                     .store_inbound(InboundMessage {
-                        app: self.info.app.clone(),
-                        user: self.info.user.clone(),
-                        device: self.info.device.clone(),
+                        app: self.info().app.clone(),
+                        user: self.info().user.clone(),
+                        device: self.info().device.clone(),
                         kind: message.kind,
                         id: message.id,
                         data: message.data,

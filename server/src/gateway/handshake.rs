@@ -143,7 +143,7 @@ async fn admit(
     }
     let mut admitted = Admitted::new(shared.clone(), id, lease);
 
-    let registration = shared.hub.register(id, info.clone());
+    let registration = shared.hub.register(id, info);
     registration
         .cell
         .expire_at((claims.exp + shared.config.jwt.leeway_s).saturating_mul(1000));
@@ -155,6 +155,7 @@ async fn admit(
             .await
             .map_err(|e| unavailable(&e))?;
     }
+    let info = registration.cell.info();
     let replay = shared
         .broker
         .open_inbox(&info.app, &info.user, info.device.as_deref(), params.since)
@@ -164,9 +165,8 @@ async fn admit(
     let session = Session {
         shared: shared.clone(),
         grant: Grant {
-            rooms: claims.rooms,
+            rooms: claims.rooms.map(Vec::into_boxed_slice),
         },
-        info,
         remote,
         admitted,
         registration,

@@ -54,14 +54,30 @@ struct Assembly {
     data: Vec<u8>,
 }
 
-/// The socket.
-pub struct WsSocket {
-    stream: TcpStream,
+/// What a connection keeps between reads or writes. Allocated only while something is
+/// kept: most of the time an idle connection holds none of it.
+#[derive(Default)]
+struct Pending {
     /// Bytes of a frame that is not complete yet.
     partial: Vec<u8>,
     assembly: Assembly,
     /// Bytes written but not yet taken by the kernel.
     unsent: Vec<u8>,
+}
+
+impl Pending {
+    fn holds_nothing(&self) -> bool {
+        self.partial.is_empty()
+            && self.unsent.is_empty()
+            && self.assembly.kind.is_none()
+            && self.assembly.data.is_empty()
+    }
+}
+
+/// The socket.
+pub struct WsSocket {
+    stream: TcpStream,
+    pending: Option<Box<Pending>>,
     max_message: usize,
 }
 
@@ -149,12 +165,37 @@ impl WsSocket {
     /// Wraps an upgraded stream; `leftover` holds bytes the client sent right after its
     /// upgrade request.
     pub fn new(stream: TcpStream, leftover: Bytes, max_message: usize) -> WsSocket {
+        let pending = (!leftover.is_empty()).then(|| {
+            Box::new(Pending {
+                partial: leftover.to_vec(),
+                ..Pending::default()
+            })
+        });
         WsSocket {
             stream,
-            partial: leftover.to_vec(),
-            assembly: Assembly::default(),
-            unsent: Vec::new(),
+            pending,
             max_message,
+        }
+    }
+
+    fn pending(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
+    /// Gives back what buffers no longer hold: large empty buffers, and the whole
+    /// [`Pending`] once it keeps nothing.
+    fn settle(&mut self) {
+        let Some(pending) = self.pending.as_deref_mut() else {
+            return;
+        };
+        if pending.holds_nothing() {
+            self.pending = None;
+            return;
+        }
+        release_if_large(&mut pending.partial);
+        release_if_large(&mut pending.unsent);
+        if pending.assembly.kind.is_none() {
+            release_if_large(&mut pending.assembly.data);
         }
     }
 
@@ -191,34 +232,47 @@ impl WsSocket {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Err(ReadError::Io(e)),
             };
-            if self.partial.is_empty() {
-                let used = decode(
-                    &mut scratch[..n],
-                    &mut self.assembly,
-                    self.max_message,
-                    events,
-                    &mut replies,
-                )
-                .map_err(ReadError::Violation)?;
-                self.partial.extend_from_slice(&scratch[used..n]);
-            } else {
-                self.partial.extend_from_slice(&scratch[..n]);
-                let used = decode(
-                    &mut self.partial,
-                    &mut self.assembly,
-                    self.max_message,
-                    events,
-                    &mut replies,
-                )
-                .map_err(ReadError::Violation)?;
-                self.partial.drain(..used);
+            match self.pending.as_deref_mut() {
+                Some(pending) if !pending.partial.is_empty() => {
+                    pending.partial.extend_from_slice(&scratch[..n]);
+                    let used = decode(
+                        &mut pending.partial,
+                        &mut pending.assembly,
+                        self.max_message,
+                        events,
+                        &mut replies,
+                    )
+                    .map_err(ReadError::Violation)?;
+                    pending.partial.drain(..used);
+                }
+                kept => {
+                    // Decoded straight from the scratch buffer; only an incomplete tail
+                    // or a message in fragments is kept.
+                    let mut fresh = Assembly::default();
+                    let assembly = match kept {
+                        Some(pending) => &mut pending.assembly,
+                        None => &mut fresh,
+                    };
+                    let used = decode(
+                        &mut scratch[..n],
+                        assembly,
+                        self.max_message,
+                        events,
+                        &mut replies,
+                    )
+                    .map_err(ReadError::Violation)?;
+                    if used < n || fresh.kind.is_some() {
+                        let pending = self.pending();
+                        pending.partial.extend_from_slice(&scratch[used..n]);
+                        if fresh.kind.is_some() {
+                            pending.assembly = fresh;
+                        }
+                    }
+                }
             }
             Ok(true)
         })?;
-        release_if_large(&mut self.partial);
-        if self.assembly.kind.is_none() {
-            release_if_large(&mut self.assembly.data);
-        }
+        self.settle();
         if !replies.is_empty() {
             self.queue_bytes(&replies).map_err(ReadError::Io)?;
         }
@@ -228,21 +282,26 @@ impl WsSocket {
     /// Bytes the client sent with its upgrade request are decoded at once by
     /// [`WsSocket::read_available`]'s caller through this check.
     pub fn has_buffered_input(&self) -> bool {
-        !self.partial.is_empty()
+        self.pending
+            .as_ref()
+            .is_some_and(|pending| !pending.partial.is_empty())
     }
 
     /// Decodes what is already buffered (bytes that came with the upgrade) without reading.
     pub fn decode_buffered(&mut self, events: &mut Vec<Incoming>) -> Result<(), ReadError> {
         let mut replies = Vec::new();
+        let max_message = self.max_message;
+        let pending = self.pending();
         let used = decode(
-            &mut self.partial,
-            &mut self.assembly,
-            self.max_message,
+            &mut pending.partial,
+            &mut pending.assembly,
+            max_message,
             events,
             &mut replies,
         )
         .map_err(ReadError::Violation)?;
-        self.partial.drain(..used);
+        pending.partial.drain(..used);
+        self.settle();
         if !replies.is_empty() {
             self.queue_bytes(&replies).map_err(ReadError::Io)?;
         }
@@ -297,21 +356,26 @@ impl WsSocket {
     }
 
     fn queue_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if !self.unsent.is_empty() {
-            self.unsent.extend_from_slice(bytes);
+        if self.unsent() > 0 {
+            self.pending().unsent.extend_from_slice(bytes);
             return Ok(());
         }
-        match self.stream.try_write(bytes) {
-            Ok(n) => self.unsent.extend_from_slice(&bytes[n..]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.unsent.extend_from_slice(bytes),
+        let taken = match self.stream.try_write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
+        };
+        if taken < bytes.len() {
+            self.pending().unsent.extend_from_slice(&bytes[taken..]);
         }
         Ok(())
     }
 
     /// Bytes waiting for the kernel to take them.
     pub fn unsent(&self) -> usize {
-        self.unsent.len()
+        self.pending
+            .as_ref()
+            .map_or(0, |pending| pending.unsent.len())
     }
 
     /// Waits until the socket can take more.
@@ -321,17 +385,20 @@ impl WsSocket {
 
     /// Writes as much of the unsent bytes as the kernel takes now.
     pub fn write_pending(&mut self) -> io::Result<()> {
-        while !self.unsent.is_empty() {
-            match self.stream.try_write(&self.unsent) {
+        let Some(pending) = self.pending.as_deref_mut() else {
+            return Ok(());
+        };
+        while !pending.unsent.is_empty() {
+            match self.stream.try_write(&pending.unsent) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.unsent.drain(..n);
+                    pending.unsent.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
-        release_if_large(&mut self.unsent);
+        self.settle();
         Ok(())
     }
 
@@ -439,5 +506,83 @@ mod tests {
             &mut Vec::new(),
         );
         assert_eq!(result.unwrap_err().code, 1009);
+    }
+
+    /// A server socket and the client end of its TCP connection.
+    async fn pair() -> (WsSocket, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (WsSocket::new(server, Bytes::new(), 1024), client)
+    }
+
+    async fn read_some(socket: &mut WsSocket, events: &mut Vec<Incoming>) {
+        socket.readable().await.unwrap();
+        assert!(socket.read_available(events).unwrap());
+    }
+
+    #[tokio::test]
+    async fn buffers_exist_only_while_something_is_kept() {
+        use tokio::io::AsyncWriteExt;
+        let (mut socket, mut client) = pair().await;
+        assert!(socket.pending.is_none(), "a new connection keeps nothing");
+        let mut events = Vec::new();
+
+        // Half a frame is kept until the rest comes.
+        let whole = masked(0x1, true, b"hello");
+        client.write_all(&whole[..4]).await.unwrap();
+        read_some(&mut socket, &mut events).await;
+        assert!(events.is_empty());
+        assert!(socket.has_buffered_input());
+        client.write_all(&whole[4..]).await.unwrap();
+        read_some(&mut socket, &mut events).await;
+        assert_eq!(events, vec![Incoming::Text("hello".into())]);
+        assert!(socket.pending.is_none(), "a completed frame leaves nothing");
+
+        // So is the first fragment of a message, across reads.
+        events.clear();
+        client.write_all(&masked(0x1, false, b"hel")).await.unwrap();
+        read_some(&mut socket, &mut events).await;
+        assert!(events.is_empty());
+        assert!(socket.pending.is_some(), "the fragment is kept");
+        client.write_all(&masked(0x0, true, b"lo")).await.unwrap();
+        read_some(&mut socket, &mut events).await;
+        assert_eq!(events, vec![Incoming::Text("hello".into())]);
+        assert!(socket.pending.is_none());
+    }
+
+    #[tokio::test]
+    async fn bytes_the_kernel_did_not_take_wait_and_then_go() {
+        use tokio::io::AsyncReadExt;
+        let (mut socket, mut client) = pair().await;
+        let payload = vec![b'x'; 1000];
+        // Far more than the socket buffers hold while the client reads nothing.
+        let mut sent = 0;
+        while socket.unsent() == 0 {
+            socket.send_texts([payload.as_slice()]).unwrap();
+            sent += 1;
+            assert!(sent < 100_000, "the kernel never pushed back");
+        }
+        assert!(socket.pending.is_some());
+        let reader = tokio::spawn(async move {
+            let mut total = 0;
+            let mut buf = vec![0; 64 * 1024];
+            while total < sent * 1004 {
+                total += client.read(&mut buf).await.unwrap();
+            }
+            total
+        });
+        socket.flush().await.unwrap();
+        assert!(
+            socket.pending.is_none(),
+            "nothing is kept once all is written"
+        );
+        assert_eq!(
+            reader.await.unwrap(),
+            sent * 1004,
+            "every byte arrived once"
+        );
     }
 }
