@@ -69,7 +69,9 @@ fn spawn(mut command: Command, name: &str) -> Result<Proc> {
 /// A `redis-server` without persistence on a free port.
 pub async fn start_redis(cpu: Option<&str>) -> Result<(Proc, u16)> {
     let port = free_port()?;
-    let dir = std::env::temp_dir().join(format!("tether-bench-redis-{port}"));
+    // Nothing is saved (no RDB, no AOF); the directory only keeps a stray dump out of the
+    // working tree, so one directory serves every instance and none piles up.
+    let dir = std::env::temp_dir().join("tether-bench-redis");
     std::fs::create_dir_all(&dir)?;
     let mut command = command("redis-server", cpu);
     command

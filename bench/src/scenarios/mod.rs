@@ -21,6 +21,8 @@ use std::path::PathBuf;
 pub const SERVER_CPU: &str = "0";
 /// CPU the load generator runs on.
 pub const CLIENT_CPU: &str = "1";
+/// Both CPUs: an unpinned run.
+pub const BOTH_CPUS: &str = "0,1";
 
 /// Runs the named scenarios and writes the report.
 pub async fn run(what: Vec<String>, quick: bool, peers: bool, out: Option<PathBuf>) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use super::common::{cpu, merge, sources};
 use super::servers::{self, Kind};
-use super::{row, CLIENT_CPU, SERVER_CPU};
+use super::{row, BOTH_CPUS, CLIENT_CPU, SERVER_CPU};
 use crate::orchestrate::Worker;
 use crate::report::Row;
 use crate::worker::{Listen, Publish, Role};
@@ -12,14 +12,27 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use std::time::Duration;
 
-/// Runs S5.
+/// Runs S5: pinned (servers and Redis on one core, the generator on the other), then
+/// unpinned (every process may use both cores), as the method asks.
 pub async fn run(quick: bool) -> Result<Vec<Row>> {
     let (users, rates, step_s): (u32, Vec<u32>, u64) = if quick {
-        (2_000, vec![10_000, 50_000], 5)
+        (2_000, vec![10_000, 50_000, 100_000], 5)
     } else {
         (10_000, vec![10_000, 50_000, 100_000, 200_000], 60)
     };
-    let servers = servers::start(Kind::Tether, 2, false, &[], SERVER_CPU).await?;
+    let mut rows = measure(users, &rates, step_s, true).await?;
+    rows.extend(measure(users, &rates, step_s, false).await?);
+    Ok(rows)
+}
+
+async fn measure(users: u32, rates: &[u32], step_s: u64, pinned: bool) -> Result<Vec<Row>> {
+    let (server_cpu, client_cpu) = if pinned {
+        (SERVER_CPU, CLIENT_CPU)
+    } else {
+        (BOTH_CPUS, BOTH_CPUS)
+    };
+    let layout = if pinned { "" } else { ", unpinned" };
+    let servers = servers::start(Kind::Tether, 2, false, &[], server_cpu).await?;
     let redis_url = servers.redis_url.clone().context("redis")?;
     let redis_pid = servers.redis.as_ref().map(|r| r.pid).context("redis pid")?;
     let mut listeners = Vec::new();
@@ -31,7 +44,7 @@ pub async fn run(quick: bool) -> Result<Vec<Row>> {
             count: users / 2,
             group: 0,
         });
-        listeners.push(Worker::spawn(&role, Some(CLIENT_CPU))?);
+        listeners.push(Worker::spawn(&role, Some(client_cpu))?);
     }
     for listener in &mut listeners {
         listener
@@ -41,7 +54,7 @@ pub async fn run(quick: bool) -> Result<Vec<Row>> {
     }
     let pids = servers.pids();
     let mut rows = Vec::new();
-    for rate in rates {
+    for &rate in rates {
         let publish = Role::Publish(Publish {
             redis_url: redis_url.clone(),
             kind: "user".into(),
@@ -49,7 +62,7 @@ pub async fn run(quick: bool) -> Result<Vec<Row>> {
             rate_per_s: rate,
             duration_s: step_s,
         });
-        let mut publisher = Worker::spawn(&publish, Some(CLIENT_CPU))?;
+        let mut publisher = Worker::spawn(&publish, Some(client_cpu))?;
         publisher.next(Duration::from_secs(30)).await?;
         for listener in &mut listeners {
             listener.go().await?;
@@ -80,7 +93,7 @@ pub async fn run(quick: bool) -> Result<Vec<Row>> {
         let p = |q: f64| latency.as_ref().map_or(0, |h| h.value_at_quantile(q));
         let mut r = row(
             "S5",
-            format!("tether 2 nodes (Redis), {users} users, inbox on, offered {rate}/s"),
+            format!("tether 2 nodes (Redis){layout}, {users} users, inbox on, offered {rate}/s"),
             json!({
                 "published_per_s": published["result"]["published_per_s"],
                 "delivered_per_s": deliveries as f64 / seconds,
