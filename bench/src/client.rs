@@ -4,10 +4,15 @@
 
 use crate::procs::{APP, JWT_SECRET};
 use crate::ws::{Frame, Target, Ws};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 use tether_server::auth::{mint_token, Claims};
+
+/// The ES256 private key this worker signs with, when the run uses ES256 tokens.
+static ES256_KEY: OnceLock<EncodingKey> = OnceLock::new();
 
 /// How a server is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,9 +24,23 @@ pub enum Dialect {
     SocketIo,
 }
 
-/// A token for `user` (HS256, the run's secret), valid for a day.
+/// Signs this worker's tokens with ES256 and `private_pem` (PKCS#8) from now on.
+pub fn sign_with_es256(private_pem: &str) -> Result<()> {
+    let key = EncodingKey::from_ec_pem(private_pem.as_bytes()).context("ES256 private key")?;
+    ES256_KEY
+        .set(key)
+        .map_err(|_| anyhow!("the signing key is already set"))
+}
+
+/// A token for `user`, valid for a day: HS256 with the run's secret, or ES256 after
+/// [`sign_with_es256`].
 pub fn token(user: &str) -> String {
-    mint_token(JWT_SECRET.as_bytes(), &Claims::new(user, &[APP], 86_400))
+    let claims = Claims::new(user, &[APP], 86_400);
+    match ES256_KEY.get() {
+        Some(key) => jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, key)
+            .unwrap_or_else(|e| unreachable!("ES256 signing with a parsed key failed: {e}")),
+        None => mint_token(JWT_SECRET.as_bytes(), &claims),
+    }
 }
 
 /// Opens an authenticated connection for `user` with `device`, waits for the server's

@@ -345,6 +345,88 @@ async fn an_rs256_gateway_refuses_hs256_signed_with_its_public_key() {
     std::fs::remove_dir_all(other_dir).ok();
 }
 
+/// A P-256 key pair made with the openssl command (PKCS#8 private, SPKI public).
+fn ec_pair(dir: &std::path::Path, name: &str) -> (Vec<u8>, Vec<u8>) {
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            private.to_str().unwrap(),
+        ],
+        vec![
+            "pkey",
+            "-in",
+            private.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("openssl").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (
+        std::fs::read(private).unwrap(),
+        std::fs::read(public).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn an_es256_gateway_takes_its_own_signatures_only() {
+    let dir = tempfile_dir("ec");
+    let (private, public) = ec_pair(&dir, "ec");
+    let (other_private, _) = ec_pair(&dir, "other");
+    let public_for_gateway = public.clone();
+    let gw = TestGateway::with(move |c| {
+        c.jwt.key = JwtKey::PublicKeyPem {
+            algorithm: JwtAlgorithm::Es256,
+            pem: public_for_gateway,
+        }
+    })
+    .await;
+    let claims = good_claims();
+    let es256 = |key: &[u8]| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(key).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(answer(&gw, &es256(&private)).await.0, 101);
+    assert_eq!(
+        answer(&gw, &es256(&other_private)).await,
+        (401, "invalid_token".into()),
+        "signed by another key"
+    );
+    // Key confusion: HS256 with the public key as the secret; the HS test secret.
+    for secret in [public.clone(), SECRET.as_bytes().to_vec()] {
+        assert_eq!(
+            answer(&gw, &hs256(&secret, Header::default(), &claims)).await,
+            (401, "invalid_token".into())
+        );
+    }
+    // A valid signature over claims that expired is still refused.
+    let expired = jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        &json!({"sub": "u1", "exp": now_s() - 600, "apps": [APP]}),
+        &EncodingKey::from_ec_pem(&private).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(answer(&gw, &expired).await, (401, "token_expired".into()));
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Sends a raw upgrade request and returns the status code of the answer (0 when the
 /// gateway closed without answering).
 fn raw_handshake(addr: std::net::SocketAddr, path_and_query: &str, extra_headers: &str) -> u16 {

@@ -1,6 +1,7 @@
 //! S2, authenticated upgrades per second and churn: a burst of upgrades as fast as the
-//! node takes them (HS256 token checked, limit admitted, inbox opened for each), then
-//! connect+disconnect churn on top of the held connections.
+//! node takes them (token checked, limit admitted, inbox opened for each), then
+//! connect+disconnect churn on top of the held connections. Once with HS256 tokens (the
+//! main case), once with ES256 (an asymmetric signature to verify per upgrade).
 
 use super::common::cpu;
 use super::servers::{self, Kind};
@@ -10,16 +11,87 @@ use crate::report::{decode_histogram, Row};
 use crate::worker::{Connect, Role};
 use anyhow::{Context, Result};
 use serde_json::json;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-/// Runs S2 on one node.
+/// Runs S2 on one node, with HS256 then ES256 tokens.
 pub async fn run(quick: bool) -> Result<Vec<Row>> {
+    let mut rows = vec![measure(quick, None).await?];
+    let dir = std::env::temp_dir().join(format!("tether-bench-es256-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let keys = es256_keys(&dir);
+    let row = match keys {
+        Ok((private_pem, public_file)) => measure(quick, Some((private_pem, public_file))).await,
+        Err(e) => Err(e),
+    };
+    std::fs::remove_dir_all(&dir).ok();
+    rows.push(row?);
+    Ok(rows)
+}
+
+/// A P-256 key pair made with `openssl`: the private key (PKCS#8 PEM) and the public
+/// key's file, for the gateway.
+fn es256_keys(dir: &Path) -> Result<(String, String)> {
+    let private = dir.join("private.pem");
+    let public = dir.join("public.pem");
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .context("running openssl (needed for the ES256 case)")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let (private_path, public_path) = (
+        private.to_string_lossy().into_owned(),
+        public.to_string_lossy().into_owned(),
+    );
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &private_path,
+    ])?;
+    run(&[
+        "pkey",
+        "-in",
+        &private_path,
+        "-pubout",
+        "-out",
+        &public_path,
+    ])?;
+    Ok((std::fs::read_to_string(&private)?, public_path))
+}
+
+/// One S2 run; `es256` holds the private key PEM and the public key's file.
+async fn measure(quick: bool, es256: Option<(String, String)>) -> Result<Row> {
     let (count, churn_per_s, churn_s) = if quick {
         (3_000, 1_000, 5)
     } else {
         (10_000, 2_000, 60)
     };
-    let servers = servers::start(Kind::Tether, 1, false, &[], SERVER_CPU).await?;
+    let (tokens, env, private_pem) = match es256 {
+        Some((private_pem, public_file)) => (
+            "ES256",
+            vec![
+                ("JWT_ALGORITHM", "es256".to_owned()),
+                ("JWT_PUBLIC_KEY_FILE", public_file),
+            ],
+            Some(private_pem),
+        ),
+        None => ("HS256", Vec::new(), None),
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let servers = servers::start(Kind::Tether, 1, false, &env, SERVER_CPU).await?;
     let role = Role::Connect(Connect {
         targets: servers.addrs(),
         // No fixed source address: a bind(ip, 0) before connect makes the kernel pick a
@@ -31,6 +103,7 @@ pub async fn run(quick: bool) -> Result<Vec<Row>> {
         concurrency: 256,
         churn_per_s,
         churn_s,
+        es256_private_pem: private_pem,
     });
     let mut worker = Worker::spawn(&role, Some(CLIENT_CPU))?;
     worker
@@ -49,7 +122,9 @@ pub async fn run(quick: bool) -> Result<Vec<Row>> {
     let r = &result["result"];
     let mut row = row(
         "S2",
-        format!("tether 1 node: burst of {count}, then {churn_per_s}/s churn for {churn_s} s"),
+        format!(
+            "tether 1 node, {tokens} tokens: burst of {count}, then {churn_per_s}/s churn for {churn_s} s"
+        ),
         json!({
             "upgrades_per_s": r["upgrades_per_s"],
             "burst_failed": r["failed"],
@@ -65,5 +140,5 @@ pub async fn run(quick: bool) -> Result<Vec<Row>> {
     row.latency = r["churn_hist"]
         .as_str()
         .and_then(|h| decode_histogram(h).ok());
-    Ok(vec![row])
+    Ok(row)
 }

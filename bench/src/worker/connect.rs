@@ -13,6 +13,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub async fn run(config: Connect) -> Result<()> {
+    if let Some(pem) = &config.es256_private_pem {
+        client::sign_with_es256(pem)?;
+    }
     emit(json!({"ready": 0}));
     wait_for_go().await?;
     let latency = Rc::new(RefCell::new(histogram()));

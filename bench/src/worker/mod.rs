@@ -106,6 +106,8 @@ pub struct Connect {
     pub churn_per_s: u32,
     /// How long the churn lasts, s.
     pub churn_s: u64,
+    /// An ES256 private key (PKCS#8 PEM) to sign tokens with; HS256 when absent.
+    pub es256_private_pem: Option<String>,
 }
 
 /// Settings of [`Role::Listen`].
