@@ -14,11 +14,15 @@
 //! println!("seq {} reached {} connections", sent.seq, sent.delivered);
 //! # Ok(()) }
 //! ```
+//!
+//! Behind Redis Sentinel, [`Publisher::connect_sentinel`] finds the master through the
+//! sentinels and follows it through failovers, as the gateways do.
 
 use crate::broker::inbox::Retention;
 use crate::broker::redis::appender::Appender;
 use crate::broker::redis::connection::{self, Conn, Target};
 use crate::broker::redis::ops;
+use crate::broker::redis::sentinel::{self, SentinelTarget};
 use crate::broker::BrokerError;
 use crate::clock::now_ms;
 use crate::hub::Topic;
@@ -29,6 +33,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tether_protocol::api::{Kicked, OutgoingMessage, SentToApp, SentToRoom, SentToUser};
 use thiserror::Error;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Why a publish failed. Nothing was sent in either case.
 #[derive(Debug, Clone, Error)]
@@ -66,6 +71,8 @@ pub struct Publisher {
     /// Inbox count changes (for the gateways' `totalQueuedMessages`), written in batches
     /// by a background task rather than with every message.
     queued: Arc<Counters>,
+    /// Stops the background tasks (following a Sentinel master) with the last handle.
+    _stop: Arc<DropGuard>,
 }
 
 /// Pending inbox count changes by time bucket, and the retention they are kept for.
@@ -122,10 +129,26 @@ impl Publisher {
         .await
     }
 
+    /// Connects to the master that Redis Sentinel names, and follows it through failovers
+    /// (checked once a second, and at once when a command fails like a failover). Sends
+    /// to users wait for `target.sync_replicas` replicas (`WAIT`), lowered to the
+    /// replicas the master has, as the gateways' do.
+    pub async fn connect_sentinel(target: SentinelTarget) -> Result<Publisher, PublishError> {
+        let stop = CancellationToken::new();
+        let conn = sentinel::open_following(&target, stop.clone())
+            .await
+            .map_err(|e| PublishError::Unavailable(format!("redis sentinel: {e}")))?;
+        Ok(Self::start(conn, stop))
+    }
+
     async fn connect_to(target: Target) -> Result<Publisher, PublishError> {
         let conn = connection::open(&target, None, 1)
             .await
             .map_err(|e| PublishError::Unavailable(format!("redis: {e}")))?;
+        Ok(Self::start(conn, CancellationToken::new()))
+    }
+
+    fn start(conn: Conn, stop: CancellationToken) -> Publisher {
         let retention = Retention {
             ttl_ms: 604_800_000,
             max_len: 1000,
@@ -135,12 +158,13 @@ impl Publisher {
             pending: Mutex::new(HashMap::new()),
         });
         tokio::spawn(flush_counters(conn.clone(), Arc::downgrade(&queued)));
-        Ok(Publisher {
+        Publisher {
             appender: Appender::start(conn.clone()),
             conn,
             retention,
             queued,
-        })
+            _stop: Arc::new(stop.drop_guard()),
+        }
     }
 
     /// Sets the inbox retention: use the gateways' `WS_MESSAGE_TTL` (seconds) and

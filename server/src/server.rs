@@ -205,14 +205,7 @@ async fn make_broker(config: &Config, hub: Arc<Hub>) -> Result<Arc<dyn Broker>, 
         lease_ms: config.registry_ttl.as_millis() as u64,
     };
     let (settings, shown) = if let Some(sentinel) = &config.redis_sentinel {
-        let target = SentinelTarget {
-            sentinels: sentinel.sentinels.clone(),
-            master_name: sentinel.master_name.clone(),
-            sentinel_password: sentinel.sentinel_password.as_ref().map(|s| s.0.clone()),
-            password: sentinel.password.as_ref().map(|s| s.0.clone()),
-            db: i64::from(sentinel.db),
-            sync_replicas: sentinel.sync_replicas,
-        };
+        let target = SentinelTarget::from(sentinel);
         let shown = format!(
             "through sentinels {} (master {:?})",
             target.sentinels_text(),

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::sentinel::SentinelSet;
 use support::*;
+use tether_protocol::api::OutgoingMessage;
+use tether_server::broker::redis::sentinel::SentinelTarget;
 use tether_server::config::{Cli, Config};
+use tether_server::publisher::Publisher;
 
 /// How long the gateway may take to use the new master once the sentinels name it.
 const RECOVERY: Duration = Duration::from_secs(15);
@@ -269,6 +272,56 @@ async fn survive_a_failover(trigger: Trigger) {
     let (status, body) = health(&gw).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["connections"]["master"], new_master.as_str(), "{body}");
+}
+
+/// A backend's `Publisher` given the sentinels finds the master, and after a failover
+/// sends again through the new one: the message is stored there and reaches the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_publisher_follows_the_master_through_a_failover() {
+    let set = SentinelSet::start(1);
+    let gw = sentinel_gateway(&set).await;
+    let mut client = gw.connect("u1", "phone").await;
+    let target = SentinelTarget::from(&set.config());
+    let publisher = Publisher::connect_sentinel(target).await.unwrap();
+    let message = |n: &str| OutgoingMessage::new("n", &json!(n));
+    let before = publisher
+        .send_to_user(APP, "u1", message("before"))
+        .await
+        .unwrap();
+    assert_eq!(before.seq, 1);
+    assert_eq!(client.recv().await["id"], before.id.as_str());
+
+    set.force_failover();
+    tokio::task::block_in_place(|| set.wait_for_promotion(Duration::from_secs(30)));
+    let deadline = Instant::now() + RECOVERY;
+    let after = loop {
+        match publisher.send_to_user(APP, "u1", message("after")).await {
+            Ok(sent) => break sent,
+            Err(e) => {
+                // The demoted master refuses writes (READONLY) until the publisher moves.
+                assert!(Instant::now() < deadline, "sends not back: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(after.seq, 2, "the inbox moved with the promotion");
+    let stored = set
+        .replica
+        .cli(&["ZCARD", "tether:{u:shop:u1}:inbox"])
+        .map(|out| out.trim().to_owned());
+    assert_eq!(stored.as_deref(), Some("2"), "both are on the new master");
+    // A try that failed during the move may still have reached the client live (its
+    // answer lost, as with any retried send); anything else is a bug.
+    loop {
+        let got = client.recv().await;
+        if got["id"] == after.id.as_str() {
+            break;
+        }
+        assert_eq!(
+            got["data"], "after",
+            "only an earlier try of the send: {got}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,11 +33,13 @@ use redis::{
     ProtocolVersion, PushInfo, RedisConnectionInfo, RedisError, RedisResult, Role, ServerErrorKind,
 };
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How often the sentinels are asked which server is the master.
@@ -87,6 +89,19 @@ impl std::fmt::Debug for SentinelTarget {
     }
 }
 
+impl From<&crate::config::SentinelConfig> for SentinelTarget {
+    fn from(config: &crate::config::SentinelConfig) -> SentinelTarget {
+        SentinelTarget {
+            sentinels: config.sentinels.clone(),
+            master_name: config.master_name.clone(),
+            sentinel_password: config.sentinel_password.as_ref().map(|s| s.0.clone()),
+            password: config.password.as_ref().map(|s| s.0.clone()),
+            db: i64::from(config.db),
+            sync_replicas: config.sync_replicas,
+        }
+    }
+}
+
 impl SentinelTarget {
     /// `host:port,host:port`, for logs and errors (no secret in it).
     pub fn sentinels_text(&self) -> String {
@@ -125,6 +140,8 @@ pub(crate) struct Failover {
     required_replicas: AtomicU32,
     /// Whether the last lookup through the sentinels named a usable master.
     sentinels_ok: AtomicBool,
+    /// Whether connections are being moved to another master right now.
+    moving: AtomicBool,
     wake: Notify,
 }
 
@@ -164,6 +181,7 @@ impl Failover {
             settings,
             master: RwLock::new(None),
             sentinels_ok: AtomicBool::new(false),
+            moving: AtomicBool::new(false),
             wake: Notify::new(),
         })
     }
@@ -292,6 +310,15 @@ impl Failover {
         self.sentinels_ok.load(Ordering::Acquire)
     }
 
+    /// Whether the connections are being moved to another master. Until the move is
+    /// done, `main` may still reach the old master, whose inboxes can hold writes that
+    /// were never confirmed by a replica (a send that failed during the failover): an
+    /// inbox read then would show a client a message the promotion discards, whose seq
+    /// the new master hands out again.
+    pub(crate) fn moving(&self) -> bool {
+        self.moving.load(Ordering::Acquire)
+    }
+
     /// Asks the watcher to check the sentinels now.
     fn nudge(&self) {
         self.wake.notify_one();
@@ -382,6 +409,41 @@ impl SentinelConn {
     async fn open(&self, master: &ConnectionInfo) -> RedisResult<ConnectionManager> {
         connection::manager(master.clone(), self.push.clone(), self.retries).await
     }
+
+    /// A connection to `master` (`push`: where its pub/sub messages go).
+    async fn connect(
+        failover: Arc<Failover>,
+        master: &ConnectionInfo,
+        push: Option<UnboundedSender<PushInfo>>,
+        retries: usize,
+    ) -> RedisResult<SentinelConn> {
+        let manager = connection::manager(master.clone(), push.clone(), retries).await?;
+        Ok(SentinelConn {
+            failover,
+            current: Arc::new(RwLock::new(manager)),
+            push,
+            retries,
+        })
+    }
+}
+
+/// Asks the sentinels for the master: the shared failover state, what they said, and
+/// how to reach the master.
+async fn resolve(target: &SentinelTarget) -> RedisResult<(Arc<Failover>, View, ConnectionInfo)> {
+    let failover = Arc::new(Failover::new(target.clone())?);
+    let view = failover.view().await.map_err(|e| {
+        RedisError::from((
+            e.kind(),
+            "no master from the sentinels",
+            format!(
+                "sentinels {} name no usable master {:?}: {e}",
+                target.sentinels_text(),
+                target.master_name
+            ),
+        ))
+    })?;
+    let master = failover.master_info(&view.master)?;
+    Ok((failover, view, master))
 }
 
 /// The three broker connections to the master the sentinels name, and their shared state.
@@ -398,38 +460,14 @@ pub(super) async fn open(
     target: &SentinelTarget,
     push: UnboundedSender<PushInfo>,
 ) -> RedisResult<Opened> {
-    let failover = Arc::new(Failover::new(target.clone())?);
-    let view = failover.view().await.map_err(|e| {
-        RedisError::from((
-            e.kind(),
-            "no master from the sentinels",
-            format!(
-                "sentinels {} name no usable master {:?}: {e}",
-                target.sentinels_text(),
-                target.master_name
-            ),
-        ))
-    })?;
-    let master = failover.master_info(&view.master)?;
-    let make = |push: Option<UnboundedSender<PushInfo>>, retries: usize| {
-        let failover = failover.clone();
-        let master = master.clone();
-        async move {
-            let manager = connection::manager(master, push.clone(), retries).await?;
-            Ok::<_, RedisError>(SentinelConn {
-                failover,
-                current: Arc::new(RwLock::new(manager)),
-                push,
-                retries,
-            })
-        }
-    };
-    let main = make(None, 1).await?;
-    let publisher = make(None, 1).await?;
+    let (failover, view, master) = resolve(target).await?;
+    let main = SentinelConn::connect(failover.clone(), &master, None, 1).await?;
+    let publisher = SentinelConn::connect(failover.clone(), &master, None, 1).await?;
     // Few retries per reconnect (the maintenance task's checks start another one each
     // second): a replaced subscriber must not keep trying to reach the old master for
     // long, since a demoted master still relays published messages to its subscribers.
-    let subscriber = make(Some(push), SUBSCRIBER_RETRIES).await?;
+    let subscriber =
+        SentinelConn::connect(failover.clone(), &master, Some(push), SUBSCRIBER_RETRIES).await?;
     let mut probe = main.current();
     ensure_master(&mut probe).await?;
     *failover.master.write() = Some(address(&master));
@@ -462,15 +500,71 @@ fn sentinel_conn(conn: &Conn) -> Option<&SentinelConn> {
     }
 }
 
-/// Follows the master: asks the sentinels once a second (and at once when a command
-/// failed like a failover), and moves the three connections when they name another one.
+/// Follows the master for a gateway node: moves its three connections when the
+/// sentinels name another one (see [`follow`]).
 pub(super) async fn watch(inner: Arc<Inner>, failover: Arc<Failover>) {
+    let (main, stop, node) = (inner.main.clone(), inner.stop.clone(), inner.node.clone());
+    let move_to = |master: ConnectionInfo| {
+        let (inner, failover) = (inner.clone(), failover.clone());
+        async move { switch(&inner, &failover, &master).await }
+    };
+    follow(failover.clone(), main, stop, &node, move_to).await;
+}
+
+/// One connection to the master the sentinels name, which follows it through failovers
+/// until `stop` (a backend's [`crate::publisher::Publisher`]). Durable writes through it
+/// wait for replicas as the gateway's do.
+pub(crate) async fn open_following(
+    target: &SentinelTarget,
+    stop: CancellationToken,
+) -> RedisResult<Conn> {
+    let (failover, view, master) = resolve(target).await?;
+    let conn = SentinelConn::connect(failover.clone(), &master, None, 1).await?;
+    ensure_master(&mut conn.current()).await?;
+    *failover.master.write() = Some(address(&master));
+    let main = Conn::Sentinel(conn.clone());
+    failover.set_required(Some(&view), connected_replicas(&main).await);
+    info!(master = %address(&master), name = %target.master_name, sentinels = %target.sentinels_text(), "publisher: Redis master found through the sentinels");
+    let move_to = {
+        let failover = failover.clone();
+        move |master: ConnectionInfo| {
+            let (conn, failover) = (conn.clone(), failover.clone());
+            async move {
+                let mut moved = conn.open(&master).await?;
+                ensure_master(&mut moved).await?;
+                *conn.current.write() = moved;
+                *failover.master.write() = Some(address(&master));
+                Ok(())
+            }
+        }
+    };
+    tokio::spawn({
+        let main = main.clone();
+        async move { follow(failover, main, stop, "publisher", move_to).await }
+    });
+    Ok(main)
+}
+
+/// Follows the master: asks the sentinels once a second (and at once when a command
+/// failed like a failover), and calls `move_to` when they name another one, until
+/// `stop`. `move_to` records the new master once everything moved, so a failed move is
+/// tried again at the next check. `who` names the follower in logs.
+async fn follow<M, F>(
+    failover: Arc<Failover>,
+    main: Conn,
+    stop: CancellationToken,
+    who: &str,
+    move_to: M,
+) where
+    M: Fn(ConnectionInfo) -> F,
+    F: Future<Output = RedisResult<()>>,
+{
     let mut reported_down = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(CHECK_EVERY) => {}
             () = failover.wake.notified() => {}
-            () = inner.stop.cancelled() => return,
+            () = stop.cancelled() => return,
         }
         match failover.view().await {
             Err(e) => {
@@ -478,7 +572,7 @@ pub(super) async fn watch(inner: Arc<Inner>, failover: Arc<Failover>) {
                 // During a failover the old master is flagged down and no other is
                 // named yet; the next checks find the new one.
                 if !reported_down {
-                    warn!(node = %inner.node, error = %e, name = %failover.target.master_name, "the sentinels name no usable master; keeping the current connections and asking again");
+                    warn!(node = %who, error = %e, name = %failover.target.master_name, "the sentinels name no usable master; keeping the current connections and asking again");
                     reported_down = true;
                 }
             }
@@ -490,27 +584,28 @@ pub(super) async fn watch(inner: Arc<Inner>, failover: Arc<Failover>) {
                     // Until the move is done, writes still going to the old master wait
                     // for every configured replica (and fail when it has lost them).
                     failover.set_required(None, None);
-                    info!(node = %inner.node, from = before.as_deref().unwrap_or("none"), to = %now, "the sentinels name a new Redis master; moving the connections");
+                    info!(node = %who, from = before.as_deref().unwrap_or("none"), to = %now, "the sentinels name a new Redis master; moving the connections");
                     let moved = match failover.master_info(&view.master) {
-                        Ok(master) => switch(&inner, &failover, &master).await,
+                        Ok(master) => move_to(master).await,
                         Err(e) => Err(e),
                     };
                     if let Err(e) = moved {
-                        warn!(node = %inner.node, master = %now, error = %e, "could not move to the new Redis master; retrying");
+                        warn!(node = %who, master = %now, error = %e, "could not move to the new Redis master; retrying");
                     } else {
-                        info!(node = %inner.node, master = %now, "connected to the new Redis master; connections catch up from their inboxes");
+                        info!(node = %who, master = %now, "connected to the new Redis master");
                     }
                 }
-                failover.set_required(Some(&view), connected_replicas(&inner.main).await);
+                failover.set_required(Some(&view), connected_replicas(&main).await);
             }
         }
         tokio::time::sleep(MIN_PAUSE).await;
     }
 }
 
-/// Opens the three connections to `master`, moves the subscriptions and swaps them in.
-/// The current master is recorded only when everything worked, so a failed switch is
-/// tried again at the next check.
+/// Moves the node's three connections and its subscriptions to `master`. The current
+/// master is recorded only when everything worked, so a failed switch is tried again at
+/// the next check. While it runs, connections do not catch up from the inboxes (see
+/// [`Failover::moving`]); they do once it is done.
 async fn switch(inner: &Inner, failover: &Failover, master: &ConnectionInfo) -> RedisResult<()> {
     let (Some(main), Some(publisher), Some(subscriber)) = (
         sentinel_conn(&inner.main),
@@ -519,12 +614,31 @@ async fn switch(inner: &Inner, failover: &Failover, master: &ConnectionInfo) -> 
     ) else {
         return Ok(());
     };
+    failover.moving.store(true, Ordering::Release);
+    let moved = move_connections(inner, main, publisher, subscriber, master).await;
+    if moved.is_ok() {
+        *failover.master.write() = Some(address(master));
+        // Connections catch up from the new master's inboxes (a failed move does so once
+        // it is tried again and done).
+        inner.missed_live.store(true, Ordering::Release);
+    }
+    failover.moving.store(false, Ordering::Release);
+    moved
+}
+
+/// Opens the three connections to `master`, swaps them in and moves the subscriptions.
+async fn move_connections(
+    inner: &Inner,
+    main: &SentinelConn,
+    publisher: &SentinelConn,
+    subscriber: &SentinelConn,
+    master: &ConnectionInfo,
+) -> RedisResult<()> {
     // Health shows the move; the maintenance task sees the links come back and restores
-    // the registry entries and heartbeat, then asks connections to catch up.
+    // the registry entries and heartbeat, then (the move done) asks connections to catch up.
     inner.main_link.set(false);
     inner.publisher_link.set(false);
     inner.subscriber_link.set(false);
-    inner.missed_live.store(true, Ordering::Release);
     let mut new_main = main.open(master).await?;
     ensure_master(&mut new_main).await?;
     let new_publisher = publisher.open(master).await?;
@@ -561,10 +675,7 @@ async fn switch(inner: &Inner, failover: &Failover, master: &ConnectionInfo) -> 
     })
     .await;
     drop(old);
-    moved?;
-    *failover.master.write() = Some(address(master));
-    inner.missed_live.store(true, Ordering::Release);
-    Ok(())
+    moved
 }
 
 #[cfg(test)]
