@@ -304,12 +304,21 @@ async fn a_rust_publisher_follows_the_master_through_a_failover() {
             }
         }
     };
-    assert_eq!(after.seq, 2, "the inbox moved with the promotion");
+    // Seq 2, or more when a try that failed was stored and confirmed all the same (its
+    // answer lost in the move): the new master holds every message up to it.
+    assert!(
+        after.seq >= 2,
+        "the inbox moved with the promotion: {after:?}"
+    );
     let stored = set
         .replica
         .cli(&["ZCARD", "tether:{u:shop:u1}:inbox"])
         .map(|out| out.trim().to_owned());
-    assert_eq!(stored.as_deref(), Some("2"), "both are on the new master");
+    assert_eq!(
+        stored,
+        Some(after.seq.to_string()),
+        "all are on the new master"
+    );
     // A try that failed during the move may still have reached the client live (its
     // answer lost, as with any retried send); anything else is a bug.
     loop {

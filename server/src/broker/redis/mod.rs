@@ -251,6 +251,29 @@ fn frame(value: Value) -> Option<Utf8Bytes> {
     }
 }
 
+/// How long an inbox read waits for a Sentinel move to finish before it gives up.
+const MOVE_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits while the sentinels name a master this node has not moved to yet: an inbox read
+/// there could show a client an entry the promotion discards (see `Failover::moving`).
+/// Unavailable when the move takes longer than [`MOVE_WAIT`]; the catch-up after the move
+/// then delivers what the read would have.
+async fn inbox_readable(inner: &Inner) -> Result<(), BrokerError> {
+    let Some(failover) = &inner.failover else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + MOVE_WAIT;
+    while failover.moving() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BrokerError::Unavailable(
+                "redis: moving to the master the sentinels name".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// Reads `{seq, frame, seq, frame, ...}`.
 fn seq_frames(values: impl Iterator<Item = Value>) -> Result<Vec<(u64, Utf8Bytes)>, BrokerError> {
     let values: Vec<Value> = values.collect();
@@ -391,6 +414,7 @@ impl Broker for RedisBroker {
         since: Option<u64>,
     ) -> Result<Replay, BrokerError> {
         let inner = &self.inner;
+        inbox_readable(inner).await?;
         let keys = keys::user(app, user);
         let reply: Vec<Value> = inner
             .main
@@ -425,6 +449,7 @@ impl Broker for RedisBroker {
         after: u64,
     ) -> Result<Vec<(u64, Utf8Bytes)>, BrokerError> {
         let inner = &self.inner;
+        inbox_readable(inner).await?;
         let keys = keys::user(app, user);
         let reply: Vec<Value> = inner
             .main

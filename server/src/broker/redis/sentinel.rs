@@ -140,7 +140,7 @@ pub(crate) struct Failover {
     required_replicas: AtomicU32,
     /// Whether the last lookup through the sentinels named a usable master.
     sentinels_ok: AtomicBool,
-    /// Whether connections are being moved to another master right now.
+    /// Whether the sentinels name a master the connections have not moved to yet.
     moving: AtomicBool,
     wake: Notify,
 }
@@ -310,11 +310,12 @@ impl Failover {
         self.sentinels_ok.load(Ordering::Acquire)
     }
 
-    /// Whether the connections are being moved to another master. Until the move is
-    /// done, `main` may still reach the old master, whose inboxes can hold writes that
-    /// were never confirmed by a replica (a send that failed during the failover): an
-    /// inbox read then would show a client a message the promotion discards, whose seq
-    /// the new master hands out again.
+    /// Whether the sentinels name a master the connections have not moved to yet (set
+    /// when the follower sees it, cleared once a move succeeds or the sentinels name the
+    /// master in use again). Until then `main` may still reach the old master, whose
+    /// inboxes can hold writes no replica confirmed (a send that failed during the
+    /// failover): an inbox read then would show a client a message the promotion
+    /// discards, whose seq the new master hands out again.
     pub(crate) fn moving(&self) -> bool {
         self.moving.load(Ordering::Acquire)
     }
@@ -580,9 +581,13 @@ async fn follow<M, F>(
                 reported_down = false;
                 let now = address_text(&view.master);
                 let before = failover.master();
-                if before.as_deref() != Some(now.as_str()) {
+                if before.as_deref() == Some(now.as_str()) {
+                    failover.moving.store(false, Ordering::Release);
+                } else {
                     // Until the move is done, writes still going to the old master wait
-                    // for every configured replica (and fail when it has lost them).
+                    // for every configured replica (and fail when it has lost them), and
+                    // nothing reads an inbox there.
+                    failover.moving.store(true, Ordering::Release);
                     failover.set_required(None, None);
                     info!(node = %who, from = before.as_deref().unwrap_or("none"), to = %now, "the sentinels name a new Redis master; moving the connections");
                     let moved = match failover.master_info(&view.master) {
@@ -592,6 +597,7 @@ async fn follow<M, F>(
                     if let Err(e) = moved {
                         warn!(node = %who, master = %now, error = %e, "could not move to the new Redis master; retrying");
                     } else {
+                        failover.moving.store(false, Ordering::Release);
                         info!(node = %who, master = %now, "connected to the new Redis master");
                     }
                 }
@@ -604,7 +610,7 @@ async fn follow<M, F>(
 
 /// Moves the node's three connections and its subscriptions to `master`. The current
 /// master is recorded only when everything worked, so a failed switch is tried again at
-/// the next check. While it runs, connections do not catch up from the inboxes (see
+/// the next check. Until one succeeds, connections do not catch up from the inboxes (see
 /// [`Failover::moving`]); they do once it is done.
 async fn switch(inner: &Inner, failover: &Failover, master: &ConnectionInfo) -> RedisResult<()> {
     let (Some(main), Some(publisher), Some(subscriber)) = (
@@ -614,7 +620,6 @@ async fn switch(inner: &Inner, failover: &Failover, master: &ConnectionInfo) -> 
     ) else {
         return Ok(());
     };
-    failover.moving.store(true, Ordering::Release);
     let moved = move_connections(inner, main, publisher, subscriber, master).await;
     if moved.is_ok() {
         *failover.master.write() = Some(address(master));
@@ -622,7 +627,6 @@ async fn switch(inner: &Inner, failover: &Failover, master: &ConnectionInfo) -> 
         // it is tried again and done).
         inner.missed_live.store(true, Ordering::Release);
     }
-    failover.moving.store(false, Ordering::Release);
     moved
 }
 
