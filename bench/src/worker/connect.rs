@@ -4,7 +4,7 @@
 
 use super::{emit, histogram, percentiles, source, wait_for_go, Connect};
 use crate::client::{self, Dialect};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
@@ -13,8 +13,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub async fn run(config: Connect) -> Result<()> {
-    if let Some(pem) = &config.es256_private_pem {
-        client::sign_with_es256(pem)?;
+    if let Some(file) = &config.es256_private_key_file {
+        let pem = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the ES256 key {file}"))?;
+        client::sign_with_es256(&pem)?;
     }
     emit(json!({"ready": 0}));
     wait_for_go().await?;

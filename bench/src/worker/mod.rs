@@ -106,8 +106,9 @@ pub struct Connect {
     pub churn_per_s: u32,
     /// How long the churn lasts, s.
     pub churn_s: u64,
-    /// An ES256 private key (PKCS#8 PEM) to sign tokens with; HS256 when absent.
-    pub es256_private_pem: Option<String>,
+    /// The file of an ES256 private key (PKCS#8 PEM) to sign tokens with; HS256 when
+    /// absent.
+    pub es256_private_key_file: Option<String>,
 }
 
 /// Settings of [`Role::Listen`].
