@@ -174,6 +174,75 @@ impl TokenVerifier {
     }
 }
 
+/// RSA key sizes the verifier (aws-lc) accepts for RS256, in bits.
+pub const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+
+/// The modulus size in bits of an RSA public key in PEM (`PUBLIC KEY`, SubjectPublicKeyInfo,
+/// or `RSA PUBLIC KEY`, PKCS#1); `None` when it is not one. Start-up uses it to refuse a key
+/// the verifier would accept at parse time and then fail every token with.
+pub fn rsa_key_bits(pem: &[u8]) -> Option<usize> {
+    use base64::Engine;
+    let text = std::str::from_utf8(pem).ok()?;
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|line| !line.starts_with("-----BEGIN "))
+        .skip(1)
+        .take_while(|line| !line.starts_with("-----END "))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    let (tag, outer, _) = der_element(&der)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, first, rest) = der_element(outer)?;
+    let modulus = match tag {
+        // PKCS#1: SEQUENCE { INTEGER n, INTEGER e }.
+        0x02 => first,
+        // SubjectPublicKeyInfo: SEQUENCE { AlgorithmIdentifier, BIT STRING { PKCS#1 } }.
+        0x30 => {
+            let (tag, bits, _) = der_element(rest)?;
+            if tag != 0x03 || bits.first() != Some(&0) {
+                return None;
+            }
+            let (tag, pkcs1, _) = der_element(&bits[1..])?;
+            if tag != 0x30 {
+                return None;
+            }
+            let (tag, n, _) = der_element(pkcs1)?;
+            if tag != 0x02 {
+                return None;
+            }
+            n
+        }
+        _ => return None,
+    };
+    let significant = modulus.iter().position(|b| *b != 0)?;
+    let top = modulus[significant];
+    Some((modulus.len() - significant - 1) * 8 + (8 - top.leading_zeros() as usize))
+}
+
+/// One DER element at the start of `input`: (tag, content, what follows).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let len = rest[..count]
+            .iter()
+            .fold(0usize, |len, b| (len << 8) | usize::from(*b));
+        (len, &rest[count..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
 /// Signs an HS256 token: what `--dev` prints and what tests use. Production tokens come
 /// from the app's own backend.
 pub fn mint_token(secret: &[u8], claims: &Claims) -> String {
@@ -327,5 +396,30 @@ mod tests {
         assert_eq!(bearer("bearer  abc "), Some("abc"));
         assert_eq!(bearer("Basic abc"), None);
         assert_eq!(bearer("Bearer"), None);
+    }
+
+    #[test]
+    fn rsa_key_size_reading_survives_anything() {
+        let pem = |der: &[u8]| {
+            use base64::Engine;
+            format!(
+                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+                base64::engine::general_purpose::STANDARD.encode(der)
+            )
+        };
+        // PKCS#1 with a 9-bit modulus (0x01 0xff) and exponent 3.
+        let tiny = [0x30, 0x07, 0x02, 0x02, 0x01, 0xff, 0x02, 0x01, 0x03];
+        assert_eq!(rsa_key_bits(pem(&tiny).as_bytes()), Some(9));
+        for broken in [
+            &b"not a key"[..],
+            pem(&[]).as_bytes(),
+            pem(&tiny[..5]).as_bytes(),
+            pem(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).as_bytes(),
+            pem(&[0x30, 0x80]).as_bytes(),
+            pem(&[0x30, 0x02, 0x04, 0x00]).as_bytes(),
+            pem(&[0x30, 0x03, 0x02, 0x01, 0x00]).as_bytes(),
+        ] {
+            assert_eq!(rsa_key_bits(broken), None, "{broken:?}");
+        }
     }
 }

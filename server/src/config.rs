@@ -874,6 +874,21 @@ fn jwt_config(cli: &Cli, dev_secret: Option<&str>) -> Result<JwtConfig, ConfigEr
                     ),
                 )
             })?;
+            if algorithm == JwtAlgorithm::Rs256 {
+                let bits = crate::auth::rsa_key_bits(&pem);
+                if !bits.is_some_and(|bits| crate::auth::RSA_BITS.contains(&bits)) {
+                    return Err(invalid(
+                        "JWT_PUBLIC_KEY_FILE",
+                        format!(
+                            "{}: RS256 keys must have {} to {} bits; this one has {}",
+                            path.display(),
+                            crate::auth::RSA_BITS.start(),
+                            crate::auth::RSA_BITS.end(),
+                            bits.map_or("an unreadable size".to_owned(), |b| b.to_string())
+                        ),
+                    ));
+                }
+            }
             JwtKey::PublicKeyPem { algorithm, pem }
         }
     };

@@ -345,6 +345,79 @@ async fn an_rs256_gateway_refuses_hs256_signed_with_its_public_key() {
     std::fs::remove_dir_all(other_dir).ok();
 }
 
+/// An RSA public key of `bits` bits made with the openssl command, as SPKI
+/// (`PUBLIC KEY`) and as PKCS#1 (`RSA PUBLIC KEY`) PEM files.
+fn rsa_public_files(dir: &std::path::Path, bits: u32) -> [std::path::PathBuf; 2] {
+    let private = dir.join(format!("rsa{bits}.pem"));
+    let spki = dir.join(format!("rsa{bits}.spki.pem"));
+    let pkcs1 = dir.join(format!("rsa{bits}.pkcs1.pem"));
+    let bits_arg = bits.to_string();
+    for args in [
+        vec!["genrsa", "-out", private.to_str().unwrap(), &bits_arg],
+        vec![
+            "rsa",
+            "-in",
+            private.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            spki.to_str().unwrap(),
+        ],
+        vec![
+            "rsa",
+            "-in",
+            private.to_str().unwrap(),
+            "-RSAPublicKey_out",
+            "-out",
+            pkcs1.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("openssl").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    [spki, pkcs1]
+}
+
+#[test]
+fn rs256_keys_outside_what_the_verifier_takes_stop_start_up() {
+    use clap::Parser;
+    use tether_server::auth::rsa_key_bits;
+    use tether_server::config::{Cli, Config};
+    let dir = tempfile_dir("rsa-sizes");
+    let start = |file: &std::path::Path| {
+        let cli = Cli::try_parse_from([
+            "tether-server",
+            "--jwt-algorithm",
+            "RS256",
+            "--jwt-public-key-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        Config::from_cli(&cli, None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    for file in rsa_public_files(&dir, 1024) {
+        assert_eq!(rsa_key_bits(&std::fs::read(&file).unwrap()), Some(1024));
+        let err = start(&file).unwrap_err();
+        assert!(
+            err.starts_with("JWT_PUBLIC_KEY_FILE") && err.contains("2048 to 8192 bits"),
+            "{err}"
+        );
+    }
+    for file in rsa_public_files(&dir, 3072) {
+        assert_eq!(rsa_key_bits(&std::fs::read(&file).unwrap()), Some(3072));
+        start(&file).unwrap();
+    }
+    // An EC key given as RS256 is refused too (it is no RSA key).
+    let (_, ec_public) = ec_pair(&dir, "not-rsa");
+    assert_eq!(rsa_key_bits(&ec_public), None);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A P-256 key pair made with the openssl command (PKCS#8 private, SPKI public).
 fn ec_pair(dir: &std::path::Path, name: &str) -> (Vec<u8>, Vec<u8>) {
     let private = dir.join(format!("{name}.pem"));
