@@ -345,6 +345,16 @@ async fn an_rs256_gateway_refuses_hs256_signed_with_its_public_key() {
     std::fs::remove_dir_all(other_dir).ok();
 }
 
+/// Runs the openssl command (which these tests need) and fails on an error.
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// An RSA public key of `bits` bits made with the openssl command, as SPKI
 /// (`PUBLIC KEY`) and as PKCS#1 (`RSA PUBLIC KEY`) PEM files.
 fn rsa_public_files(dir: &std::path::Path, bits: u32) -> [std::path::PathBuf; 2] {
@@ -371,12 +381,7 @@ fn rsa_public_files(dir: &std::path::Path, bits: u32) -> [std::path::PathBuf; 2]
             pkcs1.to_str().unwrap(),
         ],
     ] {
-        let out = Command::new("openssl").args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        openssl(&args);
     }
     [spki, pkcs1]
 }
@@ -441,12 +446,7 @@ fn ec_pair(dir: &std::path::Path, name: &str) -> (Vec<u8>, Vec<u8>) {
             public.to_str().unwrap(),
         ],
     ] {
-        let out = Command::new("openssl").args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        openssl(&args);
     }
     (
         std::fs::read(private).unwrap(),
