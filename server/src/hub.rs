@@ -14,7 +14,9 @@ use crate::metrics::HotMetrics;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -306,10 +308,9 @@ impl Hub {
         {
             info.user = user.clone();
         }
-        if let Some((user_type, _)) = state.types.get_key_value(&info.user_type) {
-            info.user_type = user_type.clone();
-        }
-        *state.types.entry(info.user_type.clone()).or_default() += 1;
+        let (user_type, count) = interned(&mut state.types, info.user_type);
+        info.user_type = user_type;
+        *count += 1;
         let cell = Arc::new(ConnCell::new(info, self.queue_capacity));
         let member: Member = cell.clone();
         let info = cell.info();
@@ -415,16 +416,11 @@ impl Hub {
         }
         let app = entry.member.info().app.clone();
         // Members of a room share one copy of its name.
-        let key = match state.rooms.get_key_value(&(app.clone(), Arc::from(room))) {
-            Some((key, _)) => key.clone(),
-            None => (app.clone(), Arc::from(room)),
-        };
-        let room = key.1.clone();
+        let ((app, room), members) = interned(&mut state.rooms, (app, Arc::from(room)));
+        members.insert(id, entry.member.clone());
         // Exactly one more: most connections are in a room or two.
         entry.rooms.reserve_exact(1);
         entry.rooms.push(room.clone());
-        let members = state.rooms.entry(key).or_default();
-        members.insert(id, entry.member.clone());
         Ok((members.len() == 1).then_some(Topic::Room { app, room }))
     }
 
@@ -610,6 +606,18 @@ impl Hub {
             stats.by_type.insert(user_type.to_string(), *count);
         }
         stats
+    }
+}
+
+/// The map's own copy of `key` (inserted with a default value when absent) and its value:
+/// how connections come to share one copy of a name.
+fn interned<K: Eq + Hash + Clone, V: Default>(map: &mut HashMap<K, V>, key: K) -> (K, &mut V) {
+    match map.entry(key) {
+        MapEntry::Occupied(found) => (found.key().clone(), found.into_mut()),
+        MapEntry::Vacant(new) => {
+            let key = new.key().clone();
+            (key, new.insert(V::default()))
+        }
     }
 }
 

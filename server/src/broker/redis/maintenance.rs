@@ -48,12 +48,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
             last_leases = Instant::now() - lease_every;
             last_heartbeat = None;
         }
-        let moving = inner.failover.as_ref().is_some_and(|f| f.moving());
-        if moving && (missed_live || !subscriber_was_up || (main_up && !was_up)) {
-            // The sentinels name a master this node has not moved to yet: catch up once
-            // the move is done, from the new master (see `Failover::moving`).
-            inner.missed_live.store(true, Ordering::Release);
-        } else if subscriber_up && (missed_live || !subscriber_was_up || (main_up && !was_up)) {
+        if subscriber_up && (missed_live || !subscriber_was_up || (main_up && !was_up)) {
             // Also when only the main connection came back: a catch-up that failed to read
             // the inbox meanwhile is repeated.
             info!(node = %inner.node, "Redis subscriber is back; connections catch up from their inboxes");
