@@ -76,7 +76,7 @@ fn start_sender(
 /// The inbox of (shop, u1) on the server at `port`, as message ids.
 fn inbox_ids(server: &support::redis::RedisServer) -> HashSet<String> {
     let out = server
-        .cli(&["ZRANGE", "tether:{u:shop:u1}:inbox", "0", "-1"])
+        .cli(&["LRANGE", "tether:{u:shop:u1}:inbox", "0", "-1"])
         .unwrap_or_default();
     out.lines()
         .filter_map(|member| {
@@ -200,21 +200,10 @@ async fn survive_a_failover(trigger: Trigger) {
     let lost: Vec<&String> = ok.iter().filter(|id| !stored.contains(*id)).collect();
     if !lost.is_empty() {
         eprintln!(
-            "new master inbox scores: {:?}",
+            "new master inbox: {:?}",
             set.replica
-                .cli(&[
-                    "ZRANGE",
-                    "tether:{u:shop:u1}:inbox",
-                    "0",
-                    "-1",
-                    "WITHSCORES"
-                ])
+                .cli(&["LRANGE", "tether:{u:shop:u1}:inbox", "0", "-1"])
                 .unwrap_or_default()
-                .lines()
-                .skip(1)
-                .step_by(2)
-                .collect::<Vec<_>>()
-                .join(",")
         );
         eprintln!(
             "seq on the new master: {:?}",
@@ -312,7 +301,7 @@ async fn a_rust_publisher_follows_the_master_through_a_failover() {
     );
     let stored = set
         .replica
-        .cli(&["ZCARD", "tether:{u:shop:u1}:inbox"])
+        .cli(&["LLEN", "tether:{u:shop:u1}:inbox"])
         .map(|out| out.trim().to_owned());
     assert_eq!(
         stored,

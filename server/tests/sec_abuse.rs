@@ -112,7 +112,7 @@ async fn a_room_explosion_stays_within_the_cap_in_redis_too() {
 /// Setup: Redis broker, inbox cap 50 per user, inbound stream cap 100 per app.
 /// Fault: the backend floods one offline user with 500 messages; a client floods the
 /// inbound stream with 600 app messages (rate limits off).
-/// Expected: the inbox keeps exactly the newest 50 (ZCARD in Redis), replay starts at seq
+/// Expected: the inbox keeps exactly the newest 50 (LLEN in Redis), replay starts at seq
 /// 451; the stream stays near its cap (approximate trimming); the node's memory use does
 /// not follow the flood; other users' inboxes are untouched.
 /// Must not lose: the newest 50 messages; the other user's message.
@@ -130,10 +130,10 @@ async fn inbox_and_inbound_floods_stay_within_their_caps_in_redis() {
     for i in 1..=500 {
         gw.send_to_user("victim", "n", json!(i)).await;
     }
-    let zcard = redis
-        .cli(&["ZCARD", "tether:{u:shop:victim}:inbox"])
+    let stored = redis
+        .cli(&["LLEN", "tether:{u:shop:victim}:inbox"])
         .unwrap();
-    assert_eq!(zcard.trim(), "50");
+    assert_eq!(stored.trim(), "50");
     let mut victim = gw.connect("victim", "phone").await;
     assert_eq!(victim.established["data"]["replayFrom"], 451);
     assert_eq!(victim.established["data"]["replayCount"], 50);

@@ -46,7 +46,7 @@ pub fn unescape(text: &str) -> Option<String> {
 pub struct UserKeys {
     /// Last inbox seq given (a counter that never expires, so seqs never repeat).
     pub seq: String,
-    /// The inbox: a sorted set, score = seq, member = `<ms>:<frame>`.
+    /// The inbox: a list of `<ms>:<frame>` in seq order (see `scripts::INBOX`).
     pub inbox: String,
     /// Device cursors and the watermark: a hash.
     pub cursors: String,

@@ -14,17 +14,67 @@ local function redis_now()
 end
 "#;
 
-/// Shared Lua: drop inbox members older than `cutoff` ms (members are `<ms>:<frame>`,
-/// scores are seqs, so the oldest come first). Bounded so one call never runs long.
-const TRIM_AGE: &str = r#"
-local function trim_age(inbox, cutoff)
-  for _ = 1, 1000 do
-    local oldest = redis.call('ZRANGE', inbox, 0, 0)
-    if #oldest == 0 then return end
-    local at = tonumber(string.match(oldest[1], '^(%d+):'))
-    if at == nil or at >= cutoff then return end
-    redis.call('ZREM', inbox, oldest[1])
+/// Shared Lua: the inbox. A list of `<ms>:<frame>` members in seq order (every frame
+/// begins `{"seq":<seq>,`), appended at the tail and trimmed from the head, so an append
+/// is a cheap push and a message costs Redis about 13 bytes beyond its text. Inboxes
+/// written by earlier builds (until November 2026) are sorted sets (score = seq, the same
+/// members); the first script to touch one turns it into the list, keeping its expiry.
+const INBOX: &str = r#"
+local function ms_of(member)
+  return tonumber(string.match(member, '^(%d+):'))
+end
+local function seq_of(member)
+  return tonumber(string.match(member, '^%d+:{"seq":(%d+)'))
+end
+local function upgrade_inbox(inbox)
+  if redis.call('TYPE', inbox)['ok'] ~= 'zset' then return end
+  local members = redis.call('ZRANGE', inbox, 0, -1)
+  local pttl = redis.call('PTTL', inbox)
+  redis.call('DEL', inbox)
+  for i = 1, #members, 1000 do
+    redis.call('RPUSH', inbox, unpack(members, i, math.min(i + 999, #members)))
   end
+  if pttl > 0 then redis.call('PEXPIRE', inbox, pttl) end
+end
+-- Drops members older than cutoff ms from the head, at most 1024 per call so one call
+-- never runs long; the common case (nothing old) costs one LINDEX.
+local function trim_age(inbox, cutoff)
+  local oldest = redis.call('LINDEX', inbox, 0)
+  if not oldest then return end
+  local at = ms_of(oldest)
+  if at == nil or at >= cutoff then return end
+  for _ = 1, 16 do
+    local expired = 0
+    for _, member in ipairs(redis.call('LRANGE', inbox, 0, 63)) do
+      at = ms_of(member)
+      if at == nil or at >= cutoff then break end
+      expired = expired + 1
+    end
+    if expired > 0 then redis.call('LTRIM', inbox, expired, -1) end
+    if expired < 64 then return end
+  end
+end
+-- {seq, frame, ...} of the members after seq `after` and not older than cutoff ms. Seqs
+-- rise along the list, so the member after `after` sits no earlier than
+-- len - (last - after): only the tail is read.
+local function read_after(inbox, after, cutoff)
+  local result = {}
+  local last = redis.call('LINDEX', inbox, -1)
+  if not last then return result end
+  local start = 0
+  local last_seq = seq_of(last)
+  if last_seq ~= nil then
+    if last_seq <= after then return result end
+    start = math.max(0, redis.call('LLEN', inbox) - (last_seq - after))
+  end
+  for _, member in ipairs(redis.call('LRANGE', inbox, start, -1)) do
+    local at, seq = string.match(member, '^(%d+):{"seq":(%d+)')
+    if seq ~= nil and tonumber(seq) > after and tonumber(at) >= cutoff then
+      table.insert(result, tonumber(seq))
+      table.insert(result, string.sub(member, #at + 2))
+    end
+  end
+  return result
 end
 "#;
 
@@ -39,7 +89,7 @@ end
 /// and in mode 2 the payload to publish last.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{TRIM_AGE}{REDIS_NOW}
+        r#"{INBOX}{REDIS_NOW}
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local max_len = tonumber(ARGV[3])
@@ -50,14 +100,17 @@ for i = 1, #KEYS / 4 do
   local seq_key, inbox, conns_key, channel = KEYS[i * 4 - 3], KEYS[i * 4 - 2], KEYS[i * 4 - 1], KEYS[i * 4]
   local seq = redis.call('INCR', seq_key)
   local frame = '{{"seq":' .. seq .. ',' .. string.sub(ARGV[4 + i], 2)
-  redis.call('ZADD', inbox, seq, ARGV[1] .. ':' .. frame)
+  local member = ARGV[1] .. ':' .. frame
+  local len = redis.pcall('RPUSH', inbox, member)
+  if type(len) == 'table' then
+    upgrade_inbox(inbox)
+    len = redis.call('RPUSH', inbox, member)
+  end
   local result = {{seq, 0}}
-  local excess = redis.call('ZCARD', inbox) - max_len
-  if excess > 0 then
-    for _, member in ipairs(redis.call('ZRANGE', inbox, 0, excess - 1)) do
-      table.insert(result, tonumber(string.match(member, '^(%d+):')))
+  if len > max_len then
+    for _, trimmed in ipairs(redis.call('LPOP', inbox, len - max_len)) do
+      table.insert(result, ms_of(trimmed))
     end
-    redis.call('ZREMRANGEBYRANK', inbox, 0, excess - 1)
   end
   -- Age trimming once every 16 appends is enough: reads filter by age anyway, and the
   -- key itself expires when the inbox goes quiet for the TTL.
@@ -89,9 +142,10 @@ return results
 /// Returns {after, seq, frame, seq, frame, ...}.
 pub static OPEN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{TRIM_AGE}
+        r#"{INBOX}
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
+upgrade_inbox(KEYS[1])
 trim_age(KEYS[1], now - ttl)
 local fields = redis.call('HGETALL', KEYS[2])
 local watermark = 0
@@ -116,11 +170,7 @@ local since = tonumber(ARGV[4])
 local newest = tonumber(redis.call('GET', KEYS[3]) or '0')
 if since > after and since <= newest then after = since end
 local result = {{after}}
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. after, '+inf', 'WITHSCORES')
-for i = 1, #found, 2 do
-  table.insert(result, tonumber(found[i + 1]))
-  table.insert(result, string.sub(found[i], string.find(found[i], ':', 1, true) + 1))
-end
+for _, v in ipairs(read_after(KEYS[1], after, now - ttl)) do table.insert(result, v) end
 return result
 "#
     ))
@@ -129,21 +179,12 @@ return result
 /// Inbox messages after a seq, younger than the TTL, touching no cursor. KEYS: inbox.
 /// ARGV: after, now ms, ttl ms. Returns {seq, frame, ...}.
 pub static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local cutoff = tonumber(ARGV[2]) - tonumber(ARGV[3])
-local result = {}
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
-for i = 1, #found, 2 do
-  local colon = string.find(found[i], ':', 1, true)
-  if tonumber(string.sub(found[i], 1, colon - 1)) >= cutoff then
-    table.insert(result, tonumber(found[i + 1]))
-    table.insert(result, string.sub(found[i], colon + 1))
-  end
-end
-return result
-"#,
-    )
+    Script::new(&format!(
+        r#"{INBOX}
+upgrade_inbox(KEYS[1])
+return read_after(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]) - tonumber(ARGV[3]))
+"#
+    ))
 });
 
 /// A device's cumulative ack. KEYS: seq, cursors. ARGV: device ('' for none), seq, now ms,
