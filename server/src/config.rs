@@ -104,6 +104,15 @@ pub struct Cli {
         default_value_t = 1
     )]
     pub redis_sentinel_sync_replicas: u32,
+    /// Milliseconds between two questions to the sentinels about the master, on top of
+    /// their `+switch-master` announcements and the checks a failed command triggers.
+    #[arg(
+        long = "redis-sentinel-check-interval",
+        env = "REDIS_SENTINEL_CHECK_INTERVAL",
+        value_name = "REDIS_SENTINEL_CHECK_INTERVAL",
+        default_value_t = 1000
+    )]
+    pub redis_sentinel_check_interval: u64,
     /// Seconds a connection's registry entry lives without refresh (a dead node blocks
     /// no one for longer).
     #[arg(
@@ -373,6 +382,8 @@ pub struct SentinelConfig {
     pub db: u32,
     /// Replicas that confirm a durable write (0: none).
     pub sync_replicas: u32,
+    /// Time between two routine checks of which server is the master.
+    pub check_interval: Duration,
 }
 
 impl std::fmt::Debug for SentinelConfig {
@@ -391,6 +402,7 @@ impl std::fmt::Debug for SentinelConfig {
             .field("password", &self.password)
             .field("db", &self.db)
             .field("sync_replicas", &self.sync_replicas)
+            .field("check_interval", &self.check_interval)
             .finish()
     }
 }
@@ -786,6 +798,15 @@ fn sentinel_config(cli: &Cli) -> Result<Option<SentinelConfig>, ConfigError> {
             ),
         ));
     }
+    if !(100..=60_000).contains(&cli.redis_sentinel_check_interval) {
+        return Err(invalid(
+            "REDIS_SENTINEL_CHECK_INTERVAL",
+            format!(
+                "{} ms is outside 100-60000 (milliseconds between checks of the master; 1000 by default)",
+                cli.redis_sentinel_check_interval
+            ),
+        ));
+    }
     Ok(Some(SentinelConfig {
         sentinels,
         master_name,
@@ -793,6 +814,7 @@ fn sentinel_config(cli: &Cli) -> Result<Option<SentinelConfig>, ConfigError> {
         password: cli.redis_password.clone().map(Secret),
         db: cli.redis_db.unwrap_or(0),
         sync_replicas: cli.redis_sentinel_sync_replicas,
+        check_interval: Duration::from_millis(cli.redis_sentinel_check_interval),
     }))
 }
 

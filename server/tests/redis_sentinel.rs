@@ -322,6 +322,43 @@ async fn a_rust_publisher_follows_the_master_through_a_failover() {
     }
 }
 
+/// A sentinel's `+switch-master` announcement moves a follower at once rather than at its
+/// next routine check: with checks 60 s apart and no traffic that could fail and trigger
+/// one meanwhile, the first send after the promotion already goes to the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_master_announcement_moves_the_publisher_before_its_next_check() {
+    let set = SentinelSet::start(1);
+    let mut target = SentinelTarget::from(&set.config());
+    target.check_interval = Duration::from_secs(60);
+    target.sync_replicas = 0;
+    let publisher = Publisher::connect_sentinel(target).await.unwrap();
+    let message = || OutgoingMessage::new("n", &json!("x"));
+    let first = publisher.send_to_user(APP, "u1", message()).await.unwrap();
+    assert_eq!(first.seq, 1);
+    let inbox_len = || {
+        set.replica
+            .cli(&["LLEN", "tether:{u:shop:u1}:inbox"])
+            .map(|out| out.trim().to_owned())
+    };
+    let replicated = Instant::now() + Duration::from_secs(10);
+    while inbox_len().as_deref() != Some("1") {
+        assert!(Instant::now() < replicated, "the replica never got seq 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    set.force_failover();
+    tokio::task::block_in_place(|| set.wait_for_promotion(Duration::from_secs(30)));
+    // Room for the announcement to arrive and the move to finish; a routine check would
+    // come only 60 s after the start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = publisher
+        .send_to_user(APP, "u1", message())
+        .await
+        .expect("the first send after the promotion goes to the new master");
+    assert_eq!(after.seq, 2);
+    assert_eq!(inbox_len().as_deref(), Some("2"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_failover_loses_no_acknowledged_send() {
     survive_a_failover(Trigger::Forced).await;
@@ -413,6 +450,7 @@ async fn start_up_fails_clearly_when_no_sentinel_answers() {
         password: Some(tether_server::config::Secret("data-secret".to_owned())),
         db: 0,
         sync_replicas: 1,
+        check_interval: Duration::from_secs(1),
     });
     let err = match tether_server::Gateway::start(config).await {
         Ok(_) => panic!("a gateway started without any sentinel"),
@@ -447,6 +485,7 @@ fn sentinel_settings_errors_name_the_variable() {
     let sentinel = ok.redis_sentinel.unwrap();
     assert_eq!(sentinel.sentinels.len(), 2);
     assert_eq!((sentinel.db, sentinel.sync_replicas), (1, 1));
+    assert_eq!(sentinel.check_interval, Duration::from_secs(1));
     assert!(ok.redis.is_none());
 
     for (args, expected) in [
@@ -523,6 +562,17 @@ fn sentinel_settings_errors_name_the_variable() {
         (
             vec!["--redis-sentinel-password", "x"],
             "REDIS_SENTINEL_PASSWORD: is set but REDIS_SENTINELS is not",
+        ),
+        (
+            vec![
+                "--redis-sentinels",
+                "s:26379",
+                "--redis-sentinel-master",
+                "m",
+                "--redis-sentinel-check-interval",
+                "50",
+            ],
+            "REDIS_SENTINEL_CHECK_INTERVAL: 50 ms is outside 100-60000",
         ),
     ] {
         let err = parse(&args).unwrap_err();

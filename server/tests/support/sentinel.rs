@@ -180,6 +180,7 @@ impl SentinelSet {
             password: None,
             db: 0,
             sync_replicas: 1,
+            check_interval: Duration::from_secs(1),
         }
     }
 

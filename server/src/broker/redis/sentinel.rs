@@ -7,9 +7,10 @@
 //! So the sentinels are asked here (`SENTINEL MASTER`, `SENTINEL REPLICAS`), and each
 //! broker connection is a [`SentinelConn`]: a manager behind a lock that [`watch`]
 //! replaces when the sentinels name another master (checked with `ROLE` before use).
-//! The watcher asks once a second, and at once when a command failed in a way a
-//! failover explains (`READONLY` from a demoted master, a refused or dropped
-//! connection, a timeout). On a switch it opens the three connections to the new
+//! The watcher asks once a second (`REDIS_SENTINEL_CHECK_INTERVAL`), at once when a
+//! sentinel announces a new master (`+switch-master`, to which it stays subscribed on one
+//! sentinel at a time), and at once when a command failed in a way a failover explains
+//! (`READONLY` from a demoted master, a refused or dropped connection, a timeout). On a switch it opens the three connections to the new
 //! master, moves every subscription over, and marks live delivery as possibly missed, so
 //! the maintenance task restores this node's registry entries and every connection
 //! catches up from its inbox.
@@ -25,6 +26,7 @@
 use super::connection::{self, Conn};
 use super::keys;
 use super::Inner;
+use futures_util::StreamExt;
 use parking_lot::RwLock;
 use redis::aio::ConnectionManager;
 use redis::aio::MultiplexedConnection;
@@ -39,11 +41,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-/// How often the sentinels are asked which server is the master.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// After a `+switch-master` announcement, the sentinel asked may not know yet: ask again
+/// this often, for this long, until the connections have moved.
+const ANNOUNCED_RETRY: Duration = Duration::from_millis(200);
+const ANNOUNCED_FOR: Duration = Duration::from_secs(5);
+/// Pause before listening on the next sentinel when a subscription ended.
+const LISTEN_PAUSE: Duration = Duration::from_secs(1);
 /// Shortest pause between two checks (a burst of failed commands asks once).
 const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// Longest a lookup through the sentinels may take.
@@ -71,6 +78,9 @@ pub struct SentinelTarget {
     /// Replicas that must confirm a durable write before it counts as stored (`WAIT`);
     /// 0: do not wait.
     pub sync_replicas: u32,
+    /// Time between two routine checks of which server is the master (besides the
+    /// sentinels' `+switch-master` announcements and failed commands); 1 s is usual.
+    pub check_interval: Duration,
 }
 
 impl std::fmt::Debug for SentinelTarget {
@@ -85,6 +95,7 @@ impl std::fmt::Debug for SentinelTarget {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("db", &self.db)
             .field("sync_replicas", &self.sync_replicas)
+            .field("check_interval", &self.check_interval)
             .finish()
     }
 }
@@ -98,6 +109,7 @@ impl From<&crate::config::SentinelConfig> for SentinelTarget {
             password: config.password.as_ref().map(|s| s.0.clone()),
             db: i64::from(config.db),
             sync_replicas: config.sync_replicas,
+            check_interval: config.check_interval,
         }
     }
 }
@@ -142,6 +154,8 @@ pub(crate) struct Failover {
     sentinels_ok: AtomicBool,
     /// Whether the sentinels name a master the connections have not moved to yet.
     moving: AtomicBool,
+    /// The master a sentinel last announced (`+switch-master`), `host:port`, and when.
+    announced: parking_lot::Mutex<Option<(String, Instant)>>,
     wake: Notify,
 }
 
@@ -182,6 +196,7 @@ impl Failover {
             master: RwLock::new(None),
             sentinels_ok: AtomicBool::new(false),
             moving: AtomicBool::new(false),
+            announced: parking_lot::Mutex::new(None),
             wake: Notify::new(),
         })
     }
@@ -324,6 +339,82 @@ impl Failover {
     fn nudge(&self) {
         self.wake.notify_one();
     }
+
+    /// How long the follower waits before its next check: briefly while a master a
+    /// sentinel announced is not the one in use yet (the sentinel asked may learn of the
+    /// switch a moment later than the one that announced it), else the check interval.
+    fn next_check(&self) -> Duration {
+        let mut announced = self.announced.lock();
+        if let Some((master, at)) = announced.as_ref() {
+            if self.master().as_deref() != Some(master.as_str()) && at.elapsed() < ANNOUNCED_FOR {
+                return ANNOUNCED_RETRY;
+            }
+            *announced = None;
+        }
+        self.target.check_interval
+    }
+
+    /// Records a `+switch-master` announcement (`<name> <old ip> <old port> <new ip>
+    /// <new port>`) if it is about our master, and wakes the follower.
+    fn on_announcement(&self, text: &str, who: &str) {
+        let [name, _, _, ip, port] = text.split(' ').collect::<Vec<_>>()[..] else {
+            return;
+        };
+        if name != self.target.master_name {
+            return;
+        }
+        let master = format!("{ip}:{port}");
+        info!(node = %who, to = %master, "a sentinel announced a new Redis master");
+        *self.announced.lock() = Some((master, Instant::now()));
+        self.nudge();
+    }
+}
+
+/// Stays subscribed to `+switch-master` on one sentinel at a time, moving to the next
+/// when a subscription cannot be made or ends, until `stop`. The routine checks remain
+/// the safety net for an announcement missed meanwhile.
+async fn listen_for_switches(failover: Arc<Failover>, stop: CancellationToken, who: String) {
+    for node in failover.sentinels.iter().cycle() {
+        let ended = tokio::select! {
+            ended = listen_on(&failover, node, &who) => ended,
+            () = stop.cancelled() => return,
+        };
+        debug!(node = %who, sentinel = %address(&node.info), error = %ended, "no +switch-master subscription on this sentinel; trying the next");
+        tokio::select! {
+            () = tokio::time::sleep(LISTEN_PAUSE) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Subscribes to `+switch-master` on `node` and passes what it announces on; returns
+/// why the subscription ended.
+async fn listen_on(failover: &Failover, node: &SentinelNode, who: &str) -> RedisError {
+    let subscribed = async {
+        let client = redis::Client::open(node.info.clone())?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe("+switch-master").await?;
+        RedisResult::Ok(pubsub)
+    };
+    let pubsub = match tokio::time::timeout(SENTINEL_TIMEOUT, subscribed).await {
+        Ok(Ok(pubsub)) => pubsub,
+        Ok(Err(e)) => return e,
+        Err(_) => {
+            return RedisError::from((
+                ErrorKind::Io,
+                "sentinel subscription timed out",
+                format!("no answer within {SENTINEL_TIMEOUT:?}"),
+            ))
+        }
+    };
+    debug!(node = %who, sentinel = %address(&node.info), "listening for +switch-master");
+    let mut messages = pubsub.into_on_message();
+    while let Some(message) = messages.next().await {
+        if let Ok(text) = message.get_payload::<String>() {
+            failover.on_announcement(&text, who);
+        }
+    }
+    RedisError::from((ErrorKind::Io, "the sentinel ended the subscription"))
 }
 
 /// Replicas a durable write waits for: `configured`, lowered to the replicas `connected`
@@ -546,8 +637,9 @@ pub(crate) async fn open_following(
     Ok(main)
 }
 
-/// Follows the master: asks the sentinels once a second (and at once when a command
-/// failed like a failover), and calls `move_to` when they name another one, until
+/// Follows the master: asks the sentinels every check interval, at once when a sentinel
+/// announces a switch (see [`listen_for_switches`]) and when a command failed like a
+/// failover, and calls `move_to` when they name another one, until
 /// `stop`. `move_to` records the new master once everything moved, so a failed move is
 /// tried again at the next check. `who` names the follower in logs.
 async fn follow<M, F>(
@@ -560,10 +652,17 @@ async fn follow<M, F>(
     M: Fn(ConnectionInfo) -> F,
     F: Future<Output = RedisResult<()>>,
 {
+    let listening = stop.child_token();
+    tokio::spawn(listen_for_switches(
+        failover.clone(),
+        listening.clone(),
+        who.to_owned(),
+    ));
+    let _stop_listening = listening.drop_guard();
     let mut reported_down = false;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(CHECK_EVERY) => {}
+            () = tokio::time::sleep(failover.next_check()) => {}
             () = failover.wake.notified() => {}
             () = stop.cancelled() => return,
         }
@@ -730,6 +829,30 @@ mod tests {
     }
 
     #[test]
+    fn only_announcements_about_our_master_hurry_the_checks() {
+        let target = SentinelTarget {
+            sentinels: vec![("s1".into(), 26379)],
+            master_name: "mymaster".into(),
+            sentinel_password: None,
+            password: None,
+            db: 0,
+            sync_replicas: 1,
+            check_interval: Duration::from_secs(7),
+        };
+        let failover = Failover::new(target).unwrap();
+        *failover.master.write() = Some("10.0.0.1:6379".into());
+        failover.on_announcement("othermaster 10.0.0.1 6379 10.0.0.2 6379", "test");
+        failover.on_announcement("mymaster 10.0.0.1 6379", "test");
+        assert_eq!(failover.next_check(), Duration::from_secs(7));
+        failover.on_announcement("mymaster 10.0.0.1 6379 10.0.0.2 6379", "test");
+        assert_eq!(failover.next_check(), ANNOUNCED_RETRY);
+        assert_eq!(failover.next_check(), ANNOUNCED_RETRY, "until the move");
+        *failover.master.write() = Some("10.0.0.2:6379".into());
+        assert_eq!(failover.next_check(), Duration::from_secs(7));
+        assert!(failover.announced.lock().is_none());
+    }
+
+    #[test]
     fn debug_output_hides_the_passwords() {
         let target = SentinelTarget {
             sentinels: vec![("s1".into(), 26379), ("s2".into(), 26380)],
@@ -738,6 +861,7 @@ mod tests {
             password: Some("data-secret".into()),
             db: 2,
             sync_replicas: 1,
+            check_interval: Duration::from_secs(1),
         };
         let shown = format!("{target:?}");
         assert!(!shown.contains("secret"), "{shown}");
