@@ -359,6 +359,73 @@ async fn a_switch_master_announcement_moves_the_publisher_before_its_next_check(
     assert_eq!(inbox_len().as_deref(), Some("2"));
 }
 
+/// The sentinel a follower listens to freezes with its sockets open (its host died
+/// without closing them): the follower notices (its PING goes unanswered), listens to the
+/// next sentinel instead, and moves at that one's announcement, still long before its
+/// next routine check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_sentinel_is_left_for_one_that_announces() {
+    let set = SentinelSet::start(2);
+    let mut target = SentinelTarget::from(&set.config());
+    target.check_interval = Duration::from_secs(60);
+    target.sync_replicas = 0;
+    let publisher = Publisher::connect_sentinel(target).await.unwrap();
+    let message = || OutgoingMessage::new("n", &json!("x"));
+    assert_eq!(
+        publisher
+            .send_to_user(APP, "u1", message())
+            .await
+            .unwrap()
+            .seq,
+        1
+    );
+    let inbox_len = || {
+        set.replica
+            .cli(&["LLEN", "tether:{u:shop:u1}:inbox"])
+            .map(|out| out.trim().to_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inbox_len().as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "the replica never got seq 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (frozen, awake) = (&set.sentinels[0], &set.sentinels[1]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while frozen.subscribers() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "not listening to the first sentinel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    frozen.pause();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while awake.subscribers() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "still listening to the frozen sentinel"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    set.force_failover_via(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while awake.master_port() != Some(set.replica.port) {
+        assert!(Instant::now() < deadline, "no promotion");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Room for the announcement and the move (the check first waits out the frozen
+    // sentinel's 1 s timeout); a routine check would come only 60 s after the start.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = publisher
+        .send_to_user(APP, "u1", message())
+        .await
+        .expect("the first send after the promotion goes to the new master");
+    assert_eq!(after.seq, 2);
+    assert_eq!(inbox_len().as_deref(), Some("2"));
+    frozen.resume();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_failover_loses_no_acknowledged_send() {
     survive_a_failover(Trigger::Forced).await;

@@ -6,6 +6,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Sends `signal` (`-STOP`, `-CONT`, ...) to `child` with kill(1).
+pub fn send_signal(child: &std::process::Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill(1) runs");
+    assert!(sent.success(), "kill {signal} {}", child.id());
+}
+
 /// Runs redis-cli against 127.0.0.1:`port`; the output, or None when it failed.
 pub fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
     let output = Command::new("redis-cli")
@@ -137,10 +146,7 @@ impl RedisServer {
 
     fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
-            Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status()
-                .unwrap();
+            send_signal(child, signal);
         }
     }
 

@@ -2,7 +2,7 @@
 //! `redis-server --sentinel` processes with a generated sentinel.conf (quorum 1, short
 //! timeouts), each on a free port in its own directory, killed when dropped.
 
-use super::redis::{free_port, redis_cli, RedisServer};
+use super::redis::{free_port, redis_cli, send_signal, RedisServer};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,6 +86,35 @@ impl RedisSentinel {
                 let lines: Vec<&str> = out.lines().map(str::trim).collect();
                 lines.windows(2).any(|w| w[0] == "flags" && w[1] == "slave")
             })
+    }
+
+    /// SIGSTOP: the sentinel freezes with its sockets open, like a host that died
+    /// without closing them. Do not call [`Self::cli`] on it until [`Self::resume`].
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            send_signal(child, "-STOP");
+        }
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            send_signal(child, "-CONT");
+        }
+    }
+
+    /// Clients subscribed to some channel on this sentinel (sentinels have no PUBSUB
+    /// command; CLIENT LIST shows each client's `sub=` count).
+    pub fn subscribers(&self) -> usize {
+        self.cli(&["CLIENT", "LIST"])
+            .unwrap_or_default()
+            .lines()
+            .filter(|client| {
+                client
+                    .split(' ')
+                    .any(|field| field.strip_prefix("sub=").is_some_and(|n| n != "0"))
+            })
+            .count()
     }
 
     pub fn kill(&mut self) {
@@ -187,9 +216,14 @@ impl SentinelSet {
     /// Asks the first sentinel for a failover (retried while it answers NOGOODSLAVE or
     /// INPROG), like an operator would.
     pub fn force_failover(&self) {
+        self.force_failover_via(0);
+    }
+
+    /// [`Self::force_failover`] through sentinel `index`.
+    pub fn force_failover_via(&self, index: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let answer = self.sentinels[0].cli(&["SENTINEL", "FAILOVER", MASTER_NAME]);
+            let answer = self.sentinels[index].cli(&["SENTINEL", "FAILOVER", MASTER_NAME]);
             if answer.as_deref().map(str::trim) == Some("OK") {
                 return;
             }

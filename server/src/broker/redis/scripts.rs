@@ -16,7 +16,7 @@ end
 
 /// Shared Lua: the inbox. A list of `<ms>:<frame>` members in seq order (every frame
 /// begins `{"seq":<seq>,`), appended at the tail and trimmed from the head, so an append
-/// is a cheap push and a message costs Redis about 13 bytes beyond its text. Inboxes
+/// is a cheap push and a member costs Redis about 16 bytes beyond its own length. Inboxes
 /// written by earlier builds (until November 2026) are sorted sets (score = seq, the same
 /// members); the first script to touch one turns it into the list, keeping its expiry.
 const INBOX: &str = r#"

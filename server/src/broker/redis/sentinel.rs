@@ -51,6 +51,11 @@ const ANNOUNCED_RETRY: Duration = Duration::from_millis(200);
 const ANNOUNCED_FOR: Duration = Duration::from_secs(5);
 /// Pause before listening on the next sentinel when a subscription ended.
 const LISTEN_PAUSE: Duration = Duration::from_secs(1);
+/// How often a `+switch-master` subscription is checked with a PING.
+const LISTEN_PING: Duration = Duration::from_secs(5);
+/// Bounds of the routine check interval, whoever sets it.
+const CHECK_INTERVAL_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(60));
 /// Shortest pause between two checks (a burst of failed commands asks once).
 const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// Longest a lookup through the sentinels may take.
@@ -62,8 +67,10 @@ const SUBSCRIBER_RETRIES: usize = 6;
 /// Channels per SUBSCRIBE when moving subscriptions to a new master.
 const SUBSCRIBE_BATCH: usize = 500;
 
-/// Where the sentinels are and what they watch.
+/// Where the sentinels are and what they watch. Make one with [`SentinelTarget::new`] (or
+/// from the gateway's settings) and set the fields that differ from its defaults.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SentinelTarget {
     /// Sentinel addresses (host, port).
     pub sentinels: Vec<(String, u16)>,
@@ -79,7 +86,8 @@ pub struct SentinelTarget {
     /// 0: do not wait.
     pub sync_replicas: u32,
     /// Time between two routine checks of which server is the master (besides the
-    /// sentinels' `+switch-master` announcements and failed commands); 1 s is usual.
+    /// sentinels' `+switch-master` announcements and failed commands); 1 s is usual,
+    /// and anything outside 100 ms to 60 s is taken as the nearest bound.
     pub check_interval: Duration,
 }
 
@@ -115,6 +123,21 @@ impl From<&crate::config::SentinelConfig> for SentinelTarget {
 }
 
 impl SentinelTarget {
+    /// The sentinels at `sentinels` watching `master_name`, with the gateway's defaults:
+    /// no passwords, database 0, one replica confirms each durable write, routine checks
+    /// once a second.
+    pub fn new(sentinels: Vec<(String, u16)>, master_name: impl Into<String>) -> SentinelTarget {
+        SentinelTarget {
+            sentinels,
+            master_name: master_name.into(),
+            sentinel_password: None,
+            password: None,
+            db: 0,
+            sync_replicas: 1,
+            check_interval: Duration::from_secs(1),
+        }
+    }
+
     /// `host:port,host:port`, for logs and errors (no secret in it).
     pub fn sentinels_text(&self) -> String {
         self.sentinels
@@ -331,8 +354,9 @@ impl Failover {
     /// inboxes can hold writes no replica confirmed (a send that failed during the
     /// failover): an inbox read then would show a client a message the promotion
     /// discards, whose seq the new master hands out again.
+    /// A fresh `+switch-master` announcement of another master counts too.
     pub(crate) fn moving(&self) -> bool {
-        self.moving.load(Ordering::Acquire)
+        self.moving.load(Ordering::Acquire) || self.announced_elsewhere()
     }
 
     /// Asks the watcher to check the sentinels now.
@@ -345,13 +369,24 @@ impl Failover {
     /// switch a moment later than the one that announced it), else the check interval.
     fn next_check(&self) -> Duration {
         let mut announced = self.announced.lock();
-        if let Some((master, at)) = announced.as_ref() {
-            if self.master().as_deref() != Some(master.as_str()) && at.elapsed() < ANNOUNCED_FOR {
-                return ANNOUNCED_RETRY;
-            }
-            *announced = None;
+        if self.still_announced(announced.as_ref()) {
+            return ANNOUNCED_RETRY;
         }
-        self.target.check_interval
+        *announced = None;
+        let (shortest, longest) = CHECK_INTERVAL_BOUNDS;
+        self.target.check_interval.clamp(shortest, longest)
+    }
+
+    /// Whether a sentinel announced, less than [`ANNOUNCED_FOR`] ago, a master other than
+    /// the one in use (the sentinel the follower asks may not know yet).
+    fn announced_elsewhere(&self) -> bool {
+        self.still_announced(self.announced.lock().as_ref())
+    }
+
+    fn still_announced(&self, announced: Option<&(String, Instant)>) -> bool {
+        announced.is_some_and(|(master, at)| {
+            self.master().as_deref() != Some(master.as_str()) && at.elapsed() < ANNOUNCED_FOR
+        })
     }
 
     /// Records a `+switch-master` announcement (`<name> <old ip> <old port> <new ip>
@@ -388,7 +423,9 @@ async fn listen_for_switches(failover: Arc<Failover>, stop: CancellationToken, w
 }
 
 /// Subscribes to `+switch-master` on `node` and passes what it announces on; returns
-/// why the subscription ended.
+/// why the subscription ended. A PING every [`LISTEN_PING`] notices a sentinel whose
+/// host died without closing the connection (nothing else would: the stream just stays
+/// silent), so the listener moves on to the next one.
 async fn listen_on(failover: &Failover, node: &SentinelNode, who: &str) -> RedisError {
     let subscribed = async {
         let client = redis::Client::open(node.info.clone())?;
@@ -408,13 +445,35 @@ async fn listen_on(failover: &Failover, node: &SentinelNode, who: &str) -> Redis
         }
     };
     debug!(node = %who, sentinel = %address(&node.info), "listening for +switch-master");
-    let mut messages = pubsub.into_on_message();
-    while let Some(message) = messages.next().await {
-        if let Ok(text) = message.get_payload::<String>() {
-            failover.on_announcement(&text, who);
+    let (mut sink, mut messages) = pubsub.split();
+    let mut ping = tokio::time::interval(LISTEN_PING);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(message) => {
+                    if let Ok(text) = message.get_payload::<String>() {
+                        failover.on_announcement(&text, who);
+                    }
+                }
+                None => return RedisError::from((ErrorKind::Io, "the sentinel ended the subscription")),
+            },
+            _ = ping.tick() => {
+                match tokio::time::timeout(SENTINEL_TIMEOUT, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return e,
+                    Err(_) => {
+                        return RedisError::from((
+                            ErrorKind::Io,
+                            "the sentinel stopped answering on its subscription",
+                            format!("no PONG within {SENTINEL_TIMEOUT:?}"),
+                        ))
+                    }
+                }
+            }
         }
     }
-    RedisError::from((ErrorKind::Io, "the sentinel ended the subscription"))
 }
 
 /// Replicas a durable write waits for: `configured`, lowered to the replicas `connected`
@@ -830,15 +889,8 @@ mod tests {
 
     #[test]
     fn only_announcements_about_our_master_hurry_the_checks() {
-        let target = SentinelTarget {
-            sentinels: vec![("s1".into(), 26379)],
-            master_name: "mymaster".into(),
-            sentinel_password: None,
-            password: None,
-            db: 0,
-            sync_replicas: 1,
-            check_interval: Duration::from_secs(7),
-        };
+        let mut target = SentinelTarget::new(vec![("s1".into(), 26379)], "mymaster");
+        target.check_interval = Duration::from_secs(7);
         let failover = Failover::new(target).unwrap();
         *failover.master.write() = Some("10.0.0.1:6379".into());
         failover.on_announcement("othermaster 10.0.0.1 6379 10.0.0.2 6379", "test");
@@ -847,9 +899,24 @@ mod tests {
         failover.on_announcement("mymaster 10.0.0.1 6379 10.0.0.2 6379", "test");
         assert_eq!(failover.next_check(), ANNOUNCED_RETRY);
         assert_eq!(failover.next_check(), ANNOUNCED_RETRY, "until the move");
+        assert!(failover.moving(), "inbox reads wait for the move");
         *failover.master.write() = Some("10.0.0.2:6379".into());
+        assert!(!failover.moving());
         assert_eq!(failover.next_check(), Duration::from_secs(7));
         assert!(failover.announced.lock().is_none());
+    }
+
+    #[test]
+    fn the_check_interval_stays_within_its_bounds() {
+        for (set, used) in [
+            (Duration::ZERO, Duration::from_millis(100)),
+            (Duration::from_secs(2), Duration::from_secs(2)),
+            (Duration::from_secs(3600), Duration::from_secs(60)),
+        ] {
+            let mut target = SentinelTarget::new(vec![("s1".into(), 26379)], "mymaster");
+            target.check_interval = set;
+            assert_eq!(Failover::new(target).unwrap().next_check(), used);
+        }
     }
 
     #[test]
