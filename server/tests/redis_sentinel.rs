@@ -322,41 +322,59 @@ async fn a_rust_publisher_follows_the_master_through_a_failover() {
     }
 }
 
+/// The length of (shop, u1)'s inbox on the replica (the master after a failover).
+fn replica_inbox_len(set: &SentinelSet) -> Option<String> {
+    set.replica
+        .cli(&["LLEN", "tether:{u:shop:u1}:inbox"])
+        .map(|out| out.trim().to_owned())
+}
+
+/// A Publisher whose routine checks are 60 s apart and which waits for no replica, after
+/// a first send (seq 1) that has reached the replica: from here on, nothing but a
+/// sentinel's announcement can move it before a failover's first send.
+async fn publisher_that_rarely_checks(set: &SentinelSet) -> Publisher {
+    let mut target = SentinelTarget::from(&set.config());
+    target.check_interval = Duration::from_secs(60);
+    target.sync_replicas = 0;
+    let publisher = Publisher::connect_sentinel(target)
+        .await
+        .expect("the publisher finds the master");
+    let first = publisher
+        .send_to_user(APP, "u1", OutgoingMessage::new("n", &json!(1)))
+        .await
+        .expect("the first send");
+    assert_eq!(first.seq, 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replica_inbox_len(set).as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "the replica never got seq 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publisher
+}
+
+/// After a failover, the first send goes to the new master and is its seq 2.
+async fn first_send_reaches_the_new_master(set: &SentinelSet, publisher: &Publisher) {
+    let after = publisher
+        .send_to_user(APP, "u1", OutgoingMessage::new("n", &json!(2)))
+        .await
+        .expect("the first send after the promotion goes to the new master");
+    assert_eq!(after.seq, 2);
+    assert_eq!(replica_inbox_len(set).as_deref(), Some("2"));
+}
+
 /// A sentinel's `+switch-master` announcement moves a follower at once rather than at its
 /// next routine check: with checks 60 s apart and no traffic that could fail and trigger
 /// one meanwhile, the first send after the promotion already goes to the new master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_master_announcement_moves_the_publisher_before_its_next_check() {
     let set = SentinelSet::start(1);
-    let mut target = SentinelTarget::from(&set.config());
-    target.check_interval = Duration::from_secs(60);
-    target.sync_replicas = 0;
-    let publisher = Publisher::connect_sentinel(target).await.unwrap();
-    let message = || OutgoingMessage::new("n", &json!("x"));
-    let first = publisher.send_to_user(APP, "u1", message()).await.unwrap();
-    assert_eq!(first.seq, 1);
-    let inbox_len = || {
-        set.replica
-            .cli(&["LLEN", "tether:{u:shop:u1}:inbox"])
-            .map(|out| out.trim().to_owned())
-    };
-    let replicated = Instant::now() + Duration::from_secs(10);
-    while inbox_len().as_deref() != Some("1") {
-        assert!(Instant::now() < replicated, "the replica never got seq 1");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
+    let publisher = publisher_that_rarely_checks(&set).await;
     set.force_failover();
     tokio::task::block_in_place(|| set.wait_for_promotion(Duration::from_secs(30)));
     // Room for the announcement to arrive and the move to finish; a routine check would
     // come only 60 s after the start.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = publisher
-        .send_to_user(APP, "u1", message())
-        .await
-        .expect("the first send after the promotion goes to the new master");
-    assert_eq!(after.seq, 2);
-    assert_eq!(inbox_len().as_deref(), Some("2"));
+    first_send_reaches_the_new_master(&set, &publisher).await;
 }
 
 /// The sentinel a follower listens to freezes with its sockets open (its host died
@@ -366,29 +384,7 @@ async fn a_switch_master_announcement_moves_the_publisher_before_its_next_check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_sentinel_is_left_for_one_that_announces() {
     let set = SentinelSet::start(2);
-    let mut target = SentinelTarget::from(&set.config());
-    target.check_interval = Duration::from_secs(60);
-    target.sync_replicas = 0;
-    let publisher = Publisher::connect_sentinel(target).await.unwrap();
-    let message = || OutgoingMessage::new("n", &json!("x"));
-    assert_eq!(
-        publisher
-            .send_to_user(APP, "u1", message())
-            .await
-            .unwrap()
-            .seq,
-        1
-    );
-    let inbox_len = || {
-        set.replica
-            .cli(&["LLEN", "tether:{u:shop:u1}:inbox"])
-            .map(|out| out.trim().to_owned())
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while inbox_len().as_deref() != Some("1") {
-        assert!(Instant::now() < deadline, "the replica never got seq 1");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let publisher = publisher_that_rarely_checks(&set).await;
     let (frozen, awake) = (&set.sentinels[0], &set.sentinels[1]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while frozen.subscribers() != 1 {
@@ -417,12 +413,7 @@ async fn a_frozen_sentinel_is_left_for_one_that_announces() {
     // Room for the announcement and the move (the check first waits out the frozen
     // sentinel's 1 s timeout); a routine check would come only 60 s after the start.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let after = publisher
-        .send_to_user(APP, "u1", message())
-        .await
-        .expect("the first send after the promotion goes to the new master");
-    assert_eq!(after.seq, 2);
-    assert_eq!(inbox_len().as_deref(), Some("2"));
+    first_send_reaches_the_new_master(&set, &publisher).await;
     frozen.resume();
 }
 

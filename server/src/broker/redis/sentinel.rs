@@ -299,11 +299,7 @@ impl Failover {
         };
         let result = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
             Ok(result) => result,
-            Err(_) => Err(RedisError::from((
-                ErrorKind::Io,
-                "sentinel lookup timed out",
-                format!("no answer within {RESOLVE_TIMEOUT:?}"),
-            ))),
+            Err(_) => Err(timed_out("sentinel lookup timed out", RESOLVE_TIMEOUT)),
         };
         self.sentinels_ok.store(result.is_ok(), Ordering::Release);
         result
@@ -436,13 +432,7 @@ async fn listen_on(failover: &Failover, node: &SentinelNode, who: &str) -> Redis
     let pubsub = match tokio::time::timeout(SENTINEL_TIMEOUT, subscribed).await {
         Ok(Ok(pubsub)) => pubsub,
         Ok(Err(e)) => return e,
-        Err(_) => {
-            return RedisError::from((
-                ErrorKind::Io,
-                "sentinel subscription timed out",
-                format!("no answer within {SENTINEL_TIMEOUT:?}"),
-            ))
-        }
+        Err(_) => return timed_out("sentinel subscription timed out", SENTINEL_TIMEOUT),
     };
     debug!(node = %who, sentinel = %address(&node.info), "listening for +switch-master");
     let (mut sink, mut messages) = pubsub.split();
@@ -464,16 +454,20 @@ async fn listen_on(failover: &Failover, node: &SentinelNode, who: &str) -> Redis
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return e,
                     Err(_) => {
-                        return RedisError::from((
-                            ErrorKind::Io,
-                            "the sentinel stopped answering on its subscription",
-                            format!("no PONG within {SENTINEL_TIMEOUT:?}"),
-                        ))
+                        return timed_out(
+                            "the sentinel stopped answering its subscription's PING",
+                            SENTINEL_TIMEOUT,
+                        )
                     }
                 }
             }
         }
     }
+}
+
+/// An I/O error for a sentinel that gave no answer within `limit`.
+fn timed_out(what: &'static str, limit: Duration) -> RedisError {
+    RedisError::from((ErrorKind::Io, what, format!("no answer within {limit:?}")))
 }
 
 /// Replicas a durable write waits for: `configured`, lowered to the replicas `connected`
