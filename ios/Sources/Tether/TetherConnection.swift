@@ -19,12 +19,13 @@ public final class TetherConnection: @unchecked Sendable {
     private let errorHub: Hub<TetherError>
     private let expiredHub: Hub<String>
 
-    /// - Parameter tokens: called on a background thread before every connection attempt
-    ///   and after the gateway refuses a token; may block (a refresh over the network).
-    ///   Return nil when the user is signed out: the status becomes `.failed` and nothing
-    ///   is retried until `connect()`.
+    /// - Parameter tokens: called before every connection attempt and after the gateway
+    ///   refuses a token; the SDK awaits it on a background thread of its own, so it may
+    ///   `await` a refresh over the network (a synchronous closure works too). Return nil
+    ///   when the user is signed out: the status becomes `.failed` and nothing is retried
+    ///   until `connect()`.
     /// - Throws: `TetherError` with kind `.invalidConfig` or `.storage`.
-    public init(config: ClientConfig, tokens: @escaping @Sendable () -> String?) throws {
+    public init(config: ClientConfig, tokens: @escaping @Sendable () async -> String?) throws {
         let hubs = Listener(
             status: Hub<ConnectionStatus>(latest: .idle),
             messages: Hub<InboundMessage>(lossless: true),
@@ -257,10 +258,41 @@ private final class Listener: EventListener, @unchecked Sendable {
     func onExpired(id: String) { expired.send(id) }
 }
 
+/// Runs the app's async token closure for the SDK, which asks synchronously from a
+/// thread of its own (never the main thread, never one of Swift's cooperative threads):
+/// the closure runs in a detached task and that thread waits for its answer.
 private final class ClosureTokens: TokenProvider, @unchecked Sendable {
-    private let fetch: @Sendable () -> String?
+    private let fetch: @Sendable () async -> String?
 
-    init(_ fetch: @escaping @Sendable () -> String?) { self.fetch = fetch }
+    init(_ fetch: @escaping @Sendable () async -> String?) { self.fetch = fetch }
 
-    func fetchToken() -> String? { fetch() }
+    func fetchToken() -> String? {
+        let answer = TokenAnswer()
+        let done = DispatchSemaphore(value: 0)
+        let fetch = self.fetch
+        Task.detached {
+            answer.set(await fetch())
+            done.signal()
+        }
+        done.wait()
+        return answer.get()
+    }
+}
+
+/// The token handed from the detached task to the waiting SDK thread.
+private final class TokenAnswer: @unchecked Sendable {
+    private let lock = NSLock()
+    private var token: String?
+
+    func set(_ value: String?) {
+        lock.lock()
+        token = value
+        lock.unlock()
+    }
+
+    func get() -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        return token
+    }
 }

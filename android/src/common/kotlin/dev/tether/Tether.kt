@@ -1,6 +1,6 @@
 // The Kotlin face of the SDK, shared by the Android library and the JVM tests
-// (bindings/kotlin): flows instead of a listener, a lambda instead of a TokenProvider, a
-// suspend send taking a JsonElement. Nothing here is Android-specific; the Android module
+// (bindings/kotlin): flows instead of a listener, a suspend lambda instead of a
+// TokenProvider, a suspend send taking a JsonElement. Nothing here is Android-specific; the Android module
 // adds the connectivity and lifecycle observers and the TLS init (android/src/main).
 
 package dev.tether
@@ -36,14 +36,15 @@ import kotlinx.serialization.json.JsonElement
  * SDK counts it as delivered. Collectors that fall behind slow the SDK down rather than
  * lose messages: up to [MESSAGE_BUFFER] messages wait, then delivery pauses.
  *
- * @param tokens called on a background thread before every connection attempt and after
- *   the gateway refuses a token; may block (a refresh over the network). Return `null`
- *   when the user is signed out: the status becomes `Failed` and nothing is retried until
- *   [connect] is called again.
+ * @param tokens called before every connection attempt and after the gateway refuses a
+ *   token, on an SDK background thread that waits for it: it may suspend (a refresh over
+ *   the network through a suspend API) or block. Return `null` when the user is signed
+ *   out: the status becomes `Failed` and nothing is retried until [connect] is called
+ *   again.
  * @throws TetherException with kind `InvalidConfig` or `Storage` when the config is wrong
  *   or the storage directory cannot be opened.
  */
-class Tether(config: ClientConfig, tokens: () -> String?) : AutoCloseable {
+class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseable {
     private val statusFlow = MutableStateFlow<ConnectionStatus>(ConnectionStatus.Idle)
     private val messageFlow = MutableSharedFlow<InboundMessage>(extraBufferCapacity = MESSAGE_BUFFER)
     private val ackFlow = events<String>()
@@ -147,8 +148,10 @@ class Tether(config: ClientConfig, tokens: () -> String?) : AutoCloseable {
         }
     }
 
-    private class Tokens(private val fetch: () -> String?) : TokenProvider {
-        override fun fetchToken(): String? = fetch()
+    private class Tokens(private val fetch: suspend () -> String?) : TokenProvider {
+        // The SDK calls this on a thread of its own that exists to wait for the answer, so
+        // running the suspend lambda to completion here blocks no one else.
+        override fun fetchToken(): String? = runBlocking { fetch() }
     }
 
     companion object {

@@ -26,7 +26,7 @@ class TetherAndroid private constructor(
         /**
          * @param url `wss://host/ws`
          * @param deviceId stable per install (store it, e.g. a UUID in SharedPreferences)
-         * @param tokens called on a background thread; may block for a refresh; null = signed out
+         * @param tokens called on an SDK background thread; may suspend or block for a refresh; null = signed out
          * @param configure adjusts the config (timeouts, queue limits) before the client starts
          */
         fun create(
@@ -34,7 +34,7 @@ class TetherAndroid private constructor(
             url: String,
             app: String,
             deviceId: String,
-            tokens: () -> String?,
+            tokens: suspend () -> String?,
             configure: (ClientConfig) -> ClientConfig = { it },
         ): TetherAndroid {
             PlatformTls.init(context)

@@ -1,13 +1,15 @@
-// The token provider as a Kotlin lambda: asked before connecting, asked again when the
-// gateway refuses a token, retried when it throws, and a signed-out user (null) stops the
-// client in Failed without a retry loop.
+// The token provider as a Kotlin suspend lambda: asked before connecting (and awaited when
+// it suspends), asked again when the gateway refuses a token, retried when it throws, and a
+// signed-out user (null) stops the client in Failed without a retry loop.
 
 package dev.tether
 
 import dev.tether.sdk.ConnectionStatus
 import java.util.concurrent.atomic.AtomicInteger
+import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withContext
 import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertTrue
@@ -84,6 +86,26 @@ class TokenProviderTest {
             assertEquals(dev.tether.sdk.ErrorKind.AUTH, errors.next().kind())
             errors.stop()
         }
+    }
+
+    @Test
+    fun `a suspending provider is awaited, like a refresh through a suspend API`() = runBlocking {
+        val user = newUser("suspends")
+        val calls = AtomicInteger()
+        Tether(testConfig(gateway), tokens = {
+            calls.incrementAndGet()
+            refreshOverNetwork(user)
+        }).use { tether ->
+            tether.connect()
+            tether.awaitStatus<ConnectionStatus.Connected>()
+            assertEquals(1, calls.get())
+        }
+    }
+
+    /** Stands in for an app's suspend token refresh: a network round trip on IO. */
+    private suspend fun refreshOverNetwork(user: String): String = withContext(Dispatchers.IO) {
+        delay(300)
+        Gateway.token(user)
     }
 
     @Test
