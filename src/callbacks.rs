@@ -49,8 +49,32 @@ pub trait EventListener: Send + Sync {
 #[uniffi::export(with_foreign)]
 pub trait TokenProvider: Send + Sync {
     /// A valid token, or `None` when the user is signed out: the client then stops in
-    /// `Failed` and does not retry until `connect()` is called again.
-    fn fetch_token(&self) -> Option<String>;
+    /// `Failed` and does not retry until `connect()` is called again. An error (in
+    /// Kotlin, Swift or JavaScript: any exception the provider throws) means "no token
+    /// for now": the SDK reports it (`on_error`, kind `Auth`, with its message) and
+    /// retries with backoff.
+    fn fetch_token(&self) -> Result<Option<String>, TokenError>;
+}
+
+/// Why a token provider has no token for now (a network failure, the token service
+/// down). Any other exception a Kotlin, Swift or JavaScript provider throws arrives as
+/// `Failed` with the exception's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+pub enum TokenError {
+    /// Fetching failed; `reason` says why (it reaches the app's error events).
+    #[error("{reason}")]
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for TokenError {
+    fn from(error: uniffi::UnexpectedUniFFICallbackError) -> TokenError {
+        TokenError::Failed {
+            reason: error.reason,
+        }
+    }
 }
 
 /// Severity of a log line.

@@ -21,7 +21,7 @@ pub mod queue;
 pub mod runtime;
 pub mod transport;
 
-pub use callbacks::{EventListener, InboundMessage, LogLevel, LogSink, TokenProvider};
+pub use callbacks::{EventListener, InboundMessage, LogLevel, LogSink, TokenError, TokenProvider};
 pub use client::{ClientStats, StartOptions, TetherClient};
 pub use config::ClientConfig;
 pub use engine::state::ConnectionStatus;

@@ -15,7 +15,7 @@ use tether::engine::backoff::Backoff;
 use tether::transport::{ConnectError, Incoming, Outgoing};
 use tether::{
     AppState, ClientConfig, ConnectionStatus, ErrorKind, NetworkKind, NetworkState, StartOptions,
-    TetherClient,
+    TetherClient, TetherError,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -268,6 +268,40 @@ async fn a_401_gets_one_fresh_token_at_once() {
     assert_eq!(socket.request.token, "fresh");
     let times = h.gateway.attempt_times();
     assert_eq!(times[1], times[0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_token_provider_is_reported_with_its_reason_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = start_with(
+        config(&dir),
+        dir,
+        Tokens::failing_first(2, "token-after-outage"),
+    );
+    h.client.connect();
+    let socket = h.socket().await;
+    assert_eq!(socket.request.token, "token-after-outage");
+    assert_eq!(h.tokens.calls(), 3);
+    let all = h.recorder.all.lock().unwrap();
+    let errors: Vec<&TetherError> = all
+        .iter()
+        .filter_map(|seen| match seen {
+            Seen::Error(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for error in errors {
+        assert_eq!(error.kind(), ErrorKind::Auth);
+        assert!(
+            error.message().contains("token service unavailable"),
+            "{}",
+            error.message()
+        );
+    }
+    assert!(all
+        .iter()
+        .any(|seen| matches!(seen, Seen::Status(ConnectionStatus::Reconnecting { .. }))));
 }
 
 #[tokio::test(start_paused = true)]
@@ -701,9 +735,9 @@ struct SlowTokens {
 }
 
 impl tether::TokenProvider for SlowTokens {
-    fn fetch_token(&self) -> Option<String> {
+    fn fetch_token(&self) -> Result<Option<String>, tether::TokenError> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.gate.lock().unwrap().recv().unwrap_or(None)
+        Ok(self.gate.lock().unwrap().recv().unwrap_or(None))
     }
 }
 

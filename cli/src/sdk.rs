@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tether::{
     ClientConfig, ConnectionStatus, EventListener, InboundMessage, TetherClient, TetherError,
-    TokenProvider,
+    TokenError, TokenProvider,
 };
 use tokio::sync::mpsc;
 
@@ -60,8 +60,8 @@ impl EventListener for Forward {
 struct FixedToken(String);
 
 impl TokenProvider for FixedToken {
-    fn fetch_token(&self) -> Option<String> {
-        Some(self.0.clone())
+    fn fetch_token(&self) -> Result<Option<String>, TokenError> {
+        Ok(Some(self.0.clone()))
     }
 }
 

@@ -85,10 +85,11 @@ impl Engine {
             };
             let outcome = match answer {
                 Err(e) => TokenOutcome::Failed(e.to_string()),
-                Ok(Err(_)) => TokenOutcome::Failed("the token provider threw".into()),
-                Ok(Ok(None)) => TokenOutcome::SignedOut,
-                Ok(Ok(Some(token))) if token.trim().is_empty() => TokenOutcome::SignedOut,
-                Ok(Ok(Some(token))) => TokenOutcome::Token(token),
+                Ok(Err(_)) => TokenOutcome::Failed("the token provider panicked".into()),
+                Ok(Ok(Err(error))) => TokenOutcome::Failed(error.to_string()),
+                Ok(Ok(Ok(None))) => TokenOutcome::SignedOut,
+                Ok(Ok(Ok(Some(token)))) if token.trim().is_empty() => TokenOutcome::SignedOut,
+                Ok(Ok(Ok(Some(token)))) => TokenOutcome::Token(token),
             };
             let _ = internal.send(Internal::Token(outcome));
         });

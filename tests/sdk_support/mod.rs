@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether::engine::Snapshot;
 use tether::transport::{ConnectError, ConnectRequest, Connection, Connector, Incoming, Outgoing};
-use tether::{ConnectionStatus, EventListener, InboundMessage, TetherError, TokenProvider};
+use tether::{
+    ConnectionStatus, EventListener, InboundMessage, TetherError, TokenError, TokenProvider,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -146,10 +148,12 @@ pub async fn wait_snapshot(
     .unwrap_or_else(|_| panic!("state not reached in time; last: {:?}", rx.borrow().status))
 }
 
-/// A token provider answering from a script, then repeating its last answer.
+/// A token provider answering from a script, then repeating its last answer; the first
+/// `failures` calls fail instead.
 pub struct Tokens {
     answers: Mutex<VecDeque<Option<String>>>,
     last: Mutex<Option<String>>,
+    failures: AtomicU32,
     pub calls: AtomicU32,
 }
 
@@ -162,8 +166,16 @@ impl Tokens {
         Arc::new(Tokens {
             answers: Mutex::new(answers.into()),
             last: Mutex::new(None),
+            failures: AtomicU32::new(0),
             calls: AtomicU32::new(0),
         })
+    }
+
+    /// Fails the first `failures` calls ("token service unavailable"), then gives `token`.
+    pub fn failing_first(failures: u32, token: &str) -> Arc<Tokens> {
+        let tokens = Tokens::fixed(token);
+        tokens.failures.store(failures, Ordering::SeqCst);
+        tokens
     }
 
     /// Replaces every later answer.
@@ -178,14 +190,19 @@ impl Tokens {
 }
 
 impl TokenProvider for Tokens {
-    fn fetch_token(&self) -> Option<String> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+    fn fetch_token(&self) -> Result<Option<String>, TokenError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if call < self.failures.load(Ordering::SeqCst) {
+            return Err(TokenError::Failed {
+                reason: "token service unavailable".into(),
+            });
+        }
         let mut answers = self.answers.lock().unwrap();
         let mut last = self.last.lock().unwrap();
         if let Some(answer) = answers.pop_front() {
             *last = answer;
         }
-        last.clone()
+        Ok(last.clone())
     }
 }
 

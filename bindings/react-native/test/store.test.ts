@@ -148,6 +148,34 @@ describe('TetherStore against a real gateway', () => {
     }
   });
 
+  test('a provider that throws is reported with its text and retried with backoff', async () => {
+    const user = newUser('throws');
+    let calls = 0;
+    const errors: string[] = [];
+    const store = new TetherStore({
+      ...testOptions(gateway, user),
+      tokens: () => {
+        calls += 1;
+        if (calls <= 2) throw new Error('token service unavailable');
+        return token(user);
+      },
+    });
+    try {
+      const seen = statuses(store);
+      store.subscribe(() => {
+        const e = store.getSnapshot().error;
+        if (e && errors[errors.length - 1] !== e) errors.push(e);
+      });
+      store.connect();
+      await until(store, 'connected');
+      assert.equal(calls, 3);
+      assert.ok(seen.includes('reconnecting'), JSON.stringify(seen));
+      assert.ok(errors.some((e) => e.startsWith('auth: ') && e.includes('token service unavailable')), JSON.stringify(errors));
+    } finally {
+      await store.shutdown();
+    }
+  });
+
   test('a refused token (401) is replaced by a fresh one, and the error clears on connect', async () => {
     const user = newUser('refused');
     let calls = 0;

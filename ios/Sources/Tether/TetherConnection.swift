@@ -23,9 +23,10 @@ public final class TetherConnection: @unchecked Sendable {
     ///   refuses a token; the SDK awaits it on a background thread of its own, so it may
     ///   `await` a refresh over the network (a synchronous closure works too). Return nil
     ///   when the user is signed out: the status becomes `.failed` and nothing is retried
-    ///   until `connect()`.
+    ///   until `connect()`. Throw when there is no token for now (the refresh failed): the
+    ///   error's description reaches `errors()` and the SDK retries with backoff.
     /// - Throws: `TetherError` with kind `.invalidConfig` or `.storage`.
-    public init(config: ClientConfig, tokens: @escaping @Sendable () async -> String?) throws {
+    public init(config: ClientConfig, tokens: @escaping @Sendable () async throws -> String?) throws {
         let hubs = Listener(
             status: Hub<ConnectionStatus>(latest: .idle),
             messages: Hub<InboundMessage>(lossless: true),
@@ -262,37 +263,41 @@ private final class Listener: EventListener, @unchecked Sendable {
 /// thread of its own (never the main thread, never one of Swift's cooperative threads):
 /// the closure runs in a detached task and that thread waits for its answer.
 private final class ClosureTokens: TokenProvider, @unchecked Sendable {
-    private let fetch: @Sendable () async -> String?
+    private let fetch: @Sendable () async throws -> String?
 
-    init(_ fetch: @escaping @Sendable () async -> String?) { self.fetch = fetch }
+    init(_ fetch: @escaping @Sendable () async throws -> String?) { self.fetch = fetch }
 
-    func fetchToken() -> String? {
+    func fetchToken() throws -> String? {
         let answer = TokenAnswer()
         let done = DispatchSemaphore(value: 0)
         let fetch = self.fetch
         Task.detached {
-            answer.set(await fetch())
+            do {
+                answer.set(.success(try await fetch()))
+            } catch {
+                answer.set(.failure(TokenError.Failed(reason: String(describing: error))))
+            }
             done.signal()
         }
         done.wait()
-        return answer.get()
+        return try answer.get().get()
     }
 }
 
-/// The token handed from the detached task to the waiting SDK thread.
+/// The answer handed from the detached task to the waiting SDK thread.
 private final class TokenAnswer: @unchecked Sendable {
     private let lock = NSLock()
-    private var token: String?
+    private var result: Result<String?, TokenError> = .success(nil)
 
-    func set(_ value: String?) {
+    func set(_ value: Result<String?, TokenError>) {
         lock.lock()
-        token = value
+        result = value
         lock.unlock()
     }
 
-    func get() -> String? {
+    func get() -> Result<String?, TokenError> {
         lock.lock()
         defer { lock.unlock() }
-        return token
+        return result
     }
 }

@@ -40,7 +40,8 @@ import kotlinx.serialization.json.JsonElement
  *   token, on an SDK background thread that waits for it: it may suspend (a refresh over
  *   the network through a suspend API) or block. Return `null` when the user is signed
  *   out: the status becomes `Failed` and nothing is retried until [connect] is called
- *   again.
+ *   again. Throw when there is no token for now (the refresh failed): the exception's
+ *   message reaches [errors] (kind `AUTH`) and the SDK retries with backoff.
  * @throws TetherException with kind `InvalidConfig` or `Storage` when the config is wrong
  *   or the storage directory cannot be opened.
  */

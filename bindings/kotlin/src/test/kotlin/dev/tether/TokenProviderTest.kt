@@ -109,7 +109,7 @@ class TokenProviderTest {
     }
 
     @Test
-    fun `a provider that throws is retried with backoff`() = runBlocking {
+    fun `a provider that throws is reported with its message and retried with backoff`() = runBlocking {
         val user = newUser("throws")
         val calls = AtomicInteger()
         Tether(testConfig(gateway), tokens = {
@@ -117,11 +117,16 @@ class TokenProviderTest {
             Gateway.token(user)
         }).use { tether ->
             val statuses = record(tether.status)
+            val errors = record(tether.errors)
             tether.connect()
             statuses.until { it is ConnectionStatus.Connected }
             assertEquals(3, calls.get())
             assertTrue(statuses.seen.any { it is ConnectionStatus.Reconnecting }, "${statuses.seen}")
+            val error = errors.next()
+            assertEquals(dev.tether.sdk.ErrorKind.AUTH, error.kind())
+            assertTrue(error.message().contains("token service unavailable"), error.message())
             statuses.stop()
+            errors.stop()
         }
     }
 }
