@@ -24,7 +24,9 @@ public final class TetherConnection: @unchecked Sendable {
     ///   `await` a refresh over the network (a synchronous closure works too). Return nil
     ///   when the user is signed out: the status becomes `.failed` and nothing is retried
     ///   until `connect()`. Throw when there is no token for now (the refresh failed): the
-    ///   error's description reaches `errors()` and the SDK retries with backoff.
+    ///   error's `localizedDescription` reaches `errors()` and the SDK retries with
+    ///   backoff. The closure runs as a Swift task: `await`, never block (no semaphores,
+    ///   no synchronous network calls) — it would hold a thread of the cooperative pool.
     /// - Throws: `TetherError` with kind `.invalidConfig` or `.storage`.
     public init(config: ClientConfig, tokens: @escaping @Sendable () async throws -> String?) throws {
         let hubs = Listener(
@@ -261,7 +263,9 @@ private final class Listener: EventListener, @unchecked Sendable {
 
 /// Runs the app's async token closure for the SDK, which asks synchronously from a
 /// thread of its own (never the main thread, never one of Swift's cooperative threads):
-/// the closure runs in a detached task and that thread waits for its answer.
+/// the closure runs in a detached task and that thread waits for its answer. A closure
+/// that never returns keeps that SDK thread waiting and the client asks for no other
+/// token meanwhile (each attempt fails after 30 s and backs off).
 private final class ClosureTokens: TokenProvider, @unchecked Sendable {
     private let fetch: @Sendable () async throws -> String?
 
@@ -274,8 +278,12 @@ private final class ClosureTokens: TokenProvider, @unchecked Sendable {
         Task.detached {
             do {
                 answer.set(.success(try await fetch()))
+            } catch let error as TokenError {
+                answer.set(.failure(error))
             } catch {
-                answer.set(.failure(TokenError.Failed(reason: String(describing: error))))
+                // localizedDescription, not String(describing:): an NSError's description
+                // carries its userInfo (a failing URL with its query string).
+                answer.set(.failure(TokenError.Failed(reason: error.localizedDescription)))
             }
             done.signal()
         }

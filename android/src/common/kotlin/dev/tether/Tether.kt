@@ -16,6 +16,7 @@ import dev.tether.sdk.LogSink
 import dev.tether.sdk.NetworkState
 import dev.tether.sdk.TetherClient
 import dev.tether.sdk.TetherException
+import dev.tether.sdk.TokenException
 import dev.tether.sdk.TokenProvider
 import dev.tether.sdk.setLogSink
 import kotlinx.coroutines.channels.BufferOverflow
@@ -26,6 +27,7 @@ import kotlinx.coroutines.flow.StateFlow
 import kotlinx.coroutines.flow.asSharedFlow
 import kotlinx.coroutines.flow.asStateFlow
 import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
 import kotlinx.serialization.json.JsonElement
 
 /**
@@ -151,13 +153,26 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
 
     private class Tokens(private val fetch: suspend () -> String?) : TokenProvider {
         // The SDK calls this on a thread of its own that exists to wait for the answer, so
-        // running the suspend lambda to completion here blocks no one else.
-        override fun fetchToken(): String? = runBlocking { fetch() }
+        // running the suspend lambda to completion here blocks no one else. A lambda that
+        // suspends past the SDK's token timeout is cancelled, so the thread comes back.
+        // Any exception becomes TokenException.Failed with the exception's message (left
+        // to the generated code, the reason would be the whole stack trace).
+        override fun fetchToken(): String? =
+            try {
+                runBlocking { withTimeout(TOKEN_TIMEOUT_MS) { fetch() } }
+            } catch (e: TokenException) {
+                throw e
+            } catch (e: Exception) {
+                throw TokenException.Failed(e.message ?: e.javaClass.name)
+            }
     }
 
     companion object {
         /** Messages waiting for slow collectors before delivery pauses. */
         const val MESSAGE_BUFFER = 64
+
+        /** How long the token lambda may suspend before it is cancelled (the SDK's own limit). */
+        const val TOKEN_TIMEOUT_MS = 30_000L
 
         /** Events (acks, errors, expiries) kept for slow collectors; older ones are dropped. */
         const val EVENT_BUFFER = 256

@@ -124,7 +124,7 @@ class TokenProviderTest {
             assertTrue(statuses.seen.any { it is ConnectionStatus.Reconnecting }, "${statuses.seen}")
             val error = errors.next()
             assertEquals(dev.tether.sdk.ErrorKind.AUTH, error.kind())
-            assertTrue(error.message().contains("token service unavailable"), error.message())
+            assertEquals("token provider failed: token service unavailable", error.message())
             statuses.stop()
             errors.stop()
         }
