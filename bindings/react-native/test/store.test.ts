@@ -16,6 +16,16 @@ function statuses(store: TetherStore): ConnectionStatusName[] {
   return seen;
 }
 
+/** The store's error texts as they change (each new one once), recorded from now on. */
+function errorTexts(store: TetherStore): string[] {
+  const seen: string[] = [];
+  store.subscribe(() => {
+    const e = store.getSnapshot().error;
+    if (e && seen[seen.length - 1] !== e) seen.push(e);
+  });
+  return seen;
+}
+
 async function until(store: TetherStore, status: ConnectionStatusName, ms = 15_000): Promise<void> {
   await waitFor(`status ${status} (now ${store.getSnapshot().connectionStatus})`, () =>
     store.getSnapshot().connectionStatus === status ? true : undefined, ms);
@@ -151,7 +161,6 @@ describe('TetherStore against a real gateway', () => {
   test('a provider that throws is reported with its text and retried with backoff', async () => {
     const user = newUser('throws');
     let calls = 0;
-    const errors: string[] = [];
     const store = new TetherStore({
       ...testOptions(gateway, user),
       tokens: () => {
@@ -162,10 +171,7 @@ describe('TetherStore against a real gateway', () => {
     });
     try {
       const seen = statuses(store);
-      store.subscribe(() => {
-        const e = store.getSnapshot().error;
-        if (e && errors[errors.length - 1] !== e) errors.push(e);
-      });
+      const errors = errorTexts(store);
       store.connect();
       await until(store, 'connected');
       assert.equal(calls, 3);
@@ -179,7 +185,6 @@ describe('TetherStore against a real gateway', () => {
   test('a refused token (401) is replaced by a fresh one, and the error clears on connect', async () => {
     const user = newUser('refused');
     let calls = 0;
-    const errors: string[] = [];
     const store = new TetherStore({
       ...testOptions(gateway, user),
       tokens: () => {
@@ -188,10 +193,7 @@ describe('TetherStore against a real gateway', () => {
       },
     });
     try {
-      store.subscribe(() => {
-        const e = store.getSnapshot().error;
-        if (e && errors[errors.length - 1] !== e) errors.push(e);
-      });
+      const errors = errorTexts(store);
       store.connect();
       await until(store, 'connected');
       assert.equal(calls, 2);
