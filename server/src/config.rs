@@ -798,12 +798,15 @@ fn sentinel_config(cli: &Cli) -> Result<Option<SentinelConfig>, ConfigError> {
             ),
         ));
     }
-    if !(100..=60_000).contains(&cli.redis_sentinel_check_interval) {
+    let bounds = crate::broker::redis::sentinel::CHECK_INTERVAL_MS;
+    if !bounds.contains(&cli.redis_sentinel_check_interval) {
         return Err(invalid(
             "REDIS_SENTINEL_CHECK_INTERVAL",
             format!(
-                "{} ms is outside 100-60000 (milliseconds between checks of the master; 1000 by default)",
-                cli.redis_sentinel_check_interval
+                "{} ms is outside {}-{} (milliseconds between checks of the master; 1000 by default)",
+                cli.redis_sentinel_check_interval,
+                bounds.start(),
+                bounds.end()
             ),
         ));
     }

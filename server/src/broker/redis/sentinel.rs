@@ -10,10 +10,10 @@
 //! The watcher asks once a second (`REDIS_SENTINEL_CHECK_INTERVAL`), at once when a
 //! sentinel announces a new master (`+switch-master`, to which it stays subscribed on one
 //! sentinel at a time), and at once when a command failed in a way a failover explains
-//! (`READONLY` from a demoted master, a refused or dropped connection, a timeout). On a switch it opens the three connections to the new
-//! master, moves every subscription over, and marks live delivery as possibly missed, so
-//! the maintenance task restores this node's registry entries and every connection
-//! catches up from its inbox.
+//! (`READONLY` from a demoted master, a refused or dropped connection, a timeout). On a
+//! switch it opens the three connections to the new master, moves every subscription
+//! over, and marks live delivery as possibly missed, so the maintenance task restores
+//! this node's registry entries and every connection catches up from its inbox.
 //!
 //! Durable writes (a user message, a client message) wait for replicas (`WAIT`) before
 //! they are reported stored, so a promoted replica has them. How many: the configured
@@ -53,9 +53,9 @@ const ANNOUNCED_FOR: Duration = Duration::from_secs(5);
 const LISTEN_PAUSE: Duration = Duration::from_secs(1);
 /// How often a `+switch-master` subscription is checked with a PING.
 const LISTEN_PING: Duration = Duration::from_secs(5);
-/// Bounds of the routine check interval, whoever sets it.
-const CHECK_INTERVAL_BOUNDS: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(60));
+/// The routine check interval in ms: `REDIS_SENTINEL_CHECK_INTERVAL` must lie within it,
+/// and a [`SentinelTarget::check_interval`] outside it is taken as the nearest bound.
+pub const CHECK_INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 /// Shortest pause between two checks (a burst of failed commands asks once).
 const MIN_PAUSE: Duration = Duration::from_millis(100);
 /// Longest a lookup through the sentinels may take.
@@ -369,8 +369,10 @@ impl Failover {
             return ANNOUNCED_RETRY;
         }
         *announced = None;
-        let (shortest, longest) = CHECK_INTERVAL_BOUNDS;
-        self.target.check_interval.clamp(shortest, longest)
+        self.target.check_interval.clamp(
+            Duration::from_millis(*CHECK_INTERVAL_MS.start()),
+            Duration::from_millis(*CHECK_INTERVAL_MS.end()),
+        )
     }
 
     /// Whether a sentinel announced, less than [`ANNOUNCED_FOR`] ago, a master other than
