@@ -44,16 +44,21 @@ pub trait EventListener: Send + Sync {
 }
 
 /// Gives the SDK a token. Called before each connection attempt and after the gateway
-/// refuses one (HTTP 401, close 4001), never twice at once. It may block (for a refresh
-/// over the network); the SDK calls it on a background thread.
+/// refuses one (HTTP 401, close 4001), never twice at once. It is async on every
+/// platform (a Kotlin `suspend fun`, a Swift `async` method, a JavaScript `Promise`), so
+/// it may refresh the token over the network with the app's own async token API. A call
+/// still running after [`crate::engine::TOKEN_TIMEOUT`] (30 s) is cancelled (the
+/// coroutine, the task, or the `AbortSignal` JavaScript receives) and counts as a
+/// failure; the next attempt calls again.
 #[uniffi::export(with_foreign)]
+#[async_trait::async_trait]
 pub trait TokenProvider: Send + Sync {
     /// A valid token, or `None` when the user is signed out: the client then stops in
     /// `Failed` and does not retry until `connect()` is called again. An error (in
     /// Kotlin, Swift or JavaScript: any exception the provider throws) means "no token
     /// for now": the SDK reports it (`on_error`, kind `Auth`, with its message) and
-    /// retries with backoff.
-    fn fetch_token(&self) -> Result<Option<String>, TokenError>;
+    /// retries with backoff. Rust implementations must not block the thread: await.
+    async fn fetch_token(&self) -> Result<Option<String>, TokenError>;
 }
 
 /// Why a token provider has no token for now (a network failure, the token service

@@ -10,8 +10,8 @@ static RUNTIME: LazyLock<Result<Runtime, String>> = LazyLock::new(|| {
     Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("tether-rt")
-        // Host callbacks and the token provider run on blocking threads; a handful is
-        // plenty for a phone.
+        // Host callbacks run on blocking threads (the token provider is awaited, not
+        // waited for); a handful is plenty for a phone.
         .max_blocking_threads(8)
         .enable_all()
         .build()

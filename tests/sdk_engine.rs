@@ -9,6 +9,7 @@ mod sdk_support;
 use sdk_support::{
     query, wait_for, wait_snapshot, FakeSocket, Recorder, ScriptedGateway, Seen, Tokens,
 };
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tether::engine::backoff::Backoff;
@@ -728,33 +729,61 @@ async fn messages_expire_while_offline_too() {
     assert!(h.gateway.attempt_times().is_empty());
 }
 
-/// A provider that blocks until the test lets it answer.
+/// A provider whose calls wait until the test answers them; it counts the calls and the
+/// ones dropped (cancelled) before they answered.
 struct SlowTokens {
-    gate: std::sync::Mutex<std::sync::mpsc::Receiver<Option<String>>>,
-    calls: std::sync::atomic::AtomicU32,
+    answers: tokio::sync::Mutex<mpsc::UnboundedReceiver<Option<String>>>,
+    calls: AtomicU32,
+    cancelled: Arc<AtomicU32>,
 }
 
-impl tether::TokenProvider for SlowTokens {
-    fn fetch_token(&self) -> Result<Option<String>, tether::TokenError> {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(self.gate.lock().unwrap().recv().unwrap_or(None))
+impl SlowTokens {
+    fn new() -> (Arc<SlowTokens>, mpsc::UnboundedSender<Option<String>>) {
+        let (answer, answers) = mpsc::unbounded_channel();
+        let tokens = Arc::new(SlowTokens {
+            answers: tokio::sync::Mutex::new(answers),
+            calls: AtomicU32::new(0),
+            cancelled: Arc::new(AtomicU32::new(0)),
+        });
+        (tokens, answer)
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn cancelled(&self) -> u32 {
+        self.cancelled.load(Ordering::SeqCst)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_token_provider_is_never_called_twice_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (answer, gate) = std::sync::mpsc::channel();
-    let tokens = Arc::new(SlowTokens {
-        gate: std::sync::Mutex::new(gate),
-        calls: std::sync::atomic::AtomicU32::new(0),
-    });
-    let (gateway, mut sockets) = ScriptedGateway::new();
-    let (recorder, _seen) = Recorder::new();
+/// Counts a call as cancelled when it is dropped before it answered.
+struct Unanswered(Arc<AtomicU32>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl tether::TokenProvider for SlowTokens {
+    async fn fetch_token(&self) -> Result<Option<String>, tether::TokenError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let pending = Unanswered(self.cancelled.clone());
+        let answer = self.answers.lock().await.recv().await.unwrap_or(None);
+        std::mem::forget(pending);
+        Ok(answer)
+    }
+}
+
+fn start_slow(dir: &tempfile::TempDir, tokens: Arc<SlowTokens>) -> (TetherClient, Scripted) {
+    let (gateway, sockets) = ScriptedGateway::new();
+    let (recorder, seen) = Recorder::new();
     let client = TetherClient::start(
-        config(&dir),
-        recorder,
-        tokens.clone(),
+        config(dir),
+        recorder.clone(),
+        tokens,
         &tokio::runtime::Handle::current(),
         StartOptions {
             connector: Some(gateway),
@@ -762,20 +791,103 @@ async fn a_hanging_token_provider_is_never_called_twice_at_once() {
         },
     )
     .unwrap();
+    (
+        client,
+        Scripted {
+            sockets,
+            recorder,
+            _seen: seen,
+        },
+    )
+}
+
+/// The scripted gateway's sockets and the recorder, for clients started by hand.
+struct Scripted {
+    sockets: mpsc::UnboundedReceiver<FakeSocket>,
+    recorder: Arc<Recorder>,
+    _seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_token_provider_is_never_called_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, answer) = SlowTokens::new();
+    let (client, mut h) = start_slow(&dir, tokens.clone());
     client.connect();
-    // Reconnect requests pile up while the provider hangs: still one call.
+    // Reconnect requests pile up while the provider works: still one call.
     for _ in 0..5 {
         client.reconnect();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(tokens.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(tokens.calls(), 1);
     answer.send(Some("late-token".into())).unwrap();
-    let socket = tokio::time::timeout(Duration::from_secs(10), sockets.recv())
+    let socket = tokio::time::timeout(Duration::from_secs(10), h.sockets.recv())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(socket.request.token, "late-token");
-    assert_eq!(tokens.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-    drop(answer);
+    assert_eq!(tokens.calls(), 1);
+    assert_eq!(tokens.cancelled(), 0);
     client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_provider_that_never_answers_is_cancelled_reported_and_called_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, answer) = SlowTokens::new();
+    let (client, mut h) = start_slow(&dir, tokens.clone());
+    let started = Instant::now();
+    client.connect();
+    // The first call hangs; the time limit cancels it, and the retry after backoff
+    // calls the provider again.
+    while tokens.calls() < 2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never called again"
+        );
+    }
+    assert!(started.elapsed() >= tether::engine::TOKEN_TIMEOUT);
+    assert_eq!(tokens.cancelled(), 1);
+    let errors: Vec<String> = h
+        .recorder
+        .all
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|seen| match seen {
+            Seen::Error(e) if e.kind() == ErrorKind::Auth => Some(e.message()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("no answer within 30s"), "{errors:?}");
+    answer.send(Some("second-call".into())).unwrap();
+    let socket = tokio::time::timeout(LONG, h.sockets.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(socket.request.token, "second-call");
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_a_token_call_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _answer) = SlowTokens::new();
+    let (client, _h) = start_slow(&dir, tokens.clone());
+    client.connect();
+    while tokens.calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.shutdown().await;
+    let started = Instant::now();
+    while tokens.cancelled() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the call outlived the client"
+        );
+    }
+    assert_eq!(tokens.calls(), 1);
 }

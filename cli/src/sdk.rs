@@ -59,8 +59,9 @@ impl EventListener for Forward {
 /// The token from the command line, every time the SDK asks.
 struct FixedToken(String);
 
+#[async_trait::async_trait]
 impl TokenProvider for FixedToken {
-    fn fetch_token(&self) -> Result<Option<String>, TokenError> {
+    async fn fetch_token(&self) -> Result<Option<String>, TokenError> {
         Ok(Some(self.0.clone()))
     }
 }

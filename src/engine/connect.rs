@@ -1,12 +1,13 @@
-//! Getting a socket: the single-flight token fetch (on a blocking thread, with a time
-//! limit), the connection attempt, abandoning either when the state machine says so, and
+//! Getting a socket: the single-flight token fetch (the app's async provider, cancelled
+//! after a time limit), the connection attempt, abandoning either when the state machine says so, and
 //! sorting a failed attempt into what the machine should do next (PROTOCOL.md §2).
 
 use super::state::{ConnectFailure, Event};
 use super::{Engine, Session};
 use crate::transport::{connect_url, ConnectError, ConnectRequest, Connection, Outgoing};
+use futures_util::FutureExt;
 use std::collections::BTreeSet;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tether_protocol::close;
 use tokio::time::Instant;
@@ -19,18 +20,15 @@ pub(super) enum TokenOutcome {
 }
 
 pub(super) enum Internal {
-    /// The provider answered (or threw).
+    /// The provider answered, threw, or ran out of time.
     Token(TokenOutcome),
-    /// The provider is still busy after `TOKEN_TIMEOUT`: the attempt fails (and backs
-    /// off), but the call stays the one in flight until it returns.
-    TokenLate,
     Connected {
         generation: u64,
         result: Result<Connection, ConnectError>,
     },
 }
 
-/// How long the token provider may take.
+/// How long the token provider may take; then its call is cancelled.
 pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sorts a failed attempt by what to do next (PROTOCOL.md §2's table).
@@ -85,20 +83,14 @@ impl Engine {
         self.token_in_flight = true;
         let tokens = self.tokens.clone();
         let internal = self.internal_tx.clone();
-        tokio::spawn(async move {
-            let mut call = tokio::task::spawn_blocking(move || {
-                catch_unwind(AssertUnwindSafe(|| tokens.fetch_token()))
-            });
-            let answer = match tokio::time::timeout(TOKEN_TIMEOUT, &mut call).await {
-                Ok(answer) => answer,
+        let task = tokio::spawn(async move {
+            // Dropping the call on time-out cancels it on the app's side (uniffi frees the
+            // foreign future: the coroutine, the task or the AbortSignal learn of it).
+            let call = AssertUnwindSafe(tokens.fetch_token()).catch_unwind();
+            let outcome = match tokio::time::timeout(TOKEN_TIMEOUT, call).await {
                 Err(_) => {
-                    // Never a second call while this one hangs: wait it out.
-                    let _ = internal.send(Internal::TokenLate);
-                    call.await
+                    TokenOutcome::Failed(format!("no answer within {}s", TOKEN_TIMEOUT.as_secs()))
                 }
-            };
-            let outcome = match answer {
-                Err(e) => TokenOutcome::Failed(e.to_string()),
                 Ok(Err(_)) => TokenOutcome::Failed("the token provider panicked".into()),
                 Ok(Ok(Err(error))) => TokenOutcome::Failed(provider_reason(&error.to_string())),
                 Ok(Ok(Ok(None))) => TokenOutcome::SignedOut,
@@ -107,6 +99,7 @@ impl Engine {
             };
             let _ = internal.send(Internal::Token(outcome));
         });
+        self.token_task = Some(task.abort_handle());
     }
 
     pub(super) fn open_socket(&mut self) {
@@ -148,6 +141,7 @@ impl Engine {
         match internal {
             Internal::Token(outcome) => {
                 self.token_in_flight = false;
+                self.token_task = None;
                 if !std::mem::take(&mut self.token_wanted) {
                     return;
                 }
@@ -158,14 +152,6 @@ impl Engine {
                     }
                     TokenOutcome::SignedOut => self.apply(Event::SignedOut),
                     TokenOutcome::Failed(reason) => self.apply(Event::TokenFailed(reason)),
-                }
-            }
-            Internal::TokenLate => {
-                if std::mem::take(&mut self.token_wanted) {
-                    self.apply(Event::TokenFailed(format!(
-                        "no answer within {}s",
-                        TOKEN_TIMEOUT.as_secs()
-                    )));
                 }
             }
             Internal::Connected { generation, result } => {

@@ -193,6 +193,8 @@ pub struct Engine {
     token: Option<String>,
     token_in_flight: bool,
     token_wanted: bool,
+    /// The provider's call in flight, cancelled at shutdown.
+    token_task: Option<AbortHandle>,
     connect_generation: u64,
     connect_task: Option<AbortHandle>,
     session: Option<Session>,
@@ -271,6 +273,7 @@ impl Engine {
             token: None,
             token_in_flight: false,
             token_wanted: false,
+            token_task: None,
             connect_generation: 0,
             connect_task: None,
             session: None,
@@ -305,6 +308,10 @@ impl Engine {
                 () = sleep_until(wake) => self.on_timers(),
             }
             self.publish();
+        }
+        if let Some(call) = self.token_task.take() {
+            // A provider still working (a refresh that hangs) is told to stop.
+            call.abort();
         }
         if let Err(e) = self.outbox.flush() {
             warn!(error = %e, "final flush failed");

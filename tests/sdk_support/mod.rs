@@ -189,8 +189,9 @@ impl Tokens {
     }
 }
 
+#[async_trait::async_trait]
 impl TokenProvider for Tokens {
-    fn fetch_token(&self) -> Result<Option<String>, TokenError> {
+    async fn fetch_token(&self) -> Result<Option<String>, TokenError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         if call < self.failures.load(Ordering::SeqCst) {
             return Err(TokenError::Failed {

@@ -90,11 +90,17 @@ export interface TetherOptions {
   /** A directory the app owns, for the SDK's on-disk queue. */
   storageDir: string;
   /**
-   * Returns the current token, or null when the user is signed out. Called before every
-   * connection attempt and after the gateway refuses a token. It must answer at once (the
-   * SDK waits for it): keep the token in memory and refresh it in the app.
+   * Returns the current token, or null when the user is signed out; may be `async` (a
+   * refresh over the network, e.g. Firebase's `getIdToken()`). Called before every
+   * connection attempt and after the gateway refuses a token, never twice at once. A call
+   * still pending after 30 s is abandoned (that attempt fails and is retried) and `signal`
+   * aborts, as it does when the store shuts down: pass it on to `fetch`. Throwing (or
+   * rejecting) means "no token for now": the error's text reaches `error` and the SDK
+   * retries with backoff.
    */
-  tokens: () => string | null | undefined;
+  tokens: (
+    signal?: AbortSignal,
+  ) => string | null | undefined | Promise<string | null | undefined>;
   connectTimeoutMs?: number;
   backoffBaseMs?: number;
   backoffCapMs?: number;
@@ -267,7 +273,8 @@ export class TetherStore {
       },
     };
     const tokens: TokenProvider = {
-      fetchToken: () => options.tokens() ?? undefined,
+      fetchToken: async (asyncOpts?: { signal: AbortSignal }) =>
+        (await options.tokens(asyncOpts?.signal)) ?? undefined,
     };
     try {
       this.client = new TetherClient(clientConfig(options), listener, tokens);

@@ -182,6 +182,64 @@ describe('TetherStore against a real gateway', () => {
     }
   });
 
+  test('an async provider is awaited, like a refresh over the network', async () => {
+    const user = newUser('async-token');
+    let calls = 0;
+    const store = new TetherStore({
+      ...testOptions(gateway, user),
+      tokens: async () => {
+        calls += 1;
+        await new Promise((r) => setTimeout(r, 300));
+        return token(user);
+      },
+    });
+    try {
+      store.connect();
+      await until(store, 'connected');
+      assert.equal(calls, 1);
+    } finally {
+      await store.shutdown();
+    }
+  });
+
+  test('a provider that rejects is reported with its text and retried with backoff', async () => {
+    const user = newUser('rejects');
+    let calls = 0;
+    const store = new TetherStore({
+      ...testOptions(gateway, user),
+      tokens: async () => {
+        calls += 1;
+        if (calls <= 2) throw new Error('token service unavailable');
+        return token(user);
+      },
+    });
+    try {
+      const errors = errorTexts(store);
+      store.connect();
+      await until(store, 'connected');
+      assert.equal(calls, 3);
+      assert.ok(errors.some((e) => e.startsWith('auth: ') && e.includes('token service unavailable')), JSON.stringify(errors));
+    } finally {
+      await store.shutdown();
+    }
+  });
+
+  test('shutting down aborts a provider that is still pending', async () => {
+    let signal: AbortSignal | undefined;
+    const store = new TetherStore({
+      ...testOptions(gateway, newUser('pending')),
+      tokens: (s) => {
+        signal = s;
+        return new Promise<string>(() => {});
+      },
+    });
+    store.connect();
+    await waitFor('the provider to be called', () => signal);
+    assert.equal(signal?.aborted, false);
+    await store.shutdown();
+    await waitFor('the provider\'s signal to abort', () => (signal?.aborted ? true : undefined));
+  });
+
   test('a refused token (401) is replaced by a fresh one, and the error clears on connect', async () => {
     const user = newUser('refused');
     let calls = 0;

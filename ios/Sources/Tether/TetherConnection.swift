@@ -20,13 +20,14 @@ public final class TetherConnection: @unchecked Sendable {
     private let expiredHub: Hub<String>
 
     /// - Parameter tokens: called before every connection attempt and after the gateway
-    ///   refuses a token; the SDK awaits it on a background thread of its own, so it may
-    ///   `await` a refresh over the network (a synchronous closure works too). Return nil
-    ///   when the user is signed out: the status becomes `.failed` and nothing is retried
-    ///   until `connect()`. Throw when there is no token for now (the refresh failed): the
-    ///   error's `localizedDescription` reaches `errors()` and the SDK retries with
-    ///   backoff. The closure runs as a Swift task: `await`, never block (no semaphores,
-    ///   no synchronous network calls) — it would hold a thread of the cooperative pool.
+    ///   refuses a token, never twice at once; the SDK awaits it as a Swift task, so it may
+    ///   `await` a refresh over the network (a synchronous closure works too). It is
+    ///   cancelled when it runs past 30 s (that attempt fails and is retried) or when the
+    ///   client shuts down. Return nil when the user is signed out: the status becomes
+    ///   `.failed` and nothing is retried until `connect()`. Throw when there is no token
+    ///   for now (the refresh failed): the error's `localizedDescription` reaches
+    ///   `errors()` and the SDK retries with backoff. `await`, never block (no semaphores,
+    ///   no synchronous network calls): it would hold a thread of the cooperative pool.
     /// - Throws: `TetherError` with kind `.invalidConfig` or `.storage`.
     public init(config: ClientConfig, tokens: @escaping @Sendable () async throws -> String?) throws {
         let hubs = Listener(
@@ -261,51 +262,23 @@ private final class Listener: EventListener, @unchecked Sendable {
     func onExpired(id: String) { expired.send(id) }
 }
 
-/// Runs the app's async token closure for the SDK, which asks synchronously from a
-/// thread of its own (never the main thread, never one of Swift's cooperative threads):
-/// the closure runs in a detached task and that thread waits for its answer. A closure
-/// that never returns keeps that SDK thread waiting and the client asks for no other
-/// token meanwhile (each attempt fails after 30 s and backs off).
+/// Hands the app's async token closure to the SDK, which awaits it as a Swift task of its
+/// own and cancels that task when the call runs past 30 s or the client shuts down
+/// (`Task.isCancelled` turns true; `URLSession` calls throw `CancellationError`).
 private final class ClosureTokens: TokenProvider, @unchecked Sendable {
     private let fetch: @Sendable () async throws -> String?
 
     init(_ fetch: @escaping @Sendable () async throws -> String?) { self.fetch = fetch }
 
-    func fetchToken() throws -> String? {
-        let answer = TokenAnswer()
-        let done = DispatchSemaphore(value: 0)
-        let fetch = self.fetch
-        Task.detached {
-            do {
-                answer.set(.success(try await fetch()))
-            } catch let error as TokenError {
-                answer.set(.failure(error))
-            } catch {
-                // localizedDescription, not String(describing:): an NSError's description
-                // carries its userInfo (a failing URL with its query string).
-                answer.set(.failure(TokenError.Failed(reason: error.localizedDescription)))
-            }
-            done.signal()
+    func fetchToken() async throws -> String? {
+        do {
+            return try await fetch()
+        } catch let error as TokenError {
+            throw error
+        } catch {
+            // localizedDescription, not String(describing:): an NSError's description
+            // carries its userInfo (a failing URL with its query string).
+            throw TokenError.Failed(reason: error.localizedDescription)
         }
-        done.wait()
-        return try answer.get().get()
-    }
-}
-
-/// The answer handed from the detached task to the waiting SDK thread.
-private final class TokenAnswer: @unchecked Sendable {
-    private let lock = NSLock()
-    private var result: Result<String?, TokenError> = .success(nil)
-
-    func set(_ value: Result<String?, TokenError>) {
-        lock.lock()
-        result = value
-        lock.unlock()
-    }
-
-    func get() -> Result<String?, TokenError> {
-        lock.lock()
-        defer { lock.unlock() }
-        return result
     }
 }

@@ -19,6 +19,7 @@ import dev.tether.sdk.TetherException
 import dev.tether.sdk.TokenException
 import dev.tether.sdk.TokenProvider
 import dev.tether.sdk.setLogSink
+import kotlinx.coroutines.CancellationException
 import kotlinx.coroutines.channels.BufferOverflow
 import kotlinx.coroutines.flow.MutableSharedFlow
 import kotlinx.coroutines.flow.MutableStateFlow
@@ -27,7 +28,6 @@ import kotlinx.coroutines.flow.StateFlow
 import kotlinx.coroutines.flow.asSharedFlow
 import kotlinx.coroutines.flow.asStateFlow
 import kotlinx.coroutines.runBlocking
-import kotlinx.coroutines.withTimeout
 import kotlinx.serialization.json.JsonElement
 
 /**
@@ -39,11 +39,13 @@ import kotlinx.serialization.json.JsonElement
  * lose messages: up to [MESSAGE_BUFFER] messages wait, then delivery pauses.
  *
  * @param tokens called before every connection attempt and after the gateway refuses a
- *   token, on an SDK background thread that waits for it: it may suspend (a refresh over
- *   the network through a suspend API) or block. Return `null` when the user is signed
- *   out: the status becomes `Failed` and nothing is retried until [connect] is called
- *   again. Throw when there is no token for now (the refresh failed): the exception's
- *   message reaches [errors] (kind `AUTH`) and the SDK retries with backoff.
+ *   token, never twice at once, as a coroutine of its own (on `Dispatchers.Default`): call
+ *   the app's suspend token refresh from it, and switch to `Dispatchers.IO` for blocking
+ *   work. It is cancelled when it runs past 30 s (that attempt fails and is retried) or
+ *   when the client closes. Return `null` when the user is signed out: the status becomes
+ *   `Failed` and nothing is retried until [connect] is called again. Throw when there is
+ *   no token for now (the refresh failed): the exception's message reaches [errors] (kind
+ *   `AUTH`) and the SDK retries with backoff.
  * @throws TetherException with kind `InvalidConfig` or `Storage` when the config is wrong
  *   or the storage directory cannot be opened.
  */
@@ -152,14 +154,15 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
     }
 
     private class Tokens(private val fetch: suspend () -> String?) : TokenProvider {
-        // The SDK calls this on a thread of its own that exists to wait for the answer, so
-        // running the suspend lambda to completion here blocks no one else. A lambda that
-        // suspends past the SDK's token timeout is cancelled, so the thread comes back.
-        // Any exception becomes TokenException.Failed with the exception's message (left
-        // to the generated code, the reason would be the whole stack trace).
-        override fun fetchToken(): String? =
+        // The SDK awaits this as a coroutine the generated code launches, and cancels it
+        // past its time limit or at shutdown. Any other exception becomes
+        // TokenException.Failed with the exception's message (left to the generated code,
+        // the reason would be the exception's toString(), class name first).
+        override suspend fun fetchToken(): String? =
             try {
-                runBlocking { withTimeout(TOKEN_TIMEOUT_MS) { fetch() } }
+                fetch()
+            } catch (e: CancellationException) {
+                throw e
             } catch (e: TokenException) {
                 throw e
             } catch (e: Exception) {
@@ -170,9 +173,6 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
     companion object {
         /** Messages waiting for slow collectors before delivery pauses. */
         const val MESSAGE_BUFFER = 64
-
-        /** How long the token lambda may suspend before it is cancelled (the SDK's own limit). */
-        const val TOKEN_TIMEOUT_MS = 30_000L
 
         /** Events (acks, errors, expiries) kept for slow collectors; older ones are dropped. */
         const val EVENT_BUFFER = 256

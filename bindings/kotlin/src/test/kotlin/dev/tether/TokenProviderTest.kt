@@ -1,15 +1,20 @@
 // The token provider as a Kotlin suspend lambda: asked before connecting (and awaited when
-// it suspends), asked again when the gateway refuses a token, retried when it throws, and a
-// signed-out user (null) stops the client in Failed without a retry loop.
+// it suspends), asked again when the gateway refuses a token, retried when it throws,
+// cancelled when the client closes, and a signed-out user (null) stops the client in
+// Failed without a retry loop.
 
 package dev.tether
 
 import dev.tether.sdk.ConnectionStatus
 import java.util.concurrent.atomic.AtomicInteger
+import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.CompletableDeferred
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.awaitCancellation
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withContext
+import kotlinx.coroutines.withTimeout
 import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertTrue
@@ -128,5 +133,25 @@ class TokenProviderTest {
             statuses.stop()
             errors.stop()
         }
+    }
+
+    @Test
+    fun `closing the client cancels a provider that is still suspended`() = runBlocking {
+        val started = CompletableDeferred<Unit>()
+        val cancelled = CompletableDeferred<Throwable?>()
+        Tether(testConfig(gateway), tokens = {
+            started.complete(Unit)
+            try {
+                awaitCancellation()
+            } catch (e: CancellationException) {
+                cancelled.complete(e)
+                throw e
+            }
+        }).use { tether ->
+            tether.connect()
+            withTimeout(10_000) { started.await() }
+        }
+        withTimeout(10_000) { cancelled.await() }
+        Unit
     }
 }
