@@ -82,6 +82,21 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for TokenError {
     }
 }
 
+/// Longest part of an app callback's error text the SDK keeps (reports and logs).
+const REASON_CHARS: usize = 200;
+
+/// The first line of an app callback's error text (a token provider's error, a listener's
+/// exception), at most [`REASON_CHARS`] characters: what the app's exception says, without
+/// a stack trace, a cause chain or whatever a long error description drags along (an HTTP
+/// client's URL and response body).
+pub(crate) fn app_reason(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    match line.char_indices().nth(REASON_CHARS) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
+
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, uniffi::Enum)]
 pub enum LogLevel {
@@ -103,4 +118,23 @@ pub enum LogLevel {
 pub trait LogSink: Send + Sync {
     /// One line.
     fn log(&self, level: LogLevel, target: String, message: String);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_app_reason_keeps_its_first_line_and_at_most_200_characters() {
+        assert_eq!(app_reason("service down"), "service down");
+        assert_eq!(
+            app_reason("java.io.IOException: timeout\n\tat okhttp3.Call.execute(Call.kt:1)"),
+            "java.io.IOException: timeout"
+        );
+        let long = "é".repeat(300);
+        let kept = app_reason(&long);
+        assert_eq!(kept.chars().count(), REASON_CHARS + 3);
+        assert!(kept.ends_with("..."));
+        assert_eq!(app_reason(""), "");
+    }
 }

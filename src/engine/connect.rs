@@ -4,6 +4,7 @@
 
 use super::state::{ConnectFailure, Event};
 use super::{Engine, Session};
+use crate::callbacks::app_reason;
 use crate::transport::{connect_url, ConnectError, ConnectRequest, Connection, Outgoing};
 use futures_util::FutureExt;
 use std::collections::BTreeSet;
@@ -59,20 +60,6 @@ pub fn classify(error: &ConnectError) -> ConnectFailure {
     }
 }
 
-/// Longest part of a provider's error text the SDK keeps (reports and logs at warn).
-const REASON_CHARS: usize = 200;
-
-/// The first line of a token provider's error text, at most [`REASON_CHARS`] characters:
-/// what the app's exception says, without a stack trace, a cause chain or whatever a long
-/// error description drags along (an HTTP client's URL and response body).
-fn provider_reason(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("").trim();
-    match line.char_indices().nth(REASON_CHARS) {
-        Some((cut, _)) => format!("{}...", &line[..cut]),
-        None => line.to_owned(),
-    }
-}
-
 impl Engine {
     pub(super) fn fetch_token(&mut self) {
         self.token_wanted = true;
@@ -92,7 +79,7 @@ impl Engine {
                     TokenOutcome::Failed(format!("no answer within {}s", TOKEN_TIMEOUT.as_secs()))
                 }
                 Ok(Err(_)) => TokenOutcome::Failed("the token provider panicked".into()),
-                Ok(Ok(Err(error))) => TokenOutcome::Failed(provider_reason(&error.to_string())),
+                Ok(Ok(Err(error))) => TokenOutcome::Failed(app_reason(&error.to_string())),
                 Ok(Ok(Ok(None))) => TokenOutcome::SignedOut,
                 Ok(Ok(Ok(Some(token)))) if token.trim().is_empty() => TokenOutcome::SignedOut,
                 Ok(Ok(Ok(Some(token)))) => TokenOutcome::Token(token),
@@ -180,24 +167,5 @@ impl Engine {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_provider_reason_keeps_its_first_line_and_at_most_200_characters() {
-        assert_eq!(provider_reason("service down"), "service down");
-        assert_eq!(
-            provider_reason("java.io.IOException: timeout\n\tat okhttp3.Call.execute(Call.kt:1)"),
-            "java.io.IOException: timeout"
-        );
-        let long = "é".repeat(300);
-        let kept = provider_reason(&long);
-        assert_eq!(kept.chars().count(), REASON_CHARS + 3);
-        assert!(kept.ends_with("..."));
-        assert_eq!(provider_reason(""), "");
     }
 }

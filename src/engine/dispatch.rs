@@ -5,9 +5,10 @@
 //! written, so a crash replays at most one batch ([`BATCH`] messages) however far the
 //! engine falls behind.
 
-use crate::callbacks::{EventListener, InboundMessage};
+use crate::callbacks::{app_reason, EventListener, InboundMessage};
 use crate::engine::state::ConnectionStatus;
 use crate::error::TetherError;
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +39,25 @@ pub enum HostEvent {
 
 fn guarded(what: &str, call: impl FnOnce()) {
     // A listener that throws must not kill the dispatcher (and with it every later event).
-    if catch_unwind(AssertUnwindSafe(call)).is_err() {
-        tracing::error!(callback = what, "the event listener failed; event dropped");
+    // uniffi turns a Kotlin, Swift or JavaScript exception into a panic whose text carries
+    // the exception's; the log keeps its first line.
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(call)) {
+        tracing::error!(
+            callback = what,
+            reason = %panic_reason(panic.as_ref()),
+            "the event listener failed; event dropped"
+        );
+    }
+}
+
+/// What a caught panic says, as [`app_reason`] keeps it.
+fn panic_reason(panic: &(dyn Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<String>() {
+        app_reason(text)
+    } else if let Some(text) = panic.downcast_ref::<&str>() {
+        app_reason(text)
+    } else {
+        "no message".to_owned()
     }
 }
 
@@ -145,6 +163,22 @@ mod tests {
         while seen.0.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[test]
+    fn a_listener_failure_is_logged_with_the_first_line_of_its_text() {
+        let panic = catch_unwind(|| {
+            // As uniffi words it: a String payload.
+            let exception = "java.lang.IllegalStateException: boom\n\tat A.b(A.kt:1)";
+            panic!("Callback interface failure: {exception}")
+        })
+        .unwrap_err();
+        assert_eq!(
+            panic_reason(panic.as_ref()),
+            "Callback interface failure: java.lang.IllegalStateException: boom"
+        );
+        let panic = catch_unwind(|| std::panic::panic_any(7_u8)).unwrap_err();
+        assert_eq!(panic_reason(panic.as_ref()), "no message");
     }
 
     #[tokio::test]
