@@ -43,13 +43,14 @@ pub trait EventListener: Send + Sync {
     fn on_expired(&self, id: String);
 }
 
-/// Gives the SDK a token. Called before each connection attempt and after the gateway
-/// refuses one (HTTP 401, close 4001), never twice at once. It is async on every
+/// Gives the SDK a token. Called before each connection attempt, after the gateway
+/// refuses one (HTTP 401, close 4001), and shortly before the connection's token runs
+/// out (it then goes to the gateway on the open connection). Never called twice at once,
+/// unless a call ran past 30 s, was cancelled and went on regardless. It is async on every
 /// platform (a Kotlin `suspend fun`, a Swift `async` method, a JavaScript `Promise`), so
 /// it may refresh the token over the network with the app's own async token API. A call
-/// still running after [`crate::engine::TOKEN_TIMEOUT`] (30 s) is cancelled (the
-/// coroutine, the task, or the `AbortSignal` JavaScript receives) and counts as a
-/// failure; the next attempt calls again.
+/// still running after 30 s is cancelled (the coroutine, the task, or the `AbortSignal`
+/// JavaScript receives) and counts as a failure; the next attempt calls again.
 #[uniffi::export(with_foreign)]
 #[async_trait::async_trait]
 pub trait TokenProvider: Send + Sync {

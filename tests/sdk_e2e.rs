@@ -250,10 +250,37 @@ async fn a_slow_link_still_delivers_everything_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_refreshed_on_the_open_connection_without_reconnecting() {
+    let backend = Backend::start(|c| c.jwt.leeway_s = 0).await;
+    let tokens = Tokens::script(vec![
+        // 3-4 s left when it connects: the SDK refreshes when a fifth of that is left
+        // (below 2 s left it would not try).
+        Some(Backend::token("frank", 4)),
+        Some(Backend::token("frank", 3600)),
+    ]);
+    let s = sdk(&backend.ws_url(), "phone-1", tokens);
+    s.client.connect();
+    s.connected().await;
+    // Past the first token's exp: the SDK sent the second one before it ran out.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stats = s.client.stats();
+    assert_eq!(stats.status, ConnectionStatus::Connected);
+    assert_eq!(stats.reconnects, 0);
+    assert_eq!(s.tokens.calls(), 2);
+    let id = s.send(1).await;
+    s.all_acked().await;
+    assert_exactly_once(&backend.wait_inbound(1, WAIT).await, &[id]);
+    s.client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expiry_closes_with_4001_and_a_fresh_token_reconnects() {
     let backend = Backend::start(|c| c.jwt.leeway_s = 0).await;
     let tokens = Tokens::script(vec![
-        Some(Backend::token("frank", 2)),
+        Some(Backend::token("frank", 4)),
+        // The refresh before exp hands over another user's token: the gateway refuses
+        // it, so the first token's exp still ends the connection.
+        Some(Backend::token("mallory", 3600)),
         Some(Backend::token("frank", 3600)),
     ]);
     let mut s = sdk(&backend.ws_url(), "phone-1", tokens);
@@ -273,7 +300,7 @@ async fn token_expiry_closes_with_4001_and_a_fresh_token_reconnects() {
         snap.reconnects == 1 && snap.status == ConnectionStatus::Connected
     })
     .await;
-    assert_eq!(s.tokens.calls(), 2);
+    assert_eq!(s.tokens.calls(), 3);
     let id = s.send(1).await;
     s.all_acked().await;
     assert_exactly_once(&backend.wait_inbound(1, WAIT).await, &[id]);

@@ -891,3 +891,91 @@ async fn shutdown_cancels_a_token_call_in_flight() {
     }
     assert_eq!(tokens.calls(), 1);
 }
+
+/// `connection_established` from a gateway that ends the session for its token in
+/// `token_ms` unless it receives `refresh_token`.
+fn established_expiring(token_ms: u64) -> String {
+    format!(
+        r#"{{"type":"connection_established","data":{{"connectionId":"c","serverId":"s","userId":"u","app":"a","userType":"customer","heartbeatInterval":600000,"replayFrom":null,"replayCount":0,"tokenExpiresIn":{token_ms}}}}}"#
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_is_refreshed_on_the_open_connection_before_it_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Tokens::script(vec![
+        Some("first".into()),
+        Some("second".into()),
+        Some("third".into()),
+    ]);
+    let mut h = start_with(config(&dir), dir, tokens);
+    h.client.connect();
+    let mut socket = h.socket().await;
+    let started = Instant::now();
+    socket.send(&established_expiring(100_000)).await;
+    h.status(|s| *s == ConnectionStatus::Connected).await;
+    // A fifth of the 100 s left before the deadline.
+    let refresh = socket.next_of("refresh_token").await;
+    assert_eq!(refresh["data"]["token"], "second");
+    assert_eq!(started.elapsed(), Duration::from_secs(80));
+    socket
+        .send(r#"{"type":"token_refreshed","data":{"expiresIn":100000}}"#)
+        .await;
+    let refresh = socket.next_of("refresh_token").await;
+    assert_eq!(refresh["data"]["token"], "third");
+    assert_eq!(started.elapsed(), Duration::from_secs(160));
+    assert_eq!(h.gateway.attempt_times().len(), 1, "never reconnected");
+    assert_eq!(h.tokens.calls(), 3);
+    assert_eq!(h.client.status(), ConnectionStatus::Connected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_refresh_is_reported_and_the_expiry_reconnects_with_a_fresh_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Tokens::script(vec![
+        Some("first".into()),
+        Some("other-user".into()),
+        Some("fresh".into()),
+    ]);
+    let mut h = start_with(config(&dir), dir, tokens);
+    h.client.connect();
+    let mut socket = h.socket().await;
+    socket.send(&established_expiring(10_000)).await;
+    let refresh = socket.next_of("refresh_token").await;
+    assert_eq!(refresh["data"]["token"], "other-user");
+    socket
+        .send(r#"{"type":"error","data":{"code":"forbidden","message":"the new token is for another user","ref":"refresh_token"}}"#)
+        .await;
+    wait_for(&mut h.seen, LONG, |s| {
+        matches!(s, Seen::Error(e) if e.kind() == ErrorKind::Auth
+            && e.message().contains("refused the refreshed token (forbidden)"))
+    })
+    .await;
+    assert_eq!(h.client.status(), ConnectionStatus::Connected);
+    // The deadline passes: the gateway closes with 4001, the client reconnects at once.
+    socket
+        .to_client
+        .send(Incoming::Closed(Some(4001)))
+        .await
+        .unwrap();
+    let next = h.socket().await;
+    assert_eq!(next.request.token, "fresh");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gateway_that_announces_no_expiry_gets_no_refresh() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    // Less than two heartbeat intervals, after which the silent fake gateway counts as dead.
+    tokio::time::sleep(Duration::from_secs(1000)).await;
+    assert_eq!(h.tokens.calls(), 1);
+    assert_eq!(h.gateway.attempt_times().len(), 1);
+    // Nothing but pings went out.
+    while let Ok(out) = socket.from_client.try_recv() {
+        match out {
+            Outgoing::Text(text) => assert!(text.contains(r#""type":"ping""#), "{text}"),
+            Outgoing::Close(code) => panic!("closed with {code}"),
+        }
+    }
+}

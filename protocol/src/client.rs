@@ -9,13 +9,17 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 /// Types only the server may send; a client sending one gets `reserved_type`.
-pub const RESERVED_TYPES: [&str; 5] = [
+pub const RESERVED_TYPES: [&str; 6] = [
     "connection_established",
     "pong",
     "room_joined",
     "room_left",
     "error",
+    "token_refreshed",
 ];
+
+/// Types a client sends as requests to the gateway, never as app messages.
+pub const CONTROL_TYPES: [&str; 5] = ["ping", "join_room", "leave_room", "ack", "refresh_token"];
 
 /// Whether a type is reserved for the server.
 pub fn is_reserved(kind: &str) -> bool {
@@ -49,6 +53,12 @@ pub enum ClientMessage {
         /// Every inbox message with this seq or lower is processed.
         seq: u64,
     },
+    /// `refresh_token`: a fresh token for the open connection, so it outlives the first
+    /// token's `exp` without reconnecting.
+    RefreshToken {
+        /// The new token.
+        token: Token,
+    },
     /// An app message for the backend.
     App(AppMessage),
 }
@@ -58,6 +68,16 @@ impl PartialEq for AppMessage {
         self.kind == other.kind
             && self.id == other.id
             && self.data.as_deref().map(RawValue::get) == other.data.as_deref().map(RawValue::get)
+    }
+}
+
+/// A token's text, kept out of `Debug` output (and so out of logs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token(<{} bytes>)", self.0.len())
     }
 }
 
@@ -114,6 +134,11 @@ struct RoomData {
 #[derive(Deserialize)]
 struct AckData {
     seq: u64,
+}
+
+#[derive(Deserialize)]
+struct TokenData {
+    token: String,
 }
 
 /// Best-effort `ref` for an envelope that did not decode: its id, else its type.
@@ -210,6 +235,13 @@ impl ClientMessage {
                     data_as::<AckData>(&envelope, "{\"seq\": <u64>}", &reference)?;
                 Ok(ClientMessage::Ack { seq })
             }
+            "refresh_token" => {
+                let TokenData { token } =
+                    data_as::<TokenData>(&envelope, "{\"token\": \"<jwt>\"}", &reference)?;
+                Ok(ClientMessage::RefreshToken {
+                    token: Token(token),
+                })
+            }
             kind if is_reserved(kind) => Err(FrameError::rejected(
                 ErrorCode::ReservedType,
                 format!("type {kind} is reserved for the server"),
@@ -249,6 +281,10 @@ impl ClientMessage {
         struct Seq {
             seq: u64,
         }
+        #[derive(Serialize)]
+        struct TokenText<'a> {
+            token: &'a str,
+        }
         let mut envelope;
         match self {
             ClientMessage::Ping { ts } => {
@@ -271,6 +307,10 @@ impl ClientMessage {
             ClientMessage::Ack { seq } => {
                 envelope = Envelope::new("ack");
                 envelope.data = Some(to_raw(&Seq { seq: *seq }));
+            }
+            ClientMessage::RefreshToken { token } => {
+                envelope = Envelope::new("refresh_token");
+                envelope.data = Some(to_raw(&TokenText { token: &token.0 }));
             }
             ClientMessage::App(m) => {
                 envelope = Envelope::new(m.kind.clone());
@@ -375,6 +415,35 @@ mod tests {
             ClientMessage::parse(r#"{"type":"ack","data":{"seq":42}}"#),
             Ok(ClientMessage::Ack { seq: 42 })
         );
+        let refresh = ClientMessage::RefreshToken {
+            token: Token("a.b.c".into()),
+        };
+        assert_eq!(
+            refresh.to_json(),
+            r#"{"type":"refresh_token","data":{"token":"a.b.c"}}"#
+        );
+        assert_eq!(ClientMessage::parse(&refresh.to_json()), Ok(refresh));
+    }
+
+    #[test]
+    fn a_token_never_shows_in_debug_output() {
+        let refresh = ClientMessage::RefreshToken {
+            token: Token("secret.jwt.text".into()),
+        };
+        let shown = format!("{refresh:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("15 bytes"), "{shown}");
+    }
+
+    #[test]
+    fn control_types_are_never_app_messages() {
+        for kind in CONTROL_TYPES {
+            let text = format!(r#"{{"type":"{kind}","id":"1","data":{{}}}}"#);
+            assert!(
+                !matches!(ClientMessage::parse(&text), Ok(ClientMessage::App(_))),
+                "{kind}"
+            );
+        }
     }
 
     #[test]
@@ -401,6 +470,14 @@ mod tests {
         );
         assert_eq!(
             rejected_code(r#"{"type":"ping","data":5}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            rejected_code(r#"{"type":"refresh_token"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            rejected_code(r#"{"type":"refresh_token","data":{"token":7}}"#),
             ErrorCode::InvalidMessage
         );
     }
@@ -461,10 +538,12 @@ mod tests {
             )
                 .prop_map(|(room, id)| ClientMessage::LeaveRoom { room, id }),
             any::<u64>().prop_map(|seq| ClientMessage::Ack { seq }),
+            "[!-~]{1,200}".prop_map(|token| ClientMessage::RefreshToken {
+                token: Token(token)
+            }),
             ("[a-z0-9_.:-]{1,64}", "[!-~]{1,64}", arb_data())
                 .prop_filter("not a control type", |(k, _, _)| {
-                    !is_reserved(k)
-                        && !matches!(k.as_str(), "ping" | "join_room" | "leave_room" | "ack")
+                    !is_reserved(k) && !CONTROL_TYPES.contains(&k.as_str())
                 })
                 .prop_map(|(kind, id, data)| ClientMessage::App(AppMessage {
                     kind,

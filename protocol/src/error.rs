@@ -26,6 +26,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The gateway could not store the message; the client keeps it and resends later.
     Unavailable,
+    /// `refresh_token` with a token that is malformed, badly signed or lacks claims.
+    InvalidToken,
+    /// `refresh_token` with a token whose `exp` has passed.
+    TokenExpired,
 }
 
 impl ErrorCode {
@@ -41,6 +45,8 @@ impl ErrorCode {
             ErrorCode::InvalidAck => "invalid_ack",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
         }
     }
 }

@@ -27,6 +27,19 @@ pub struct ConnectionEstablished {
     pub replay_from: Option<u64>,
     /// How many inbox messages follow this frame at once.
     pub replay_count: u32,
+    /// Milliseconds until the gateway closes the connection with 4001 unless the client
+    /// sends `refresh_token` first (the token's `exp` plus the gateway's leeway). Absent
+    /// from gateways older than `refresh_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_in: Option<u64>,
+}
+
+/// Data of `token_refreshed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRefreshed {
+    /// Milliseconds until the new token runs out, as in `connection_established`.
+    pub expires_in: u64,
 }
 
 /// Data of `pong`.
@@ -86,6 +99,8 @@ pub enum ServerMessage {
         /// The room.
         room: String,
     },
+    /// `refresh_token` was accepted: the connection now lives by the new token.
+    TokenRefreshed(TokenRefreshed),
     /// A request failed.
     Error(ErrorData),
     /// A message published by the backend (to the user, a room or the app).
@@ -148,6 +163,7 @@ impl ServerMessage {
             "room_left" => ServerMessage::RoomLeft {
                 room: data::<RoomData>(&envelope)?.room,
             },
+            "token_refreshed" => ServerMessage::TokenRefreshed(data(&envelope)?),
             "error" => ServerMessage::Error(data(&envelope)?),
             _ => ServerMessage::Published(envelope),
         })
@@ -185,6 +201,7 @@ impl ServerMessage {
             ServerMessage::RoomLeft { room } => {
                 control("room_left", to_raw(&RoomData { room: room.clone() }))
             }
+            ServerMessage::TokenRefreshed(t) => control("token_refreshed", to_raw(t)),
             ServerMessage::Error(e) => control("error", to_raw(e)),
             ServerMessage::Published(envelope) => envelope.to_json(),
         }
@@ -217,11 +234,33 @@ mod tests {
             heartbeat_interval: 30000,
             replay_from: None,
             replay_count: 0,
+            token_expires_in: Some(3_600_000),
         })
         .encode(5);
         assert_eq!(
             frame,
-            r#"{"type":"connection_established","data":{"connectionId":"c1","serverId":"s1","userId":"u1","app":"a","userType":"customer","heartbeatInterval":30000,"replayFrom":null,"replayCount":0},"ts":5}"#
+            r#"{"type":"connection_established","data":{"connectionId":"c1","serverId":"s1","userId":"u1","app":"a","userType":"customer","heartbeatInterval":30000,"replayFrom":null,"replayCount":0,"tokenExpiresIn":3600000},"ts":5}"#
+        );
+        // A gateway older than refresh_token sends no tokenExpiresIn.
+        let old = r#"{"type":"connection_established","data":{"connectionId":"c1","serverId":"s1","userId":"u1","app":"a","userType":"customer","heartbeatInterval":30000,"replayFrom":null,"replayCount":0}}"#;
+        match ServerMessage::parse(old) {
+            Ok(ServerMessage::ConnectionEstablished(c)) => assert_eq!(c.token_expires_in, None),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn token_refreshed_carries_the_new_lifetime() {
+        let frame = ServerMessage::TokenRefreshed(TokenRefreshed { expires_in: 60_000 }).encode(9);
+        assert_eq!(
+            frame,
+            r#"{"type":"token_refreshed","data":{"expiresIn":60000},"ts":9}"#
+        );
+        assert_eq!(
+            ServerMessage::parse(&frame),
+            Ok(ServerMessage::TokenRefreshed(TokenRefreshed {
+                expires_in: 60_000
+            }))
         );
     }
 
@@ -288,9 +327,10 @@ mod tests {
                 name,
                 any::<u32>(),
                 proptest::option::of(any::<u64>()),
-                any::<u32>()
+                any::<u32>(),
+                proptest::option::of(any::<u64>()),
             )
-                .prop_map(|(c, s, u, a, t, h, f, n)| {
+                .prop_map(|(c, s, u, a, t, h, f, n, e)| {
                     ServerMessage::ConnectionEstablished(ConnectionEstablished {
                         connection_id: c,
                         server_id: s,
@@ -300,6 +340,7 @@ mod tests {
                         heartbeat_interval: h as u64,
                         replay_from: f,
                         replay_count: n,
+                        token_expires_in: e,
                     })
                 }),
             (proptest::option::of(any::<i32>()), any::<u64>()).prop_map(|(ts, server_ts)| {

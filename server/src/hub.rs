@@ -145,6 +145,11 @@ impl ConnCell {
         self.expires_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// When the connection's token expires (ms since the epoch, leeway included).
+    pub fn expires_at(&self) -> u64 {
+        self.expires_ms.load(Ordering::Relaxed)
+    }
+
     fn signal(&self) {
         self.signalled.store(true, Ordering::Release);
         self.waker.wake();
@@ -422,6 +427,16 @@ impl Hub {
         entry.rooms.reserve_exact(1);
         entry.rooms.push(room.clone());
         Ok((members.len() == 1).then_some(Topic::Room { app, room }))
+    }
+
+    /// The rooms a connection is in.
+    pub fn rooms_of(&self, id: ConnId) -> Vec<Arc<str>> {
+        self.state
+            .read()
+            .conns
+            .get(&id)
+            .map(|entry| entry.rooms.clone())
+            .unwrap_or_default()
     }
 
     /// Removes the connection from a room; `Some(topic)` when the room is now empty here.

@@ -75,6 +75,10 @@ fn describe() {
         "Client app messages recognised as resends"
     );
     describe_counter!(
+        "tether_token_refreshes_total",
+        "refresh_token requests, by outcome (accepted, refused)"
+    );
+    describe_counter!(
         "tether_api_requests_total",
         "Backend API requests, by route and status"
     );

@@ -56,6 +56,86 @@ async fn a_token_that_expires_while_connected_closes_with_4001() {
     );
 }
 
+/// A connection whose token runs out in `ttl_s` (no leeway), in no room.
+async fn expiring_connection(gw: &TestGateway, ttl_s: u64) -> Client {
+    let mut claims = Claims::new("u1", &[APP], ttl_s);
+    claims.exp = tether_server::clock::now_s() + ttl_s;
+    gw.connect_with(&gw.token_for(&claims), &format!("app={APP}"), &[])
+        .await
+        .unwrap_or_else(|(status, body)| panic!("handshake refused: {status} {body}"))
+}
+
+fn refresh(token: &str) -> serde_json::Value {
+    json!({"type": "refresh_token", "data": {"token": token}})
+}
+
+#[tokio::test]
+async fn a_refreshed_token_keeps_the_connection_open_past_the_first_expiry() {
+    let gw = TestGateway::with(|c| c.jwt.leeway_s = 0).await;
+    let mut client = expiring_connection(&gw, 2).await;
+    let left = client.established["data"]["tokenExpiresIn"]
+        .as_u64()
+        .expect("tokenExpiresIn");
+    assert!((1..=2_000).contains(&left), "{left}");
+    let answer = client.request(refresh(&gw.token("u1"))).await;
+    assert_eq!(answer["type"], "token_refreshed", "{answer}");
+    let left = answer["data"]["expiresIn"].as_u64().expect("expiresIn");
+    assert!((3_590_000..=3_600_000).contains(&left), "{left}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        client.request(json!({"type": "ping"})).await["type"],
+        "pong",
+        "open past the first token's exp"
+    );
+}
+
+#[tokio::test]
+async fn refresh_tokens_that_do_not_fit_the_connection_are_refused_and_change_nothing() {
+    let gw = TestGateway::with(|c| c.jwt.leeway_s = 0).await;
+    let mut client = expiring_connection(&gw, 3).await;
+    let joined = client
+        .request(json!({"type": "join_room", "data": {"room": "orders:1"}}))
+        .await;
+    assert_eq!(joined["type"], "room_joined", "{joined}");
+    let mut other_type = Claims::new("u1", &[APP], 3600);
+    other_type.user_type = Some("admin".into());
+    let mut other_rooms = Claims::new("u1", &[APP], 3600);
+    other_rooms.rooms = Some(vec!["chat:*".into()]);
+    let mut expired = Claims::new("u1", &[APP], 3600);
+    expired.exp = tether_server::clock::now_s() - 10;
+    let cases = [
+        ("another user", gw.token("u2"), "forbidden"),
+        (
+            "another app",
+            gw.token_for(&Claims::new("u1", &["other-app"], 3600)),
+            "forbidden",
+        ),
+        ("another user type", gw.token_for(&other_type), "forbidden"),
+        (
+            "a joined room not allowed",
+            gw.token_for(&other_rooms),
+            "forbidden",
+        ),
+        ("expired", gw.token_for(&expired), "token_expired"),
+        ("not a JWT", "garbage".to_owned(), "invalid_token"),
+    ];
+    for (what, token, code) in cases {
+        let answer = client.request(refresh(&token)).await;
+        assert_eq!(answer["type"], "error", "{what}: {answer}");
+        assert_eq!(answer["data"]["code"], code, "{what}: {answer}");
+        assert_eq!(answer["data"]["ref"], "refresh_token", "{what}: {answer}");
+        assert!(
+            !answer.to_string().contains(&token),
+            "{what}: the token echoed"
+        );
+    }
+    // None of them moved the first token's expiry.
+    assert_eq!(
+        client.ended_within(Duration::from_secs(5)).await,
+        Ended::Closed(4001)
+    );
+}
+
 #[tokio::test]
 async fn kicked_users_are_closed_with_4403() {
     let gw = TestGateway::start().await;

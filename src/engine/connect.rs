@@ -61,8 +61,14 @@ pub fn classify(error: &ConnectError) -> ConnectFailure {
 }
 
 impl Engine {
+    /// Asks for a token to connect with.
     pub(super) fn fetch_token(&mut self) {
         self.token_wanted = true;
+        self.request_token();
+    }
+
+    /// Calls the provider unless a call is in flight already.
+    pub(super) fn request_token(&mut self) {
         if self.token_in_flight {
             // Single flight: the answer to the call in progress serves this request too.
             return;
@@ -129,7 +135,11 @@ impl Engine {
             Internal::Token(outcome) => {
                 self.token_in_flight = false;
                 self.token_task = None;
+                let refresh = std::mem::take(&mut self.refresh_wanted);
                 if !std::mem::take(&mut self.token_wanted) {
+                    if refresh {
+                        self.on_refresh_token(outcome);
+                    }
                     return;
                 }
                 match outcome {
@@ -158,6 +168,8 @@ impl Engine {
                             in_flight: BTreeSet::new(),
                             send_cursor: None,
                             resend_at: None,
+                            token_deadline: None,
+                            refresh_at: None,
                         });
                     }
                     Err(e) => {

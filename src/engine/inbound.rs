@@ -95,6 +95,9 @@ impl Engine {
                     ms => Duration::from_millis(ms),
                 };
                 session.heartbeat = Some(Heartbeat::new(interval, PROBE_DEADLINE, now, wall_ms()));
+                if let Some(ms) = established.token_expires_in {
+                    self.plan_refresh(Duration::from_millis(ms));
+                }
                 self.apply(Event::Established);
             }
             ServerMessage::Pong { ts, .. } => {
@@ -124,6 +127,9 @@ impl Engine {
                 self.rooms.joined(&room);
             }
             ServerMessage::RoomLeft { room } => debug!(%room, "room left"),
+            ServerMessage::TokenRefreshed(refreshed) => {
+                self.on_token_refreshed(refreshed.expires_in);
+            }
             ServerMessage::Error(error) => self.on_error_frame(error),
             ServerMessage::Published(envelope) => self.on_published(envelope),
         }

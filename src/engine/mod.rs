@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod heartbeat;
 mod inbound;
 mod outbound;
+mod refresh;
 pub mod rooms;
 pub mod state;
 
@@ -146,6 +147,10 @@ struct Session {
     send_cursor: Option<u64>,
     /// Sending is paused until then (the gateway could not store a message).
     resend_at: Option<Instant>,
+    /// When the gateway ends the session for its token (4001), as it announced.
+    token_deadline: Option<Instant>,
+    /// When to send it a fresh token (see [`refresh`]).
+    refresh_at: Option<Instant>,
 }
 
 /// Everything the engine is built from.
@@ -193,6 +198,8 @@ pub struct Engine {
     token: Option<String>,
     token_in_flight: bool,
     token_wanted: bool,
+    /// The answer to the call in flight goes to the session as `refresh_token`.
+    refresh_wanted: bool,
     /// The provider's call in flight, cancelled at shutdown.
     token_task: Option<AbortHandle>,
     connect_generation: u64,
@@ -228,6 +235,16 @@ async fn sleep_until(at: Option<Instant>) {
 
 fn earliest(times: impl IntoIterator<Item = Option<Instant>>) -> Option<Instant> {
     times.into_iter().flatten().min()
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(call) = self.token_task.take() {
+            // A provider still working (a refresh that hangs) is told to stop, also when
+            // the engine ends without reaching the end of `run` (a panic).
+            call.abort();
+        }
+    }
 }
 
 impl Engine {
@@ -273,6 +290,7 @@ impl Engine {
             token: None,
             token_in_flight: false,
             token_wanted: false,
+            refresh_wanted: false,
             token_task: None,
             connect_generation: 0,
             connect_task: None,
@@ -309,10 +327,6 @@ impl Engine {
             }
             self.publish();
         }
-        if let Some(call) = self.token_task.take() {
-            // A provider still working (a refresh that hangs) is told to stop.
-            call.abort();
-        }
         if let Err(e) = self.outbox.flush() {
             warn!(error = %e, "final flush failed");
         }
@@ -329,7 +343,7 @@ impl Engine {
         let session = self.session.as_mut().map(|s| {
             let heartbeat = s.heartbeat.as_mut().map(Heartbeat::next_wake);
             let establish = (!s.established).then_some(s.establish_by);
-            earliest([heartbeat, establish, s.resend_at])
+            earliest([heartbeat, establish, s.resend_at, s.refresh_at])
         });
         earliest([
             self.retry_at,
@@ -525,6 +539,14 @@ impl Engine {
         }
         if session.resend_at.is_some_and(|at| at <= now) {
             self.pump();
+        }
+        if self
+            .session
+            .as_ref()
+            .and_then(|s| s.refresh_at)
+            .is_some_and(|at| at <= now)
+        {
+            self.start_refresh();
         }
         let verdict = self
             .session

@@ -5,7 +5,7 @@ use super::dispatch::HostEvent;
 use super::{wall_ms, Engine};
 use crate::error::{Error, ErrorKind, TetherError};
 use std::time::Duration;
-use tether_protocol::client::{is_reserved, AppMessage, ClientMessage};
+use tether_protocol::client::{is_reserved, AppMessage, ClientMessage, CONTROL_TYPES};
 use tether_protocol::envelope::raw_json;
 use tether_protocol::error::ErrorCode;
 use tether_protocol::names;
@@ -23,9 +23,6 @@ pub const RESEND_PAUSE: Duration = Duration::from_secs(1);
 /// How often queued messages are checked for expiry while any are queued (they are
 /// also checked before each send).
 pub const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
-
-/// Types that are control frames on the wire and so cannot be app messages.
-const CONTROL_TYPES: [&str; 4] = ["ping", "join_room", "leave_room", "ack"];
 
 /// Refuses types that are not app messages: bad names, server-only and control types.
 pub fn validate_app_type(kind: &str) -> Result<(), Error> {
@@ -151,6 +148,10 @@ impl Engine {
     }
 
     pub(super) fn on_error_frame(&mut self, error: ErrorData) {
+        if error.reference.as_deref() == Some("refresh_token") {
+            self.on_refresh_refused(&error);
+            return;
+        }
         let queued = error
             .reference
             .as_deref()

@@ -92,7 +92,9 @@ export interface TetherOptions {
   /**
    * Returns the current token, or null when the user is signed out; may be `async` (a
    * refresh over the network, e.g. Firebase's `getIdToken()`). Called before every
-   * connection attempt and after the gateway refuses a token, never twice at once. A call
+   * connection attempt, after the gateway refuses a token, and shortly before the
+   * connection's token runs out (it then goes to the gateway without reconnecting);
+   * never twice at once, unless an abandoned call goes on after its signal aborted. A call
    * still pending after 30 s is abandoned (that attempt fails and is retried) and `signal`
    * aborts, as it does when the store shuts down: pass it on to `fetch`. Throwing (or
    * rejecting) means "no token for now": the error's text reaches `error` and the SDK
@@ -273,8 +275,20 @@ export class TetherStore {
       },
     };
     const tokens: TokenProvider = {
-      fetchToken: async (asyncOpts?: { signal: AbortSignal }) =>
-        (await options.tokens(asyncOpts?.signal)) ?? undefined,
+      fetchToken: async (asyncOpts?: { signal: AbortSignal }) => {
+        let token: unknown;
+        try {
+          token = await options.tokens(asyncOpts?.signal);
+        } catch (e) {
+          // The generated bindings read `.message`: anything thrown becomes an Error.
+          throw e instanceof Error ? e : new Error(String(e));
+        }
+        if (token === null || token === undefined) return undefined;
+        if (typeof token !== 'string') {
+          throw new Error(`tokens() gave a ${typeof token}, not a string`);
+        }
+        return token;
+      },
     };
     try {
       this.client = new TetherClient(clientConfig(options), listener, tokens);

@@ -233,11 +233,40 @@ describe('TetherStore against a real gateway', () => {
         return new Promise<string>(() => {});
       },
     });
-    store.connect();
-    await waitFor('the provider to be called', () => signal);
-    assert.equal(signal?.aborted, false);
-    await store.shutdown();
-    await waitFor('the provider\'s signal to abort', () => (signal?.aborted ? true : undefined));
+    let down = false;
+    try {
+      store.connect();
+      await waitFor('the provider to be called', () => signal);
+      assert.equal(signal?.aborted, false);
+      await store.shutdown();
+      down = true;
+      await waitFor('the provider\'s signal to abort', () => (signal?.aborted ? true : undefined));
+    } finally {
+      if (!down) await store.shutdown();
+    }
+  });
+
+  test('a provider that gives something other than a string is reported at once', async () => {
+    let calls = 0;
+    const store = new TetherStore({
+      ...testOptions(gateway, newUser('not-a-string')),
+      // What an untyped JavaScript caller could hand over.
+      tokens: (() => {
+        calls += 1;
+        return calls === 1 ? Promise.reject(undefined) : 42;
+      }) as unknown as () => string,
+    });
+    try {
+      const errors = errorTexts(store);
+      const started = Date.now();
+      store.connect();
+      await waitFor('two errors', () => (errors.length >= 2 ? true : undefined));
+      assert.ok(Date.now() - started < 10_000, 'well before the 30 s limit');
+      assert.ok(errors[0].startsWith('auth: ') && errors[0].includes('undefined'), JSON.stringify(errors));
+      assert.ok(errors[1].includes('gave a number, not a string'), JSON.stringify(errors));
+    } finally {
+      await store.shutdown();
+    }
   });
 
   test('a refused token (401) is replaced by a fresh one, and the error clears on connect', async () => {

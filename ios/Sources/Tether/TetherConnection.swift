@@ -20,7 +20,9 @@ public final class TetherConnection: @unchecked Sendable {
     private let expiredHub: Hub<String>
 
     /// - Parameter tokens: called before every connection attempt and after the gateway
-    ///   refuses a token, never twice at once; the SDK awaits it as a Swift task, so it may
+    ///   refuses a token, and shortly before the connection's token runs out (the new one
+    ///   then goes to the gateway without reconnecting); never twice at once unless a
+    ///   cancelled call goes on. The SDK awaits it as a Swift task, so it may
     ///   `await` a refresh over the network (a synchronous closure works too). It is
     ///   cancelled when it runs past 30 s (that attempt fails and is retried) or when the
     ///   client shuts down. Return nil when the user is signed out: the status becomes
@@ -264,7 +266,7 @@ private final class Listener: EventListener, @unchecked Sendable {
 
 /// Hands the app's async token closure to the SDK, which awaits it as a Swift task of its
 /// own and cancels that task when the call runs past 30 s or the client shuts down
-/// (`Task.isCancelled` turns true; `URLSession` calls throw `CancellationError`).
+/// (`Task.isCancelled` turns true; `URLSession` calls throw `URLError(.cancelled)`).
 private final class ClosureTokens: TokenProvider, @unchecked Sendable {
     private let fetch: @Sendable () async throws -> String?
 

@@ -6,6 +6,7 @@
 use super::admission::{self, Admitted};
 use super::ws::frame::{self, Opcode};
 use super::ws::socket::{Incoming, ReadError, WsSocket};
+use crate::auth::{Claims, TokenError};
 use crate::broker::Lease;
 use crate::broker::{AckOutcome, InboundMessage, Replay, StoreOutcome};
 use crate::clock::now_ms;
@@ -19,7 +20,7 @@ use std::task::Poll;
 use std::time::Duration;
 use tether_protocol::client::{ClientMessage, FrameError};
 use tether_protocol::names::room_allowed;
-use tether_protocol::server::{ConnectionEstablished, ServerMessage};
+use tether_protocol::server::{ConnectionEstablished, ServerMessage, TokenRefreshed};
 use tether_protocol::{close, ErrorCode};
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -37,6 +38,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub struct Grant {
     /// Room patterns the user may join (`None`: any).
     pub rooms: Option<Box<[String]>>,
+}
+
+/// When a connection holding a token with these claims is closed with 4001 (ms since the
+/// epoch): its `exp` plus the leeway.
+pub fn token_deadline_ms(claims: &Claims, leeway_s: u64) -> u64 {
+    claims.exp.saturating_add(leeway_s).saturating_mul(1000)
 }
 
 /// Everything a connection task starts with.
@@ -274,6 +281,7 @@ impl Connection {
             heartbeat_interval: shared.config.heartbeat_interval_ms,
             replay_from,
             replay_count: replay.frames.len() as u32,
+            token_expires_in: Some(self.cell.expires_at().saturating_sub(now_ms())),
         })
         .encode(now_ms());
         counter!("tether_inbox_replayed_total").increment(replay.frames.len() as u64);
@@ -585,6 +593,7 @@ impl Connection {
                 }
                 Some(ServerMessage::RoomLeft { room })
             }
+            ClientMessage::RefreshToken { token } => Some(self.refresh_token(&token.0)),
             ClientMessage::Ack { seq } => {
                 let device = self.info().device.as_deref();
                 match self
@@ -679,6 +688,70 @@ impl Connection {
                 Some(reference),
             ),
         }
+    }
+
+    /// `refresh_token`: the connection lives by the new token from now on, when it is
+    /// valid and grants what the connection holds (the same user and user type, its app,
+    /// every room it is in). A refused token changes nothing: the first token's `exp`
+    /// still ends the connection (4001).
+    fn refresh_token(&mut self, token: &str) -> ServerMessage {
+        let refused = |code, message: String| {
+            counter!("tether_token_refreshes_total", "outcome" => "refused").increment(1);
+            ServerMessage::error(code, message, Some("refresh_token".into()))
+        };
+        let claims = match self.shared.verifier.verify(token) {
+            Ok(claims) => claims,
+            Err(TokenError::Expired) => {
+                return refused(ErrorCode::TokenExpired, "the new token expired".into())
+            }
+            Err(TokenError::Invalid(reason)) => {
+                return refused(ErrorCode::InvalidToken, format!("the new token: {reason}"))
+            }
+        };
+        let info = self.info();
+        if claims.sub != *info.user {
+            return refused(
+                ErrorCode::Forbidden,
+                "the new token is for another user".into(),
+            );
+        }
+        if claims.user_type() != &*info.user_type {
+            return refused(
+                ErrorCode::Forbidden,
+                format!(
+                    "the new token's user type {:?} is not the connection's {:?}",
+                    claims.user_type(),
+                    &*info.user_type
+                ),
+            );
+        }
+        if !claims.apps.iter().any(|app| *app == *info.app) {
+            return refused(
+                ErrorCode::Forbidden,
+                format!("the new token does not grant app {:?}", &*info.app),
+            );
+        }
+        if let Some(patterns) = &claims.rooms {
+            let rooms = self.shared.hub.rooms_of(self.id);
+            if let Some(room) = rooms.iter().find(|room| !room_allowed(patterns, room)) {
+                return refused(
+                    ErrorCode::Forbidden,
+                    format!("the new token does not allow room {room:?}, which this connection is in; reconnect"),
+                );
+            }
+        }
+        let deadline = token_deadline_ms(&claims, self.shared.config.jwt.leeway_s);
+        self.cell.expire_at(deadline);
+        self.grant.rooms = claims.rooms.map(Vec::into_boxed_slice);
+        counter!("tether_token_refreshes_total", "outcome" => "accepted").increment(1);
+        let expires_in = deadline.saturating_sub(now_ms());
+        let info = self.info();
+        info!(
+            conn = %self.shared.hub.conn_ref(self.id), user = %info.user, app = %info.app,
+            node = %self.shared.node, expires_in_s = expires_in / 1000,
+            "token refreshed"
+        );
+        ServerMessage::TokenRefreshed(TokenRefreshed { expires_in })
     }
 
     /// Refuses later app messages until `id`, refused with `code`, comes again.

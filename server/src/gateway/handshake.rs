@@ -144,9 +144,10 @@ async fn admit(
     let mut admitted = Admitted::new(shared.clone(), id, lease);
 
     let registration = shared.hub.register(id, info);
-    registration
-        .cell
-        .expire_at((claims.exp + shared.config.jwt.leeway_s).saturating_mul(1000));
+    registration.cell.expire_at(connection::token_deadline_ms(
+        &claims,
+        shared.config.jwt.leeway_s,
+    ));
     admitted.mark_registered();
     for topic in &registration.new_topics {
         shared

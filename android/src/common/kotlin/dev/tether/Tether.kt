@@ -20,6 +20,8 @@ import dev.tether.sdk.TokenException
 import dev.tether.sdk.TokenProvider
 import dev.tether.sdk.setLogSink
 import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.currentCoroutineContext
+import kotlinx.coroutines.ensureActive
 import kotlinx.coroutines.channels.BufferOverflow
 import kotlinx.coroutines.flow.MutableSharedFlow
 import kotlinx.coroutines.flow.MutableStateFlow
@@ -39,7 +41,8 @@ import kotlinx.serialization.json.JsonElement
  * lose messages: up to [MESSAGE_BUFFER] messages wait, then delivery pauses.
  *
  * @param tokens called before every connection attempt and after the gateway refuses a
- *   token, never twice at once, as a coroutine of its own (on `Dispatchers.Default`): call
+ *   token, and shortly before the connection's token runs out (the new one then goes to
+ *   the gateway without reconnecting); never twice at once, as a coroutine of its own (on `Dispatchers.Default`): call
  *   the app's suspend token refresh from it, and switch to `Dispatchers.IO` for blocking
  *   work. It is cancelled when it runs past 30 s (that attempt fails and is retried) or
  *   when the client closes. Return `null` when the user is signed out: the status becomes
@@ -155,17 +158,21 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
 
     private class Tokens(private val fetch: suspend () -> String?) : TokenProvider {
         // The SDK awaits this as a coroutine the generated code launches, and cancels it
-        // past its time limit or at shutdown. Any other exception becomes
-        // TokenException.Failed with the exception's message (left to the generated code,
-        // the reason would be the exception's toString(), class name first).
+        // past its time limit or at shutdown. Anything else the lambda throws becomes
+        // TokenException.Failed with its message: left to the generated code, the reason
+        // would be the exception's toString(), class name first, and an Error (TODO(),
+        // AssertionError) would escape to the thread's handler and end an Android app.
         override suspend fun fetchToken(): String? =
             try {
                 fetch()
             } catch (e: CancellationException) {
-                throw e
+                // The SDK's cancellation goes on; the lambda's own (a withTimeout of the
+                // app's) is a failure like any other.
+                currentCoroutineContext().ensureActive()
+                throw TokenException.Failed(e.message ?: "cancelled")
             } catch (e: TokenException) {
                 throw e
-            } catch (e: Exception) {
+            } catch (e: Throwable) {
                 throw TokenException.Failed(e.message ?: e.javaClass.name)
             }
     }

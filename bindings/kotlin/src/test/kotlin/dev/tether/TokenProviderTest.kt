@@ -136,6 +136,29 @@ class TokenProviderTest {
     }
 
     @Test
+    fun `an Error or the lambda's own timeout is reported like any failure, at once`() = runBlocking {
+        val user = newUser("errors")
+        val calls = AtomicInteger()
+        Tether(testConfig(gateway), tokens = {
+            when (calls.incrementAndGet()) {
+                1 -> throw NotImplementedError("no token service yet")
+                2 -> withTimeout(10) { delay(1_000); "never" }
+                else -> Gateway.token(user)
+            }
+        }).use { tether ->
+            val errors = record(tether.errors)
+            val started = System.nanoTime()
+            tether.connect()
+            tether.awaitStatus<ConnectionStatus.Connected>()
+            assertTrue(System.nanoTime() - started < 10_000_000_000L, "well before the 30 s limit")
+            assertEquals(3, calls.get())
+            assertEquals("token provider failed: no token service yet", errors.next().message())
+            assertTrue(errors.next().message().startsWith("token provider failed: Timed out"))
+            errors.stop()
+        }
+    }
+
+    @Test
     fun `closing the client cancels a provider that is still suspended`() = runBlocking {
         val started = CompletableDeferred<Unit>()
         val cancelled = CompletableDeferred<Throwable?>()
