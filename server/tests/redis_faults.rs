@@ -196,3 +196,57 @@ async fn with_aof_the_inbox_and_inbound_messages_survive_a_redis_crash() {
     again.request(json!({"type": "chat", "id": "m-1"})).await;
     assert_eq!(gw.inbound().await.len(), 1);
 }
+
+#[tokio::test]
+async fn leases_are_refreshed_a_slice_per_second_and_never_run_out() {
+    let redis = RedisServer::start();
+    // 9 s leases are refreshed every 3 s: a third of the node's connections each second.
+    let gw = TestGateway::redis(&redis.url(), |c| {
+        c.registry_ttl = Duration::from_secs(9);
+    })
+    .await;
+    const USERS: usize = 6;
+    let mut clients = Vec::new();
+    for i in 0..USERS {
+        clients.push(gw.connect(&format!("u{i}"), "phone").await);
+    }
+    // Each user's one registry entry: `<expires ms>|<device>`, in Redis's clock.
+    let expiries = || -> Vec<u64> {
+        (0..USERS)
+            .map(|i| {
+                let value = redis
+                    .cli(&["HVALS", &format!("tether:{{u:{APP}:u{i}}}:conns")])
+                    .expect("redis-cli");
+                let expires = value.split('|').next().unwrap_or("").trim();
+                expires.parse().unwrap_or_else(|_| panic!("entry of u{i}: {value:?}"))
+            })
+            .collect()
+    };
+    let redis_ms = || -> u64 {
+        let time = redis.cli(&["TIME"]).expect("redis-cli");
+        let mut parts = time.split_whitespace().map(|p| p.parse::<u64>().unwrap_or(0));
+        parts.next().unwrap_or(0) * 1000 + parts.next().unwrap_or(0) / 1000
+    };
+    let mut before = expiries();
+    let mut refreshed = [0u32; USERS];
+    for _ in 0..24 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = expiries();
+        assert!(
+            now.iter().all(|e| *e > redis_ms()),
+            "a live connection's lease ran out: {now:?}"
+        );
+        let changed: Vec<usize> = (0..USERS).filter(|i| now[*i] != before[*i]).collect();
+        assert!(
+            changed.len() < USERS,
+            "every lease refreshed within half a second: a burst, not a slice"
+        );
+        for i in changed {
+            refreshed[i] += 1;
+        }
+        before = now;
+    }
+    // 12 s: each lease refreshed about four times.
+    assert!(refreshed.iter().all(|n| *n >= 2), "{refreshed:?}");
+    drop(clients);
+}

@@ -85,11 +85,17 @@ impl Conn {
         }
     }
 
-    /// Whether inbox appends for different users may share one script run: not on a
-    /// Cluster (their keys live in different slots) and not where each write waits for
-    /// replicas before it is published.
+    /// Whether one script may touch different users' keys: not on a Cluster, where they
+    /// live in different slots.
+    pub fn spans_users(&self) -> bool {
+        !matches!(self, Conn::Cluster(_))
+    }
+
+    /// Whether inbox appends for different users may share one script run: where one
+    /// script may span users, and not where each write waits for replicas before it is
+    /// published.
     pub fn batches_appends(&self) -> bool {
-        !matches!(self, Conn::Cluster(_)) && self.durable_replicas() == 0
+        self.spans_users() && self.durable_replicas() == 0
     }
 
     /// [`Conn::invoke_durable`] with the number of replicas to wait for.

@@ -1,10 +1,12 @@
 //! The Redis broker's background duties, once a second: watch the three connections
-//! (for `/health`), publish the node heartbeat, refresh connection leases, write inbox
-//! count changes, and after the subscriber came back ask every local connection to
-//! catch up from its inbox.
+//! (for `/health`), publish the node heartbeat, refresh connection leases (a slice of
+//! the node's connections per tick), write inbox count changes, and after the subscriber
+//! came back ask every local connection to catch up from its inbox.
 
 use super::keys;
 use super::Inner;
+use crate::hub::ConnId;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,20 +19,53 @@ fn node_ttl(inner: &Inner) -> Duration {
     Duration::from_millis(inner.settings.lease_ms)
         .clamp(Duration::from_secs(3), Duration::from_secs(15))
 }
-/// Lease refreshes in flight at once.
+/// Lease refresh scripts in flight at once.
 const LEASES_IN_FLIGHT: usize = 64;
+/// Leases one script refreshes at most, where one script may touch any user's keys (on a
+/// Cluster each lease is a script of its own).
+const LEASES_PER_SCRIPT: usize = 128;
+
+/// The connections one tick refreshes: those whose number is `index` modulo `count`.
+/// Each lease is refreshed once per `count` ticks (a third of its life), and Redis sees
+/// a steady trickle instead of every connection of the node at once: with the default
+/// 300 s lease, 10,000 connections make about 100 refreshes a second rather than 10,000
+/// in one burst every 100 s, which would hold up sends behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slice {
+    index: u64,
+    count: u64,
+}
+
+impl Slice {
+    /// Every connection (after Redis came back, or after a refresh failed).
+    const ALL: Slice = Slice { index: 0, count: 1 };
+
+    /// The slice refreshed on tick number `tick` for leases of `lease_ms`.
+    fn of_tick(tick: u64, lease_ms: u64) -> Slice {
+        let count = (lease_ms / 3 / TICK.as_millis() as u64).max(1);
+        Slice {
+            index: tick % count,
+            count,
+        }
+    }
+
+    fn holds(self, id: ConnId) -> bool {
+        id % self.count == self.index
+    }
+}
 
 pub(super) async fn run(inner: Arc<Inner>) {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let lease_every = Duration::from_millis((inner.settings.lease_ms / 3).max(1000));
     let mut last_heartbeat: Option<Instant> = None;
-    let mut last_leases = Instant::now();
+    let mut refresh_all = false;
+    let mut tick: u64 = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             () = inner.stop.cancelled() => return,
         }
+        tick = tick.wrapping_add(1);
         // Taken before the subscriber's ping: a disconnection after this point sets the
         // flag again for the next tick. The ping waits for the connection redis-rs rebuilt
         // after the disconnection that set it, resubscriptions included, so once it answers,
@@ -45,7 +80,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
         if main_up && !was_up {
             info!(node = %inner.node, "Redis is back");
             // Redis may have lost the registry (restart without persistence): restore it now.
-            last_leases = Instant::now() - lease_every;
+            refresh_all = true;
             last_heartbeat = None;
         }
         if subscriber_up && (missed_live || !subscriber_was_up || (main_up && !was_up)) {
@@ -66,9 +101,13 @@ pub(super) async fn run(inner: Arc<Inner>) {
         {
             last_heartbeat = Some(Instant::now());
         }
-        if last_leases.elapsed() >= lease_every && refresh_leases(&inner).await {
-            last_leases = Instant::now();
-        }
+        let slice = if refresh_all {
+            Slice::ALL
+        } else {
+            Slice::of_tick(tick, inner.settings.lease_ms)
+        };
+        // A failed slice may have left leases short: all of them go again next tick.
+        refresh_all = !refresh_leases(&inner, slice).await;
         flush_queued(&inner).await;
     }
 }
@@ -106,30 +145,56 @@ async fn heartbeat(inner: &Inner) -> bool {
     result.is_ok()
 }
 
-async fn refresh_leases(inner: &Inner) -> bool {
+async fn refresh_leases(inner: &Inner, slice: Slice) -> bool {
     let lease_ms = inner.settings.lease_ms;
-    // One script per lease (it touches one key, so one slot of a cluster), many in flight.
-    let results: Vec<bool> = futures_util::stream::iter(inner.hub.connections())
-        .map(|(id, info)| async move {
-            let keys = keys::user(&info.app, &info.user);
-            inner
-                .main
-                .invoke::<i64>(
-                    super::scripts::REFRESH
-                        .key(&keys.conns)
-                        .arg(inner.hub.conn_ref(id).to_string())
-                        .arg(info.device.as_deref().unwrap_or(""))
-                        .arg(lease_ms),
-                )
-                .await
-                .is_ok()
+    let leases: Vec<(String, String, String)> = inner
+        .hub
+        .connections()
+        .into_iter()
+        .filter(|(id, _)| slice.holds(*id))
+        .map(|(id, info)| {
+            (
+                keys::user(&info.app, &info.user).conns,
+                inner.hub.conn_ref(id).to_string(),
+                info.device.as_deref().unwrap_or("").to_owned(),
+            )
         })
-        .buffer_unordered(LEASES_IN_FLIGHT)
-        .collect()
-        .await;
-    let ok = results.iter().all(|r| *r);
+        .collect();
+    let per_script = if inner.main.spans_users() {
+        LEASES_PER_SCRIPT
+    } else {
+        1
+    };
+    let invocations: Vec<redis::ScriptInvocation<'static>> = leases
+        .chunks(per_script)
+        .map(|chunk| {
+            let mut invocation = super::scripts::REFRESH.prepare_invoke();
+            invocation.arg(lease_ms);
+            for (conns, conn, device) in chunk {
+                invocation.key(conns).arg(conn).arg(device);
+            }
+            invocation
+        })
+        .collect();
+    // At most LEASES_IN_FLIGHT scripts at once (a loop rather than a stream combinator:
+    // the borrowed invocations would not satisfy the spawned task's Send bound).
+    let mut pending = invocations.iter();
+    let mut running = FuturesUnordered::new();
+    let mut ok = true;
+    loop {
+        while running.len() < LEASES_IN_FLIGHT {
+            let Some(invocation) = pending.next() else {
+                break;
+            };
+            running.push(inner.main.invoke::<i64>(invocation));
+        }
+        match running.next().await {
+            Some(result) => ok &= result.is_ok(),
+            None => break,
+        }
+    }
     if !ok {
-        warn!("lease refresh failed; retrying next tick");
+        warn!("lease refresh failed; retrying every lease next tick");
     }
     ok
 }
@@ -146,5 +211,23 @@ pub(super) async fn flush_queued(inner: &Inner) {
         for (bucket, delta) in deltas {
             *pending.entry(bucket).or_default() += delta;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_is_in_one_slice_per_third_of_a_lease() {
+        // 300 s leases: 100 slices, each connection refreshed every 100 ticks.
+        let slices: Vec<Slice> = (0..100).map(|t| Slice::of_tick(t, 300_000)).collect();
+        for id in 0..1_000 {
+            assert_eq!(slices.iter().filter(|s| s.holds(id)).count(), 1, "{id}");
+        }
+        assert_eq!(Slice::of_tick(100, 300_000), Slice::of_tick(0, 300_000));
+        // Leases too short to spread: every tick takes them all.
+        assert_eq!(Slice::of_tick(7, 3_000), Slice::ALL);
+        assert!((0..10).all(|id| Slice::ALL.holds(id)));
     }
 }

@@ -243,15 +243,20 @@ return result
     ))
 });
 
-/// Refreshes a live connection's lease, or restores it after Redis lost it. KEYS: conns.
-/// ARGV: connection id, device, lease ms. The key's expiry is set to the lease, so it
-/// never ends before the newest entry in it.
+/// Refreshes live connections' leases, or restores them after Redis lost them. KEYS:
+/// conns, once per connection (one user's on a Cluster, any users' elsewhere). ARGV:
+/// lease ms, then connection id and device per connection. Each key's expiry is set to
+/// the lease, so it never ends before the newest entry in it. Returns how many.
 pub static REFRESH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{REDIS_NOW}
-redis.call('HSET', KEYS[1], ARGV[1], (redis_now() + tonumber(ARGV[3])) .. '|' .. ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
+local lease = tonumber(ARGV[1])
+local expires = redis_now() + lease
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], ARGV[i * 2], expires .. '|' .. ARGV[i * 2 + 1])
+  redis.call('PEXPIRE', KEYS[i], lease)
+end
+return #KEYS
 "#
     ))
 });
