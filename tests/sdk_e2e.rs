@@ -253,16 +253,16 @@ async fn a_slow_link_still_delivers_everything_once() {
 async fn a_token_is_refreshed_on_the_open_connection_without_reconnecting() {
     let backend = Backend::start(|c| c.jwt.leeway_s = 0).await;
     let tokens = Tokens::script(vec![
-        // 3-4 s left when it connects: the SDK refreshes when a fifth of that is left
-        // (below 2 s left it would not try).
-        Some(Backend::token("frank", 4)),
+        // Minted up front, 7-8 s left: the SDK refreshes when a fifth of what it is told
+        // at connection is left (below 2 s left it would not try).
+        Some(Backend::token("frank", 8)),
         Some(Backend::token("frank", 3600)),
     ]);
     let s = sdk(&backend.ws_url(), "phone-1", tokens);
     s.client.connect();
     s.connected().await;
     // Past the first token's exp: the SDK sent the second one before it ran out.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
     let stats = s.client.stats();
     assert_eq!(stats.status, ConnectionStatus::Connected);
     assert_eq!(stats.reconnects, 0);
@@ -277,7 +277,7 @@ async fn a_token_is_refreshed_on_the_open_connection_without_reconnecting() {
 async fn token_expiry_closes_with_4001_and_a_fresh_token_reconnects() {
     let backend = Backend::start(|c| c.jwt.leeway_s = 0).await;
     let tokens = Tokens::script(vec![
-        Some(Backend::token("frank", 4)),
+        Some(Backend::token("frank", 8)),
         // The refresh before exp hands over another user's token: the gateway refuses
         // it, so the first token's exp still ends the connection.
         Some(Backend::token("mallory", 3600)),

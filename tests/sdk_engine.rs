@@ -979,3 +979,62 @@ async fn a_gateway_that_announces_no_expiry_gets_no_refresh() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_hands_back_the_same_token_is_asked_a_few_times_and_nothing_is_sent() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.socket().await;
+    let started = Instant::now();
+    socket.send(&established_expiring(100_000)).await;
+    // Asked at 80 s, then halfway to the deadline each time while 2 s or more are left:
+    // 90, 95, 97.5 and 98.75 s.
+    tokio::time::sleep(Duration::from_millis(99_900)).await;
+    assert_eq!(h.tokens.calls(), 6, "{:?}", started.elapsed());
+    while let Ok(out) = socket.from_client.try_recv() {
+        if let Outgoing::Text(text) = out {
+            assert!(!text.contains("refresh_token"), "{text}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn signing_out_during_a_session_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = Tokens::script(vec![Some("first".into()), None]);
+    let mut h = start_with(config(&dir), dir, tokens);
+    h.client.connect();
+    let mut socket = h.socket().await;
+    socket.send(&established_expiring(100_000)).await;
+    h.status(|s| matches!(s, ConnectionStatus::Failed { .. }))
+        .await;
+    loop {
+        match socket.from_client.recv().await {
+            Some(Outgoing::Close(code)) => {
+                assert_eq!(code, 1000, "a normal close");
+                break;
+            }
+            Some(Outgoing::Text(_)) => {}
+            None => panic!("the socket ended without a close"),
+        }
+    }
+    assert_eq!(h.gateway.attempt_times().len(), 1, "no retry");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_refreshed_that_answers_nothing_is_ignored() {
+    let mut h = start();
+    h.client.connect();
+    let socket = h.socket().await;
+    let started = Instant::now();
+    socket.send(&established_expiring(100_000)).await;
+    h.status(|s| *s == ConnectionStatus::Connected).await;
+    socket
+        .send(r#"{"type":"token_refreshed","data":{"expiresIn":5000}}"#)
+        .await;
+    // Had it been taken, the refresh would come at 4 s; it comes at 80 s.
+    while h.tokens.calls() < 2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(80));
+}

@@ -333,6 +333,18 @@ fn stale_events_change_nothing() {
     }
 }
 
+#[test]
+fn signed_out_during_a_session_ends_it_without_retry() {
+    let mut m = connected();
+    let actions = m.handle(Event::SignedOut);
+    assert!(matches!(m.status(), ConnectionStatus::Failed { .. }));
+    assert!(actions.contains(&Action::CloseSocket(1000)));
+    assert!(retry_delay(&actions).is_none());
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::ReportError(ErrorKind::Auth, _))));
+}
+
 fn arb_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         Just(Event::ConnectRequested),

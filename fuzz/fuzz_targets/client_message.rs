@@ -25,8 +25,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(names::validate_type(&app.kind).is_ok(), "{:?}", app.kind);
             assert!(names::validate_id(&app.id).is_ok(), "{:?}", app.id);
             assert!(!tether_protocol::client::is_reserved(&app.kind));
+            assert!(!tether_protocol::client::CONTROL_TYPES.contains(&app.kind.as_str()));
         }
-        ClientMessage::Ping { .. } | ClientMessage::Ack { .. } => {}
+        ClientMessage::Ping { .. }
+        | ClientMessage::Ack { .. }
+        | ClientMessage::RefreshToken { .. } => {}
     }
     let again = ClientMessage::parse(&message.to_json()).expect("an encoded message decodes");
     assert_eq!(again, message);

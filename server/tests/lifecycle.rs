@@ -56,13 +56,17 @@ async fn a_token_that_expires_while_connected_closes_with_4001() {
     );
 }
 
-/// A connection whose token runs out in `ttl_s` (no leeway), in no room.
-async fn expiring_connection(gw: &TestGateway, ttl_s: u64) -> Client {
+/// A connection whose token runs out in `ttl_s` (no leeway; `exp` has whole seconds, so
+/// between `ttl_s` - 1 and `ttl_s` are left), in no room, and its token.
+async fn expiring_connection(gw: &TestGateway, ttl_s: u64) -> (Client, String) {
     let mut claims = Claims::new("u1", &[APP], ttl_s);
     claims.exp = tether_server::clock::now_s() + ttl_s;
-    gw.connect_with(&gw.token_for(&claims), &format!("app={APP}"), &[])
+    let token = gw.token_for(&claims);
+    let client = gw
+        .connect_with(&token, &format!("app={APP}"), &[])
         .await
-        .unwrap_or_else(|(status, body)| panic!("handshake refused: {status} {body}"))
+        .unwrap_or_else(|(status, body)| panic!("handshake refused: {status} {body}"));
+    (client, token)
 }
 
 fn refresh(token: &str) -> serde_json::Value {
@@ -72,16 +76,17 @@ fn refresh(token: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_refreshed_token_keeps_the_connection_open_past_the_first_expiry() {
     let gw = TestGateway::with(|c| c.jwt.leeway_s = 0).await;
-    let mut client = expiring_connection(&gw, 2).await;
-    let left = client.established["data"]["tokenExpiresIn"]
+    let (mut client, _) = expiring_connection(&gw, 5).await;
+    let first_left = client.established["data"]["tokenExpiresIn"]
         .as_u64()
         .expect("tokenExpiresIn");
-    assert!((1..=2_000).contains(&left), "{left}");
+    assert!((3_000..=5_000).contains(&first_left), "{first_left}");
     let answer = client.request(refresh(&gw.token("u1"))).await;
     assert_eq!(answer["type"], "token_refreshed", "{answer}");
     let left = answer["data"]["expiresIn"].as_u64().expect("expiresIn");
     assert!((3_590_000..=3_600_000).contains(&left), "{left}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Past the first deadline and the sweep that would have closed it.
+    tokio::time::sleep(Duration::from_millis(first_left + 2_000)).await;
     assert_eq!(
         client.request(json!({"type": "ping"})).await["type"],
         "pong",
@@ -92,7 +97,7 @@ async fn a_refreshed_token_keeps_the_connection_open_past_the_first_expiry() {
 #[tokio::test]
 async fn refresh_tokens_that_do_not_fit_the_connection_are_refused_and_change_nothing() {
     let gw = TestGateway::with(|c| c.jwt.leeway_s = 0).await;
-    let mut client = expiring_connection(&gw, 3).await;
+    let (mut client, first) = expiring_connection(&gw, 4).await;
     let joined = client
         .request(json!({"type": "join_room", "data": {"room": "orders:1"}}))
         .await;
@@ -118,6 +123,7 @@ async fn refresh_tokens_that_do_not_fit_the_connection_are_refused_and_change_no
         ),
         ("expired", gw.token_for(&expired), "token_expired"),
         ("not a JWT", "garbage".to_owned(), "invalid_token"),
+        ("the same token (no later exp)", first, "invalid_token"),
     ];
     for (what, token, code) in cases {
         let answer = client.request(refresh(&token)).await;
@@ -131,7 +137,7 @@ async fn refresh_tokens_that_do_not_fit_the_connection_are_refused_and_change_no
     }
     // None of them moved the first token's expiry.
     assert_eq!(
-        client.ended_within(Duration::from_secs(5)).await,
+        client.ended_within(Duration::from_secs(6)).await,
         Ended::Closed(4001)
     );
 }

@@ -218,13 +218,17 @@ async fn leases_are_refreshed_a_slice_per_second_and_never_run_out() {
                     .cli(&["HVALS", &format!("tether:{{u:{APP}:u{i}}}:conns")])
                     .expect("redis-cli");
                 let expires = value.split('|').next().unwrap_or("").trim();
-                expires.parse().unwrap_or_else(|_| panic!("entry of u{i}: {value:?}"))
+                expires
+                    .parse()
+                    .unwrap_or_else(|_| panic!("entry of u{i}: {value:?}"))
             })
             .collect()
     };
     let redis_ms = || -> u64 {
         let time = redis.cli(&["TIME"]).expect("redis-cli");
-        let mut parts = time.split_whitespace().map(|p| p.parse::<u64>().unwrap_or(0));
+        let mut parts = time
+            .split_whitespace()
+            .map(|p| p.parse::<u64>().unwrap_or(0));
         parts.next().unwrap_or(0) * 1000 + parts.next().unwrap_or(0) / 1000
     };
     let mut before = expiries();

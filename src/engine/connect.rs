@@ -100,6 +100,7 @@ impl Engine {
             self.apply(Event::TokenFailed("no token at hand".into()));
             return;
         };
+        self.token_digest = Some(super::refresh::digest(&token));
         self.connect_generation += 1;
         let generation = self.connect_generation;
         let request = ConnectRequest {
@@ -170,6 +171,7 @@ impl Engine {
                             resend_at: None,
                             token_deadline: None,
                             refresh_at: None,
+                            refresh_sent: None,
                         });
                     }
                     Err(e) => {

@@ -151,6 +151,9 @@ struct Session {
     token_deadline: Option<Instant>,
     /// When to send it a fresh token (see [`refresh`]).
     refresh_at: Option<Instant>,
+    /// A `refresh_token` is out, with the token of this digest; only then is a
+    /// `token_refreshed` an answer.
+    refresh_sent: Option<u64>,
 }
 
 /// Everything the engine is built from.
@@ -196,6 +199,9 @@ pub struct Engine {
     snapshot: Snapshot,
     /// The token for the attempt about to open (never logged).
     token: Option<String>,
+    /// A digest of the token the socket was opened with (or last refreshed to), to tell
+    /// a provider that hands the same token back.
+    token_digest: Option<u64>,
     token_in_flight: bool,
     token_wanted: bool,
     /// The answer to the call in flight goes to the session as `refresh_token`.
@@ -288,6 +294,7 @@ impl Engine {
             host,
             snapshot_tx: snapshot,
             token: None,
+            token_digest: None,
             token_in_flight: false,
             token_wanted: false,
             refresh_wanted: false,

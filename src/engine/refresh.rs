@@ -2,15 +2,19 @@
 //! `refresh_token`): the gateway says in `connection_established` (and `token_refreshed`)
 //! how long the token has left; shortly before that runs out the engine asks the app's
 //! token provider (the same single-flight call as for connecting) and sends the new token.
-//! A refresh that fails changes nothing on the gateway: the connection ends with 4001 at
-//! the old expiry and the usual path (fresh token, reconnect at once) takes over.
+//! A refresh that does not happen changes nothing on the gateway: the connection ends
+//! with 4001 at the old expiry and the usual path (fresh token, reconnect at once) takes
+//! over.
 
 use super::connect::TokenOutcome;
+use super::state::Event;
 use super::Engine;
 use crate::error::{ErrorKind, TetherError};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 use tether_protocol::client::{ClientMessage, Token};
 use tether_protocol::server::ErrorData;
+use tether_protocol::ErrorCode;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -28,6 +32,13 @@ pub fn refresh_delay(left: Duration) -> Option<Duration> {
     Some(left - (left / 5).min(MAX_MARGIN))
 }
 
+/// A digest of a token, to recognise it without keeping its text.
+pub(super) fn digest(token: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    token.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Engine {
     /// Plans the refresh of the session's token, which the gateway ends in `left`.
     pub(super) fn plan_refresh(&mut self, left: Duration) {
@@ -35,6 +46,18 @@ impl Engine {
         if let Some(session) = self.session.as_mut() {
             session.token_deadline = Some(now + left);
             session.refresh_at = refresh_delay(left).map(|delay| now + delay);
+        }
+    }
+
+    /// Plans another try halfway to the deadline, while at least [`MIN_LEFT`] is left
+    /// (so a provider that keeps failing is asked a handful of times at most).
+    fn refresh_later(&mut self) {
+        let now = Instant::now();
+        if let Some(session) = self.session.as_mut() {
+            let left = session
+                .token_deadline
+                .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+            session.refresh_at = (left >= MIN_LEFT).then(|| now + left / 2);
         }
     }
 
@@ -55,6 +78,17 @@ impl Engine {
         }
         match outcome {
             TokenOutcome::Token(token) => {
+                let sent = digest(&token);
+                if Some(sent) == self.token_digest {
+                    // A provider that caches its token: ask again later, when it may
+                    // have a fresh one; meanwhile the current token holds.
+                    debug!("the token provider gave the current token back; asking later");
+                    self.refresh_later();
+                    return;
+                }
+                if let Some(session) = self.session.as_mut() {
+                    session.refresh_sent = Some(sent);
+                }
                 self.send_frame(
                     ClientMessage::RefreshToken {
                         token: Token(token),
@@ -62,43 +96,47 @@ impl Engine {
                     .to_json(),
                 );
             }
-            TokenOutcome::SignedOut => self.report(TetherError::new(
-                ErrorKind::Auth,
-                "signed out: the token provider returned no token; the connection ends when \
-                 its token runs out",
-            )),
+            // The user signed out: the session ends now.
+            TokenOutcome::SignedOut => self.apply(Event::SignedOut),
             TokenOutcome::Failed(reason) => {
                 self.report(TetherError::new(
                     ErrorKind::Auth,
                     format!("token provider failed: {reason}"),
                 ));
-                // Try again halfway to the deadline, while there is time.
-                let deadline = self.session.as_ref().and_then(|s| s.token_deadline);
-                if let Some(left) = deadline.map(|d| d.saturating_duration_since(Instant::now())) {
-                    if let (Some(session), true) = (self.session.as_mut(), left >= MIN_LEFT) {
-                        session.refresh_at = Some(Instant::now() + left / 2);
-                    }
-                }
+                self.refresh_later();
             }
         }
     }
 
-    /// `token_refreshed`: the gateway took the new token.
+    /// `token_refreshed`: the gateway took the new token (ignored unless one was sent).
     pub(super) fn on_token_refreshed(&mut self, expires_in_ms: u64) {
+        let Some(sent) = self.session.as_mut().and_then(|s| s.refresh_sent.take()) else {
+            debug!("token_refreshed without a refresh_token out; ignored");
+            return;
+        };
+        self.token_digest = Some(sent);
         info!(expires_in_s = expires_in_ms / 1000, "token refreshed");
         self.plan_refresh(Duration::from_millis(expires_in_ms));
     }
 
-    /// An `error` answering `refresh_token`: the old token still ends the connection.
+    /// An `error` answering `refresh_token`: the current token still ends the connection
+    /// unless a later try (after a refusal for load) gets through.
     pub(super) fn on_refresh_refused(&mut self, error: &ErrorData) {
+        if let Some(session) = self.session.as_mut() {
+            session.refresh_sent = None;
+        }
         self.report(TetherError::new(
             ErrorKind::Auth,
             format!(
-                "the gateway refused the refreshed token ({}): {}; the connection ends when \
-                 the current token runs out, then reconnects with a fresh one",
+                "the gateway refused the refreshed token ({}): {}; unless a later refresh \
+                 gets through, the connection ends when the current token runs out and \
+                 reconnects with a fresh one",
                 error.code, error.message
             ),
         ));
+        if matches!(error.code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
+            self.refresh_later();
+        }
     }
 }
 

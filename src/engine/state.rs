@@ -302,12 +302,16 @@ impl Machine {
                 }
             }
             Event::SignedOut => {
-                if self.status == ConnectionStatus::Connecting {
+                // Before connecting, or when asked for a refresh during a session (which
+                // then ends at once rather than when its token runs out).
+                let connected = self.status == ConnectionStatus::Connected;
+                if connected || self.status == ConnectionStatus::Connecting {
                     let reason = "signed out: the token provider returned no token".to_string();
-                    out.extend([
-                        Action::CancelRetry,
-                        Action::ReportError(ErrorKind::Auth, reason.clone()),
-                    ]);
+                    out.push(Action::CancelRetry);
+                    if connected {
+                        out.push(Action::CloseSocket(close::NORMAL));
+                    }
+                    out.push(Action::ReportError(ErrorKind::Auth, reason.clone()));
                     self.status = ConnectionStatus::Failed { reason };
                 }
             }

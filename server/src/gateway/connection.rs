@@ -556,7 +556,12 @@ impl Connection {
             if let Some(id) = &app_id {
                 self.hold_order(id, ErrorCode::RateLimited);
             }
-            return Ok(vec![error_frame(ErrorCode::RateLimited, text, app_id)]);
+            // A refused refresh_token is named, so the client can tell and try again.
+            let reference = match &message {
+                ClientMessage::RefreshToken { .. } => Some("refresh_token".to_owned()),
+                _ => app_id,
+            };
+            return Ok(vec![error_frame(ErrorCode::RateLimited, text, reference)]);
         }
         // Order of app messages: once one was refused with a retryable code, later ones on
         // this connection wait until it comes again, so none is stored before it.
@@ -699,6 +704,12 @@ impl Connection {
             counter!("tether_token_refreshes_total", "outcome" => "refused").increment(1);
             ServerMessage::error(code, message, Some("refresh_token".into()))
         };
+        if self.cell.close_requested().is_some() {
+            return refused(
+                ErrorCode::TokenExpired,
+                "the connection is closing already".into(),
+            );
+        }
         let claims = match self.shared.verifier.verify(token) {
             Ok(claims) => claims,
             Err(TokenError::Expired) => {
@@ -741,6 +752,13 @@ impl Connection {
             }
         }
         let deadline = token_deadline_ms(&claims, self.shared.config.jwt.leeway_s);
+        if deadline <= self.cell.expires_at() {
+            // Taking it would only shorten the connection (an older or the same token).
+            return refused(
+                ErrorCode::InvalidToken,
+                "the new token expires no later than the current one".into(),
+            );
+        }
         self.cell.expire_at(deadline);
         self.grant.rooms = claims.rooms.map(Vec::into_boxed_slice);
         counter!("tether_token_refreshes_total", "outcome" => "accepted").increment(1);

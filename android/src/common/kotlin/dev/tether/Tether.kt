@@ -172,6 +172,8 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
                 throw TokenException.Failed(e.message ?: "cancelled")
             } catch (e: TokenException) {
                 throw e
+            } catch (e: VirtualMachineError) {
+                throw e // out of memory, stack overflow: not the provider's answer
             } catch (e: Throwable) {
                 throw TokenException.Failed(e.message ?: e.javaClass.name)
             }
