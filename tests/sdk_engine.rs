@@ -900,19 +900,23 @@ fn established_expiring(token_ms: u64) -> String {
     )
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_token_is_refreshed_on_the_open_connection_before_it_runs_out() {
+/// A session whose gateway announced `token_ms` for its token; the provider answers
+/// `answers` in turn (then the last one again).
+async fn expiring_session(answers: &[Option<&str>], token_ms: u64) -> (Harness, FakeSocket) {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = Tokens::script(vec![
-        Some("first".into()),
-        Some("second".into()),
-        Some("third".into()),
-    ]);
+    let tokens = Tokens::script(answers.iter().map(|a| a.map(str::to_owned)).collect());
     let mut h = start_with(config(&dir), dir, tokens);
     h.client.connect();
-    let mut socket = h.socket().await;
+    let socket = h.socket().await;
+    socket.send(&established_expiring(token_ms)).await;
+    (h, socket)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_is_refreshed_on_the_open_connection_before_it_runs_out() {
     let started = Instant::now();
-    socket.send(&established_expiring(100_000)).await;
+    let (mut h, mut socket) =
+        expiring_session(&[Some("first"), Some("second"), Some("third")], 100_000).await;
     h.status(|s| *s == ConnectionStatus::Connected).await;
     // A fifth of the 100 s left before the deadline.
     let refresh = socket.next_of("refresh_token").await;
@@ -931,16 +935,8 @@ async fn a_token_is_refreshed_on_the_open_connection_before_it_runs_out() {
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_refresh_is_reported_and_the_expiry_reconnects_with_a_fresh_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = Tokens::script(vec![
-        Some("first".into()),
-        Some("other-user".into()),
-        Some("fresh".into()),
-    ]);
-    let mut h = start_with(config(&dir), dir, tokens);
-    h.client.connect();
-    let mut socket = h.socket().await;
-    socket.send(&established_expiring(10_000)).await;
+    let (mut h, mut socket) =
+        expiring_session(&[Some("first"), Some("other-user"), Some("fresh")], 10_000).await;
     let refresh = socket.next_of("refresh_token").await;
     assert_eq!(refresh["data"]["token"], "other-user");
     socket
@@ -982,11 +978,8 @@ async fn a_gateway_that_announces_no_expiry_gets_no_refresh() {
 
 #[tokio::test(start_paused = true)]
 async fn a_provider_that_hands_back_the_same_token_is_asked_a_few_times_and_nothing_is_sent() {
-    let mut h = start();
-    h.client.connect();
-    let mut socket = h.socket().await;
     let started = Instant::now();
-    socket.send(&established_expiring(100_000)).await;
+    let (h, mut socket) = expiring_session(&[Some("same")], 100_000).await;
     // Asked at 80 s, then halfway to the deadline each time while 2 s or more are left:
     // 90, 95, 97.5 and 98.75 s.
     tokio::time::sleep(Duration::from_millis(99_900)).await;
@@ -1000,12 +993,7 @@ async fn a_provider_that_hands_back_the_same_token_is_asked_a_few_times_and_noth
 
 #[tokio::test(start_paused = true)]
 async fn signing_out_during_a_session_ends_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = Tokens::script(vec![Some("first".into()), None]);
-    let mut h = start_with(config(&dir), dir, tokens);
-    h.client.connect();
-    let mut socket = h.socket().await;
-    socket.send(&established_expiring(100_000)).await;
+    let (mut h, mut socket) = expiring_session(&[Some("first"), None], 100_000).await;
     h.status(|s| matches!(s, ConnectionStatus::Failed { .. }))
         .await;
     loop {
@@ -1023,11 +1011,8 @@ async fn signing_out_during_a_session_ends_it() {
 
 #[tokio::test(start_paused = true)]
 async fn a_token_refreshed_that_answers_nothing_is_ignored() {
-    let mut h = start();
-    h.client.connect();
-    let socket = h.socket().await;
     let started = Instant::now();
-    socket.send(&established_expiring(100_000)).await;
+    let (mut h, socket) = expiring_session(&[Some("first")], 100_000).await;
     h.status(|s| *s == ConnectionStatus::Connected).await;
     socket
         .send(r#"{"type":"token_refreshed","data":{"expiresIn":5000}}"#)
