@@ -1,4 +1,4 @@
-// swift-tools-version:5.9
+// swift-tools-version:5.10
 // The Tether Swift package: the generated bindings (Sources/Tether/Generated, written by
 // build-xcframework.sh) and the Swift wrapper in one module, `Tether`, over the Rust
 // static library packaged as TetherFFI.xcframework (also from build-xcframework.sh).
