@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tether::engine::backoff::Backoff;
-use tether::transport::{ConnectError, Incoming, Outgoing};
+use tether::transport::{ConnectError, Outgoing};
 use tether::{
     AppState, ClientConfig, ConnectionStatus, ErrorKind, NetworkKind, NetworkState, StartOptions,
     TetherClient, TetherError,
@@ -242,11 +242,7 @@ async fn close_4001_asks_for_a_fresh_token_and_reconnects_at_once() {
     let socket = h.connected(30_000).await;
     assert_eq!(socket.request.token, "old");
     let closed_at = Instant::now();
-    socket
-        .to_client
-        .send(Incoming::Closed(Some(4001)))
-        .await
-        .unwrap();
+    socket.close(Some(4001)).await;
     let next = h.socket().await;
     assert_eq!(next.request.token, "fresh");
     assert_eq!(next.at, closed_at, "no backoff before the fresh attempt");
@@ -311,11 +307,7 @@ async fn replaced_or_kicked_connections_stay_down() {
         let mut h = start();
         h.client.connect();
         let socket = h.connected(30_000).await;
-        socket
-            .to_client
-            .send(Incoming::Closed(Some(code)))
-            .await
-            .unwrap();
+        socket.close(Some(code)).await;
         h.status(|s| *s == ConnectionStatus::Disconnected).await;
         tokio::time::sleep(LONG).await;
         assert_eq!(h.gateway.attempt_times().len(), 1, "{code}");
@@ -329,11 +321,7 @@ async fn a_restarting_node_is_rejoined_within_the_base_delay() {
     h.client.connect();
     let socket = h.connected(30_000).await;
     let closed_at = Instant::now();
-    socket
-        .to_client
-        .send(Incoming::Closed(Some(1012)))
-        .await
-        .unwrap();
+    socket.close(Some(1012)).await;
     let next = h.socket().await;
     assert!(next.at - closed_at <= Duration::from_millis(500));
 }
@@ -417,7 +405,7 @@ async fn queued_messages_are_resent_in_order_after_a_reconnect_until_acked() {
         .await;
     wait_for(&mut h.seen, LONG, |s| *s == Seen::Ack(ids[0].clone())).await;
     // The socket dies before the other acks.
-    socket.to_client.send(Incoming::Closed(None)).await.unwrap();
+    socket.close(None).await;
     let mut socket = h.connected(30_000).await;
     let again = [socket.next_of("chat").await, socket.next_of("chat").await];
     assert_eq!(again[0]["id"], ids[1].as_str());
@@ -538,11 +526,7 @@ async fn inbox_messages_arrive_once_and_the_cursor_follows_the_listener() {
     assert_eq!(h.client.stats().duplicates_dropped, 2);
     assert_eq!(h.client.last_message().unwrap().id, "r1");
     // The next connection resumes after the cursor.
-    socket
-        .to_client
-        .send(Incoming::Closed(Some(1012)))
-        .await
-        .unwrap();
+    socket.close(Some(1012)).await;
     let next = h.socket().await;
     assert_eq!(query(&next.request, "since").as_deref(), Some("3"));
 }
@@ -564,11 +548,7 @@ async fn rooms_are_joined_again_after_every_reconnect() {
         socket.next_of("leave_room").await["data"]["room"],
         "orders:1"
     );
-    socket
-        .to_client
-        .send(Incoming::Closed(Some(1012)))
-        .await
-        .unwrap();
+    socket.close(Some(1012)).await;
     let mut socket = h.connected(600_000).await;
     assert_eq!(socket.next_of("join_room").await["data"]["room"], "lobby");
     assert!(h.client.join_room("bad room".into()).is_err());
@@ -661,11 +641,7 @@ async fn a_gateway_inbox_that_restarted_below_the_cursor_is_followed() {
             .await;
     }
     while socket.next_of("ack").await["data"]["seq"] != 3 {}
-    socket
-        .to_client
-        .send(Incoming::Closed(Some(1012)))
-        .await
-        .unwrap();
+    socket.close(Some(1012)).await;
     let mut socket = h.connected(600_000).await;
     assert_eq!(query(&socket.request, "since").as_deref(), Some("3"));
     // A wiped inbox counts from 1 again: below `since`, which no healthy gateway sends.
@@ -892,14 +868,6 @@ async fn shutdown_cancels_a_token_call_in_flight() {
     assert_eq!(tokens.calls(), 1);
 }
 
-/// `connection_established` from a gateway that ends the session for its token in
-/// `token_ms` unless it receives `refresh_token`.
-fn established_expiring(token_ms: u64) -> String {
-    format!(
-        r#"{{"type":"connection_established","data":{{"connectionId":"c","serverId":"s","userId":"u","app":"a","userType":"customer","heartbeatInterval":600000,"replayFrom":null,"replayCount":0,"tokenExpiresIn":{token_ms}}}}}"#
-    )
-}
-
 /// A session whose gateway announced `token_ms` for its token; the provider answers
 /// `answers` in turn (then the last one again).
 async fn expiring_session(answers: &[Option<&str>], token_ms: u64) -> (Harness, FakeSocket) {
@@ -908,7 +876,7 @@ async fn expiring_session(answers: &[Option<&str>], token_ms: u64) -> (Harness, 
     let mut h = start_with(config(&dir), dir, tokens);
     h.client.connect();
     let socket = h.socket().await;
-    socket.send(&established_expiring(token_ms)).await;
+    socket.establish_expiring(600_000, Some(token_ms)).await;
     (h, socket)
 }
 
@@ -949,11 +917,7 @@ async fn a_refused_refresh_is_reported_and_the_expiry_reconnects_with_a_fresh_to
     .await;
     assert_eq!(h.client.status(), ConnectionStatus::Connected);
     // The deadline passes: the gateway closes with 4001, the client reconnects at once.
-    socket
-        .to_client
-        .send(Incoming::Closed(Some(4001)))
-        .await
-        .unwrap();
+    socket.close(Some(4001)).await;
     let next = h.socket().await;
     assert_eq!(next.request.token, "fresh");
 }

@@ -596,12 +596,19 @@ impl Hub {
         users.chain(apps).chain(rooms).collect()
     }
 
-    /// Every local connection with its identity (to refresh registry leases).
+    /// Every local connection with its identity (to release registry leases).
     pub fn connections(&self) -> Vec<(ConnId, ConnInfo)> {
+        self.connections_where(|_| true)
+    }
+
+    /// The local connections whose number `keep` accepts, with their identity (to
+    /// refresh a slice of the registry leases without copying every connection's).
+    pub fn connections_where(&self, keep: impl Fn(ConnId) -> bool) -> Vec<(ConnId, ConnInfo)> {
         self.state
             .read()
             .conns
             .iter()
+            .filter(|(id, _)| keep(**id))
             .map(|(id, e)| (*id, e.member.info().clone()))
             .collect()
     }

@@ -224,10 +224,25 @@ impl FakeSocket {
     }
 
     pub async fn establish(&self, heartbeat_ms: u64) {
+        self.establish_expiring(heartbeat_ms, None).await;
+    }
+
+    /// `connection_established`, announcing `token_ms` until the gateway would end the
+    /// session for its token (as gateways with `refresh_token` do) when given.
+    pub async fn establish_expiring(&self, heartbeat_ms: u64, token_ms: Option<u64>) {
+        let expiry = token_ms.map_or(String::new(), |ms| format!(r#","tokenExpiresIn":{ms}"#));
         self.send(&format!(
-            r#"{{"type":"connection_established","data":{{"connectionId":"c","serverId":"s","userId":"u","app":"a","userType":"customer","heartbeatInterval":{heartbeat_ms},"replayFrom":null,"replayCount":0}}}}"#
+            r#"{{"type":"connection_established","data":{{"connectionId":"c","serverId":"s","userId":"u","app":"a","userType":"customer","heartbeatInterval":{heartbeat_ms},"replayFrom":null,"replayCount":0{expiry}}}}}"#
         ))
         .await;
+    }
+
+    /// The gateway ends the socket: with a close `code`, or without a close frame.
+    pub async fn close(&self, code: Option<u16>) {
+        self.to_client
+            .send(Incoming::Closed(code))
+            .await
+            .expect("client gone");
     }
 
     /// The next text frame the client sent, decoded.

@@ -149,9 +149,8 @@ async fn refresh_leases(inner: &Inner, slice: Slice) -> bool {
     let lease_ms = inner.settings.lease_ms;
     let leases: Vec<(String, String, String)> = inner
         .hub
-        .connections()
+        .connections_where(|id| slice.holds(id))
         .into_iter()
-        .filter(|(id, _)| slice.holds(*id))
         .map(|(id, info)| {
             (
                 keys::user(&info.app, &info.user).conns,
