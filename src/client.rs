@@ -8,6 +8,7 @@ use crate::engine::state::ConnectionStatus;
 use crate::engine::{self, dispatch, wall_ms, Command, Engine, Parts, Snapshot};
 use crate::error::{Error, TetherError, TetherResult};
 use crate::lifecycle::{AppState, NetworkState};
+use crate::presence::RoomPresence;
 use crate::queue::{Limits, Outbox, SledStore};
 use crate::runtime;
 use crate::transport::{Connector, WsConnector};
@@ -123,6 +124,23 @@ impl TetherClient {
         names::validate_room(&room).map_err(|e| Error::Message(e.to_string()))?;
         self.command(Command::JoinRoom(room));
         Ok(())
+    }
+
+    /// Who is in a room this client has joined, on every gateway node. Needs an open
+    /// connection (`Network` at once otherwise) and a valid room name (`InvalidMessage`);
+    /// the gateway refuses rooms the connection is not in (`Auth`: join the room first).
+    /// Calls for the same room at the same time share one request. Fails with `Network`
+    /// when the connection drops or no answer comes within 10 s.
+    pub async fn room_presence(&self, room: String) -> TetherResult<RoomPresence> {
+        names::validate_room(&room).map_err(|e| Error::Message(e.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::RoomPresence { room, reply })
+            .map_err(|_| Error::Shutdown)?;
+        match answer.await {
+            Ok(result) => result.map(Into::into).map_err(Into::into),
+            Err(_) => Err(Error::Shutdown.into()),
+        }
     }
 
     /// Leaves a room and stops re-joining it.

@@ -412,3 +412,54 @@ async fn a_killed_gateway_is_noticed_without_a_close_frame() {
     s.until(|st| *st == ConnectionStatus::Disconnected).await;
     s.client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_presence_lists_everyone_in_the_room() {
+    let backend = Backend::start(|_| {}).await;
+    let a = sdk(
+        &backend.ws_url(),
+        "phone-a",
+        Tokens::fixed(&Backend::token("alice", 3600)),
+    );
+    let b = sdk(
+        &backend.ws_url(),
+        "phone-b",
+        Tokens::fixed(&Backend::token("bob", 3600)),
+    );
+    for s in [&a, &b] {
+        s.client.join_room("lobby".into()).unwrap();
+        s.client.connect();
+        s.connected().await;
+    }
+    // The joins go out right after connecting: ask until the gateway counts both.
+    let presence = tokio::time::timeout(WAIT, async {
+        loop {
+            let presence = a.client.room_presence("lobby".into()).await.unwrap();
+            if presence.users == 2 {
+                return presence;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("both users in the room");
+    assert_eq!(presence.room, "lobby");
+    assert_eq!(presence.connections, 2);
+    assert!(!presence.truncated);
+    let members: Vec<(&str, u32)> = presence
+        .members
+        .iter()
+        .map(|m| (m.user_id.as_str(), m.connections))
+        .collect();
+    assert_eq!(members, [("alice", 1), ("bob", 1)]);
+    // Only members see who is in a room.
+    let e = b
+        .client
+        .room_presence("elsewhere".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), tether::ErrorKind::Auth);
+    assert!(e.message().contains("join the room first"), "{e}");
+    a.client.shutdown().await;
+    b.client.shutdown().await;
+}

@@ -987,3 +987,173 @@ async fn a_token_refreshed_that_answers_nothing_is_ignored() {
     }
     assert!(started.elapsed() >= Duration::from_secs(80));
 }
+
+/// The gateway's `room_presence` answer for `room`: two users, one on two devices.
+fn presence_frame(room: &str) -> String {
+    format!(
+        r#"{{"type":"room_presence","data":{{"room":"{room}","users":2,"connections":3,"members":[{{"userId":"u1","userType":"customer","connections":2}},{{"userId":"u2","userType":"driver","connections":1}}],"truncated":false}},"ts":5}}"#
+    )
+}
+
+/// The `room_presence` requests the client sent that are still unread.
+fn presence_requests_left(socket: &mut FakeSocket) -> usize {
+    let mut n = 0;
+    while let Ok(out) = socket.from_client.try_recv() {
+        if let Outgoing::Text(text) = out {
+            n += usize::from(text.contains(r#""type":"room_presence""#));
+        }
+    }
+    n
+}
+
+#[tokio::test(start_paused = true)]
+async fn room_presence_returns_the_gateway_answer() {
+    let mut h = start();
+    h.client.join_room("lobby".into()).unwrap();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    socket.next_of("join_room").await;
+    let (presence, request) = tokio::join!(h.client.room_presence("lobby".into()), async {
+        let request = socket.next_of("room_presence").await;
+        socket.send(&presence_frame("lobby")).await;
+        request
+    });
+    assert_eq!(request["data"]["room"], "lobby");
+    assert!(request["id"].is_string(), "{request}");
+    let presence = presence.unwrap();
+    assert_eq!(presence.room, "lobby");
+    assert_eq!((presence.users, presence.connections), (2, 3));
+    assert!(!presence.truncated);
+    let members: Vec<(&str, &str, u32)> = presence
+        .members
+        .iter()
+        .map(|m| (m.user_id.as_str(), m.user_type.as_str(), m.connections))
+        .collect();
+    assert_eq!(members, [("u1", "customer", 2), ("u2", "driver", 1)]);
+    // An answer nobody asked for changes nothing.
+    socket.send(&presence_frame("lobby")).await;
+    assert_eq!(h.client.status(), ConnectionStatus::Connected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_room_presence_calls_share_one_request() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let (a, b, ()) = tokio::join!(
+        h.client.room_presence("lobby".into()),
+        h.client.room_presence("lobby".into()),
+        async {
+            socket.next_of("room_presence").await;
+            // The clock only moves once the engine is idle: both calls are in by then.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(presence_requests_left(&mut socket), 0, "one request");
+            socket.send(&presence_frame("lobby")).await;
+        }
+    );
+    assert_eq!(a.unwrap(), b.unwrap());
+    // Once answered, the next call asks again, with a new id.
+    let (c, ids) = tokio::join!(h.client.room_presence("lobby".into()), async {
+        let request = socket.next_of("room_presence").await;
+        socket.send(&presence_frame("lobby")).await;
+        request["id"].clone()
+    });
+    assert_eq!(c.unwrap().users, 2);
+    assert!(ids.is_string());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_room_presence_fails_the_call_with_the_gateways_reason() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let (result, ()) = tokio::join!(h.client.room_presence("vip".into()), async {
+        let request = socket.next_of("room_presence").await;
+        let id = request["id"].as_str().unwrap();
+        // An error about something else first: the call keeps waiting.
+        socket
+            .send(r#"{"type":"error","data":{"code":"forbidden","message":"no","ref":"join-9"}}"#)
+            .await;
+        socket
+            .send(&format!(
+                r#"{{"type":"error","data":{{"code":"forbidden","message":"not in room vip","ref":"{id}"}}}}"#
+            ))
+            .await;
+    });
+    let e = result.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth);
+    assert!(e.message().contains("join the room first"), "{e}");
+    assert!(e.message().contains("not in room vip"), "{e}");
+    // A passing refusal is a Protocol error the app may retry.
+    let (result, ()) = tokio::join!(h.client.room_presence("vip".into()), async {
+        let request = socket.next_of("room_presence").await;
+        let id = request["id"].as_str().unwrap();
+        socket
+            .send(&format!(
+                r#"{{"type":"error","data":{{"code":"rate_limited","message":"slow down","ref":"{id}"}}}}"#
+            ))
+            .await;
+    });
+    let e = result.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Protocol);
+    assert!(e.message().contains("rate_limited"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_connection_fails_pending_room_presence_calls() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let (a, b, ()) = tokio::join!(
+        h.client.room_presence("lobby".into()),
+        h.client.room_presence("orders:1".into()),
+        async {
+            socket.next_of("room_presence").await;
+            socket.next_of("room_presence").await;
+            socket.close(Some(1012)).await;
+        }
+    );
+    for e in [a.unwrap_err(), b.unwrap_err()] {
+        assert_eq!(e.kind(), ErrorKind::Network);
+        assert!(e.message().contains("connection closed"), "{e}");
+    }
+    // The next session answers again.
+    let mut socket = h.connected(600_000).await;
+    let (presence, ()) = tokio::join!(h.client.room_presence("lobby".into()), async {
+        socket.next_of("room_presence").await;
+        socket.send(&presence_frame("lobby")).await;
+    });
+    assert_eq!(presence.unwrap().room, "lobby");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_room_presence_times_out_after_ten_seconds() {
+    let mut h = start();
+    h.client.connect();
+    let _socket = h.connected(600_000).await;
+    let asked = Instant::now();
+    let e = h.client.room_presence("lobby".into()).await.unwrap_err();
+    assert_eq!(asked.elapsed(), Duration::from_secs(10));
+    assert_eq!(e.kind(), ErrorKind::Network);
+    assert!(e.message().contains("within 10 s"), "{e}");
+    assert_eq!(h.client.status(), ConnectionStatus::Connected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn room_presence_fails_at_once_when_not_connected_or_the_room_is_invalid() {
+    let h = start();
+    let asked = Instant::now();
+    let e = h.client.room_presence("lobby".into()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Network);
+    assert!(e.message().contains("not connected"), "{e}");
+    let e = h
+        .client
+        .room_presence("no spaces".into())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidMessage);
+    assert_eq!(asked.elapsed(), Duration::ZERO, "nothing waited");
+    h.client.shutdown().await;
+    let e = h.client.room_presence("lobby".into()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Shutdown);
+}

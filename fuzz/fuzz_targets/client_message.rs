@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match &message {
-        ClientMessage::JoinRoom { room, id } | ClientMessage::LeaveRoom { room, id } => {
+        ClientMessage::JoinRoom { room, id }
+        | ClientMessage::LeaveRoom { room, id }
+        | ClientMessage::RoomPresence { room, id } => {
             assert!(names::validate_room(room).is_ok(), "accepted room {room:?}");
             if let Some(id) = id {
                 assert!(names::validate_id(id).is_ok(), "accepted id {id:?}");

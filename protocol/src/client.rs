@@ -19,7 +19,14 @@ pub const RESERVED_TYPES: [&str; 6] = [
 ];
 
 /// Types a client sends as requests to the gateway, never as app messages.
-pub const CONTROL_TYPES: [&str; 5] = ["ping", "join_room", "leave_room", "ack", "refresh_token"];
+pub const CONTROL_TYPES: [&str; 6] = [
+    "ping",
+    "join_room",
+    "leave_room",
+    "room_presence",
+    "ack",
+    "refresh_token",
+];
 
 /// Whether a type is reserved for the server.
 pub fn is_reserved(kind: &str) -> bool {
@@ -43,6 +50,13 @@ pub enum ClientMessage {
     },
     /// `leave_room`.
     LeaveRoom {
+        /// A valid room name.
+        room: String,
+        /// Optional id, as for `join_room`.
+        id: Option<String>,
+    },
+    /// `room_presence`: who is in a room the connection is in.
+    RoomPresence {
         /// A valid room name.
         room: String,
         /// Optional id, as for `join_room`.
@@ -204,7 +218,7 @@ impl ClientMessage {
                 };
                 Ok(ClientMessage::Ping { ts })
             }
-            "join_room" | "leave_room" => {
+            "join_room" | "leave_room" | "room_presence" => {
                 let RoomData { room } =
                     data_as::<RoomData>(&envelope, "{\"room\": \"<name>\"}", &reference)?;
                 if let Err(e) = names::validate_room(&room) {
@@ -224,10 +238,10 @@ impl ClientMessage {
                         ));
                     }
                 }
-                Ok(if envelope.kind == "join_room" {
-                    ClientMessage::JoinRoom { room, id }
-                } else {
-                    ClientMessage::LeaveRoom { room, id }
+                Ok(match envelope.kind.as_str() {
+                    "join_room" => ClientMessage::JoinRoom { room, id },
+                    "leave_room" => ClientMessage::LeaveRoom { room, id },
+                    _ => ClientMessage::RoomPresence { room, id },
                 })
             }
             "ack" => {
@@ -301,6 +315,11 @@ impl ClientMessage {
             }
             ClientMessage::LeaveRoom { room, id } => {
                 envelope = Envelope::new("leave_room");
+                envelope.id = id.clone();
+                envelope.data = Some(to_raw(&Room { room }));
+            }
+            ClientMessage::RoomPresence { room, id } => {
+                envelope = Envelope::new("room_presence");
                 envelope.id = id.clone();
                 envelope.data = Some(to_raw(&Room { room }));
             }
@@ -415,6 +434,15 @@ mod tests {
             ClientMessage::parse(r#"{"type":"ack","data":{"seq":42}}"#),
             Ok(ClientMessage::Ack { seq: 42 })
         );
+        let presence = ClientMessage::RoomPresence {
+            room: "lobby".into(),
+            id: Some("p1".into()),
+        };
+        assert_eq!(
+            presence.to_json(),
+            r#"{"type":"room_presence","id":"p1","data":{"room":"lobby"}}"#
+        );
+        assert_eq!(ClientMessage::parse(&presence.to_json()), Ok(presence));
         let refresh = ClientMessage::RefreshToken {
             token: Token("a.b.c".into()),
         };
@@ -458,6 +486,14 @@ mod tests {
         );
         assert_eq!(
             rejected_code(r#"{"type":"join_room","data":{"room":""}}"#),
+            ErrorCode::InvalidRoom
+        );
+        assert_eq!(
+            rejected_code(r#"{"type":"room_presence","data":{}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            rejected_code(r#"{"type":"room_presence","data":{"room":"a*"}}"#),
             ErrorCode::InvalidRoom
         );
         assert_eq!(
@@ -537,6 +573,11 @@ mod tests {
                 proptest::option::of("[!-~]{1,64}")
             )
                 .prop_map(|(room, id)| ClientMessage::LeaveRoom { room, id }),
+            (
+                "[A-Za-z0-9._:-]{1,128}",
+                proptest::option::of("[!-~]{1,64}")
+            )
+                .prop_map(|(room, id)| ClientMessage::RoomPresence { room, id }),
             any::<u64>().prop_map(|seq| ClientMessage::Ack { seq }),
             "[!-~]{1,200}".prop_map(|token| ClientMessage::RefreshToken {
                 token: Token(token)

@@ -42,6 +42,41 @@ pub struct TokenRefreshed {
     pub expires_in: u64,
 }
 
+/// Data of `room_presence` (the answer to the client request of that name) and of
+/// `GET /v1/presence`: who is in a room, on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomPresence {
+    /// The room.
+    pub room: String,
+    /// Distinct users in the room.
+    pub users: u64,
+    /// Connections in the room (a user may be in it from several devices).
+    pub connections: u64,
+    /// The users, ordered by user id; at most [`RoomPresence::MAX_MEMBERS`] of them.
+    pub members: Vec<PresenceMember>,
+    /// Whether `members` stops short of `users`.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+impl RoomPresence {
+    /// Members listed at most; `users` and `connections` always count everyone.
+    pub const MAX_MEMBERS: usize = 1000;
+}
+
+/// One user in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceMember {
+    /// The user (the token's `sub`).
+    pub user_id: String,
+    /// The user's type (the token's `type`).
+    pub user_type: String,
+    /// The user's connections in the room.
+    pub connections: u32,
+}
+
 /// Data of `pong`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -101,6 +136,8 @@ pub enum ServerMessage {
     },
     /// `refresh_token` was accepted: the connection now lives by the new token.
     TokenRefreshed(TokenRefreshed),
+    /// Answer to `room_presence`.
+    RoomPresence(RoomPresence),
     /// A request failed.
     Error(ErrorData),
     /// A message published by the backend (to the user, a room or the app).
@@ -168,6 +205,10 @@ impl ServerMessage {
             "token_refreshed" if envelope.id.is_none() && envelope.seq.is_none() => {
                 ServerMessage::TokenRefreshed(data(&envelope)?)
             }
+            // As above: a backend message of this type carries an id.
+            "room_presence" if envelope.id.is_none() && envelope.seq.is_none() => {
+                ServerMessage::RoomPresence(data(&envelope)?)
+            }
             "error" => ServerMessage::Error(data(&envelope)?),
             _ => ServerMessage::Published(envelope),
         })
@@ -206,6 +247,7 @@ impl ServerMessage {
                 control("room_left", to_raw(&RoomData { room: room.clone() }))
             }
             ServerMessage::TokenRefreshed(t) => control("token_refreshed", to_raw(t)),
+            ServerMessage::RoomPresence(p) => control("room_presence", to_raw(p)),
             ServerMessage::Error(e) => control("error", to_raw(e)),
             ServerMessage::Published(envelope) => envelope.to_json(),
         }
@@ -268,6 +310,43 @@ mod tests {
         );
         // A published message that happens to use the type stays a published message.
         let published = r#"{"type":"token_refreshed","id":"m1","data":{"expiresIn":1},"ts":9}"#;
+        assert!(matches!(
+            ServerMessage::parse(published),
+            Ok(ServerMessage::Published(_))
+        ));
+    }
+
+    #[test]
+    fn room_presence_lists_members_in_camel_case() {
+        let presence = RoomPresence {
+            room: "lobby".into(),
+            users: 2,
+            connections: 3,
+            members: vec![
+                PresenceMember {
+                    user_id: "u1".into(),
+                    user_type: "customer".into(),
+                    connections: 2,
+                },
+                PresenceMember {
+                    user_id: "u2".into(),
+                    user_type: "driver".into(),
+                    connections: 1,
+                },
+            ],
+            truncated: false,
+        };
+        let frame = ServerMessage::RoomPresence(presence.clone()).encode(5);
+        assert_eq!(
+            frame,
+            r#"{"type":"room_presence","data":{"room":"lobby","users":2,"connections":3,"members":[{"userId":"u1","userType":"customer","connections":2},{"userId":"u2","userType":"driver","connections":1}],"truncated":false},"ts":5}"#
+        );
+        assert_eq!(
+            ServerMessage::parse(&frame),
+            Ok(ServerMessage::RoomPresence(presence))
+        );
+        // A backend message of that type has an id: it stays a published message.
+        let published = r#"{"type":"room_presence","id":"m1","room":"lobby","data":{},"ts":9}"#;
         assert!(matches!(
             ServerMessage::parse(published),
             Ok(ServerMessage::Published(_))

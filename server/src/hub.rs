@@ -613,6 +613,32 @@ impl Hub {
             .collect()
     }
 
+    /// Who is in a room on this node: each local member's number, user and user type.
+    pub fn room_members(&self, app: &str, room: &str) -> Vec<(ConnId, Arc<str>, Arc<str>)> {
+        let key: Key = (Arc::from(app), Arc::from(room));
+        self.state
+            .read()
+            .rooms
+            .get(&key)
+            .map_or_else(Vec::new, |members| {
+                members
+                    .iter()
+                    .map(|(id, m)| (*id, m.info().user.clone(), m.info().user_type.clone()))
+                    .collect()
+            })
+    }
+
+    /// The (app, room) pairs with members on this node that `keep` accepts.
+    pub fn rooms_where(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<(Arc<str>, Arc<str>)> {
+        self.state
+            .read()
+            .rooms
+            .keys()
+            .filter(|(app, room)| keep(app, room))
+            .cloned()
+            .collect()
+    }
+
     /// Counts for `/v1/stats`.
     pub fn stats(&self) -> LocalStats {
         let state = self.state.read();

@@ -20,6 +20,7 @@ use tether_protocol::api::{
     Health, InboundPage, Kicked, SendToApp, SendToRoom, SendToUser, SentToApp, SentToRoom,
     SentToUser, Stats,
 };
+use tether_protocol::server::RoomPresence;
 use tether_server::api::{endpoints, openapi::DOCUMENT, Access};
 
 const METHODS: [&str; 8] = [
@@ -433,6 +434,7 @@ fn every_example_fits_its_schema_and_the_protocol_types() {
     round_trips::<Kicked>(&ok("/v1/connections", "delete"), "Kicked");
     round_trips::<InboundPage>(&ok("/v1/inbound", "get"), "InboundPage");
     round_trips::<Stats>(&ok("/v1/stats", "get"), "Stats");
+    round_trips::<RoomPresence>(&ok("/v1/presence", "get"), "RoomPresence");
     round_trips::<Health>(
         &example("/paths/~1health/get/responses/503/content/application~1json/example"),
         "Health",
@@ -600,6 +602,39 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
         assert_eq!(answer.status, 400, "{query}");
     }
 
+    // Presence: alice is in orders:1 from one of her two connections; nobody in lobby.
+    let answer = caller
+        .query_checked(
+            Method::GET,
+            &format!("/v1/presence?app={APP}&room=orders:1"),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body,
+        json!({"room": "orders:1", "users": 1, "connections": 1, "truncated": false,
+               "members": [{"userId": "alice", "userType": "customer", "connections": 1}]})
+    );
+    let answer = caller
+        .query_checked(Method::GET, &format!("/v1/presence?app={APP}&room=lobby"))
+        .await;
+    assert_eq!(
+        (answer.status, answer.body["users"].clone()),
+        (200, json!(0))
+    );
+    for query in [
+        "",
+        "?app=shop",
+        "?room=lobby",
+        "?app=bad%20app&room=lobby",
+        "?app=shop&room=a%20b",
+    ] {
+        let answer = caller
+            .query_checked(Method::GET, &format!("/v1/presence{query}"))
+            .await;
+        assert_eq!(answer.status, 400, "{query}");
+    }
+
     // Stats.
     let answer = caller.admin(Method::GET, "/v1/stats", None).await;
     assert_eq!(answer.status, 200);
@@ -703,6 +738,7 @@ async fn exercise_redis_down(caller: &Caller<'_>, redis: &mut RedisServer) {
             None,
         ),
         (Method::GET, format!("/v1/inbound?app={APP}"), None),
+        (Method::GET, format!("/v1/presence?app={APP}&room=r"), None),
         (Method::GET, "/v1/stats".to_owned(), None),
     ] {
         let answer = caller.admin(method, &path, body).await;

@@ -130,6 +130,7 @@ impl Engine {
             ServerMessage::TokenRefreshed(refreshed) => {
                 self.on_token_refreshed(refreshed.expires_in);
             }
+            ServerMessage::RoomPresence(presence) => self.on_room_presence(presence),
             ServerMessage::Error(error) => self.on_error_frame(error),
             ServerMessage::Published(envelope) => self.on_published(envelope),
         }

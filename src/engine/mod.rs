@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod heartbeat;
 mod inbound;
 mod outbound;
+pub mod presence;
 mod refresh;
 pub mod rooms;
 pub mod state;
@@ -64,6 +65,13 @@ pub enum Command {
     JoinRoom(String),
     /// `leave_room()`.
     LeaveRoom(String),
+    /// `room_presence()`; answered by the gateway's answer, an error or a timeout.
+    RoomPresence {
+        /// A valid room name.
+        room: String,
+        /// Where the answer goes.
+        reply: presence::Reply,
+    },
     /// `set_network()`.
     Network(NetworkState),
     /// `set_app_state()`.
@@ -187,6 +195,7 @@ pub struct Engine {
     outbox: Outbox,
     inbox: Inbox,
     rooms: rooms::Rooms,
+    presence: presence::Presence,
     connector: Arc<dyn Connector>,
     tokens: Arc<dyn TokenProvider>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -284,6 +293,7 @@ impl Engine {
             outbox,
             inbox,
             rooms: rooms::Rooms::default(),
+            presence: presence::Presence::default(),
             connector,
             tokens,
             commands,
@@ -357,6 +367,7 @@ impl Engine {
             self.grace_at,
             self.stable_at,
             self.sweep_at,
+            self.presence.next_deadline(),
             session.flatten(),
         ])
     }
@@ -423,6 +434,12 @@ impl Engine {
     fn session_ended(&mut self) {
         self.stable_at = None;
         self.snapshot.connected_at = None;
+        // The answers to requests sent on that socket will never come.
+        self.presence.fail_all(|room| {
+            Error::Network(format!(
+                "the connection closed before the gateway answered room_presence for room {room}"
+            ))
+        });
     }
 
     fn drop_session(&mut self) {
@@ -479,6 +496,7 @@ impl Engine {
                     }
                 }
             }
+            Command::RoomPresence { room, reply } => self.ask_presence(room, reply),
             Command::Network(state) => {
                 info!(available = state.available, kind = ?state.kind, "network");
                 self.apply(Event::NetworkChanged {
@@ -491,6 +509,7 @@ impl Engine {
             }
             Command::Shutdown(reply) => {
                 self.shutdown_reply = reply;
+                self.presence.fail_all(|_| Error::Shutdown);
                 self.apply(Event::Shutdown);
             }
         }
@@ -533,6 +552,9 @@ impl Engine {
         }
         if self.sweep_at.is_some_and(|at| at <= now) {
             self.expire_old();
+        }
+        if self.presence.next_deadline().is_some_and(|at| at <= now) {
+            self.presence.expire(now);
         }
         let Some(session) = self.session.as_mut() else {
             return;

@@ -152,6 +152,11 @@ impl Engine {
             self.on_refresh_refused(&error);
             return;
         }
+        if self.presence.refused(&error) {
+            // The call that asked fails with the gateway's reason; nothing to report.
+            debug!(code = %error.code, "room presence refused");
+            return;
+        }
         let queued = error
             .reference
             .as_deref()

@@ -1,7 +1,16 @@
 // @tether/react-native: the useWebSocket() hook over the Tether SDK.
 
-export { TetherStore, TetherException, statusName, toMessage, toException } from './store';
-export type { ConnectionStatusName, ErrorKindName, Message, TetherOptions, TetherSnapshot, TetherStats } from './store';
+export { TetherStore, TetherException, statusName, toMessage, toException, toRoomPresence } from './store';
+export type {
+  ConnectionStatusName,
+  ErrorKindName,
+  Message,
+  PresenceMember,
+  RoomPresence,
+  TetherOptions,
+  TetherSnapshot,
+  TetherStats,
+} from './store';
 export { TetherProvider, useWebSocket } from './useWebSocket';
 export type { UseWebSocket } from './useWebSocket';
 export { watchAppState, watchNetInfo, isForeground, networkKind } from './lifecycle';

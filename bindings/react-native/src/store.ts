@@ -15,6 +15,7 @@ import {
   type ConnectionStatus,
   type EventListener,
   type InboundMessage,
+  type RoomPresence as GeneratedRoomPresence,
   type TetherErrorLike,
   type TokenProvider,
 } from './generated/index';
@@ -62,6 +63,28 @@ export interface TetherSnapshot {
   lastMessage: Message | null;
   /** The last error, as text; cleared when a connection is established. */
   error: string | null;
+}
+
+/** One user in a room. */
+export interface PresenceMember {
+  userId: string;
+  /** The user's type (the token's `type`). */
+  userType: string;
+  /** The user's connections in the room. */
+  connections: number;
+}
+
+/** Who is in a room, on every gateway node (see {@link TetherStore.getRoomPresence}). */
+export interface RoomPresence {
+  room: string;
+  /** Distinct users in the room. */
+  users: number;
+  /** Their connections in the room. */
+  connections: number;
+  /** The users, ordered by user id; at most 1,000 (see `truncated`). */
+  members: PresenceMember[];
+  /** Whether `members` stops short of `users`. */
+  truncated: boolean;
 }
 
 /** Counters and gauges, as numbers. */
@@ -213,6 +236,16 @@ function toStats(s: ClientStats): TetherStats {
   };
 }
 
+export function toRoomPresence(p: GeneratedRoomPresence): RoomPresence {
+  return {
+    room: p.room,
+    users: Number(p.users),
+    connections: Number(p.connections),
+    members: p.members.map((m) => ({ userId: m.userId, userType: m.userType, connections: m.connections })),
+    truncated: p.truncated,
+  };
+}
+
 function clientConfig(o: TetherOptions): ClientConfig {
   const big = (v: number | undefined) => (v === undefined ? undefined : BigInt(v));
   const overrides = {
@@ -339,6 +372,22 @@ export class TetherStore {
   joinRoom = (room: string): void => this.call(() => this.client.joinRoom(room));
   /** @throws TetherException on a bad room name. */
   leaveRoom = (room: string): void => this.call(() => this.client.leaveRoom(room));
+
+  /**
+   * Who is in `room` (a room this client has joined), on every gateway node. Calls for
+   * the same room at the same time share one request. Rejects with a
+   * {@link TetherException}: `network` when not connected, when the connection drops or
+   * after 10 s without an answer; `invalidMessage` for a bad room name; `auth` when the
+   * room was not joined (join it first); `protocol` when the gateway refused for now
+   * (rate limited, unavailable); `shutdown`.
+   */
+  getRoomPresence = async (room: string): Promise<RoomPresence> => {
+    try {
+      return toRoomPresence(await this.client.roomPresence(room));
+    } catch (e) {
+      throw toException(e);
+    }
+  };
 
   getStats = (): TetherStats => toStats(this.client.stats());
 

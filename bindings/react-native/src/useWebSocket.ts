@@ -3,7 +3,7 @@
 // effects) and hands out the store's actions.
 
 import { createContext, createElement, useContext, useMemo, useSyncExternalStore, type ReactNode } from 'react';
-import type { ConnectionStatusName, Message, TetherStats, TetherStore } from './store';
+import type { ConnectionStatusName, Message, RoomPresence, TetherStats, TetherStore } from './store';
 
 const TetherContext = createContext<TetherStore | null>(null);
 
@@ -23,6 +23,8 @@ export interface UseWebSocket {
   getStats: () => TetherStats;
   joinRoom: (room: string) => void;
   leaveRoom: (room: string) => void;
+  /** Who is in a room this client has joined; rejects with a TetherException. */
+  getRoomPresence: (room: string) => Promise<RoomPresence>;
 }
 
 /** The connection of the nearest TetherProvider (or of `store` when given). */
@@ -41,6 +43,7 @@ export function useWebSocket(store?: TetherStore): UseWebSocket {
       getStats: s.getStats,
       joinRoom: s.joinRoom,
       leaveRoom: s.leaveRoom,
+      getRoomPresence: s.getRoomPresence,
     }),
     [snapshot, s],
   );

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createElement } from 'react';
 import { renderToString } from 'react-dom/server';
-import { TetherProvider, TetherStore, useWebSocket, type UseWebSocket } from '../src/index';
+import { TetherException, TetherProvider, TetherStore, useWebSocket, type UseWebSocket } from '../src/index';
 import { Gateway, newUser, testOptions, waitFor } from './gateway';
 
 let gateway: Gateway;
@@ -49,6 +49,22 @@ test('useWebSocket renders the store and hands out its actions', async () => {
     assert.equal(typeof hook.reconnect, 'function');
     assert.equal(typeof hook.joinRoom, 'function');
     assert.equal(typeof hook.leaveRoom, 'function');
+
+    // getRoomPresence through the hook: refused until the join is in, then the user alone.
+    hook.joinRoom('hook-room');
+    const presence = await (async () => {
+      for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
+        try {
+          return await hook.getRoomPresence('hook-room');
+        } catch (e) {
+          if (!(e instanceof TetherException && e.kind === 'auth')) throw e;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      throw new Error('the join never counted');
+    })();
+    assert.deepEqual(presence.members.map((m) => m.userId), [user]);
+    assert.equal(presence.users, 1);
   } finally {
     await store.shutdown();
   }

@@ -100,6 +100,18 @@ public final class TetherConnection: @unchecked Sendable {
     /// Leaves `room` and stops re-joining it.
     public func leaveRoom(_ room: String) throws { try client.leaveRoom(room: room) }
 
+    /// Who is in `room` (a room this connection has joined), on every gateway node:
+    /// distinct `users`, their `connections`, and `members` ordered by user id (at most
+    /// 1,000; `truncated` when there are more). Calls for the same room at the same time
+    /// share one request.
+    /// - Throws: `TetherError`: `.network` when not connected, when the connection drops
+    ///   or after 10 s without an answer; `.invalidMessage` for a bad room name; `.auth`
+    ///   when the room was not joined (join it first); `.protocol` when the gateway
+    ///   refused for now (rate limited, unavailable); `.shutdown`.
+    public func roomPresence(_ room: String) async throws -> RoomPresence {
+        try await client.roomPresence(room: room)
+    }
+
     /// What NWPathMonitor reports (NetworkMonitor does this for you).
     public func setNetwork(_ state: NetworkState) { client.setNetwork(state: state) }
 

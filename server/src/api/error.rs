@@ -26,6 +26,16 @@ impl ApiError {
     pub fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(HttpErrorCode::InvalidRequest, message)
     }
+
+    /// A read the broker could not serve (the `From` conversion speaks of sends).
+    pub fn unreadable(e: BrokerError) -> ApiError {
+        match e {
+            BrokerError::Unavailable(_) => {
+                ApiError::new(HttpErrorCode::Unavailable, format!("{e}; retry later"))
+            }
+            BrokerError::BadRequest(message) => ApiError::invalid(message),
+        }
+    }
 }
 
 impl From<BrokerError> for ApiError {

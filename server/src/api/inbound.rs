@@ -36,10 +36,9 @@ pub async fn read(
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::invalid(format!("limit must be 1-{MAX_LIMIT}")));
     }
-    Ok(Json(
-        shared
-            .broker
-            .read_inbound(&app, query.after.as_deref(), limit)
-            .await?,
-    ))
+    let page = shared
+        .broker
+        .read_inbound(&app, query.after.as_deref(), limit)
+        .await;
+    Ok(Json(page.map_err(ApiError::unreadable)?))
 }

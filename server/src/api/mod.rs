@@ -8,6 +8,7 @@ pub mod error;
 pub mod inbound;
 pub mod observe;
 pub mod openapi;
+pub mod presence;
 pub mod send;
 
 use crate::auth::{api_key_matches, bearer};
@@ -96,6 +97,7 @@ fn table() -> Vec<Row> {
         row(Post, "/v1/send/app", AdminKey, send::to_app),
         row(Delete, "/v1/connections", AdminKey, send::kick),
         row(Get, "/v1/inbound", AdminKey, inbound::read),
+        row(Get, "/v1/presence", AdminKey, presence::read),
         row(Get, "/v1/stats", AdminKey, observe::stats),
         row(Get, "/v1/openapi.json", Public, openapi::document),
         row(Get, "/health", Public, observe::health),

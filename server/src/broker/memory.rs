@@ -4,12 +4,14 @@
 
 use super::inbound::InboundLog;
 use super::inbox::{Inbox, Retention};
+use super::presence;
 use super::{
     frame_with_seq, AckOutcome, Admission, Broker, BrokerError, ClusterStats, InboundMessage,
     Lease, Replay, StoreOutcome, UserDelivery,
 };
 use crate::clock::now_ms;
-use crate::hub::{Hub, Outgoing, Topic};
+use crate::hub::{ConnInfo, Hub, Outgoing, Topic};
+use crate::ids::ConnRef;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
@@ -17,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tether_protocol::api::{Health, InboundPage};
 use tether_protocol::close;
+use tether_protocol::server::RoomPresence;
 
 /// Limits the embedded broker applies.
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +170,35 @@ impl Broker for MemoryBroker {
             },
         );
         Ok(())
+    }
+
+    // One node: the hub's room index is the whole registry, kept by join and leave, so
+    // there is nothing more to record.
+    async fn presence_enter(
+        &self,
+        _app: &str,
+        _room: &str,
+        _conn: &ConnRef,
+        _member: &ConnInfo,
+    ) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn presence_leave(
+        &self,
+        _app: &str,
+        _room: &str,
+        _conn: &ConnRef,
+    ) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn room_presence(&self, app: &str, room: &str) -> Result<RoomPresence, BrokerError> {
+        let members = self.hub.room_members(app, room);
+        Ok(presence::summarise(
+            room,
+            members.into_iter().map(|(_, user, kind)| (user, kind)),
+        ))
     }
 
     async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError> {

@@ -9,6 +9,7 @@
 pub mod inbound;
 pub mod inbox;
 pub mod memory;
+pub mod presence;
 pub mod redis;
 
 use crate::hub::Topic;
@@ -18,6 +19,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::api::{Health, InboundPage};
+use tether_protocol::server::RoomPresence;
 use thiserror::Error;
 
 /// A broker failure. Whatever needed the broker did not happen; callers report it, never
@@ -183,6 +185,24 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<Option<u64>, BrokerError>;
     /// Delivers to every connection of the app on every node.
     async fn send_to_app(&self, app: &str, frame: Utf8Bytes) -> Result<(), BrokerError>;
+    /// Records that a connection joined a room, for [`Broker::room_presence`].
+    async fn presence_enter(
+        &self,
+        app: &str,
+        room: &str,
+        conn: &ConnRef,
+        member: &crate::hub::ConnInfo,
+    ) -> Result<(), BrokerError>;
+    /// Records that a connection left a room (or closed).
+    async fn presence_leave(
+        &self,
+        app: &str,
+        room: &str,
+        conn: &ConnRef,
+    ) -> Result<(), BrokerError>;
+    /// Who is in a room, on every node.
+    async fn room_presence(&self, app: &str, room: &str) -> Result<RoomPresence, BrokerError>;
+
     /// Closes every connection of the user with 4403 on every node; the count when known.
     async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError>;
 

@@ -7,7 +7,7 @@ use crate::broker::Lease;
 use crate::hub::ConnId;
 use crate::state::Shared;
 use std::sync::Arc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Resources held for one connection.
 pub struct Admitted {
@@ -71,14 +71,32 @@ pub fn release_later(shared: Arc<Shared>, id: ConnId, lease: Lease, registered: 
 /// Gives everything back: hub entry (when `registered`), topics no longer needed here,
 /// the limit slot.
 pub async fn release(shared: Arc<Shared>, id: ConnId, lease: Lease, registered: bool) {
+    // The rooms' presence entries go after the hub entry: a presence re-assertion that
+    // reads the hub from then on leaves the connection out.
+    let mut rooms = Vec::new();
     if registered {
+        // Nothing joins a room any more: the connection's task has ended.
+        rooms = shared.hub.rooms_of(id);
         for topic in shared.hub.unregister(id) {
             if let Err(e) = shared.broker.unsubscribe(&topic).await {
                 warn!(error = %e, ?topic, "could not unsubscribe");
             }
         }
     }
-    if let Err(e) = shared.broker.release(&lease).await {
+    let presence = rooms
+        .iter()
+        .map(|room| shared.broker.presence_leave(&lease.app, room, &lease.conn));
+    let (left, released) = futures_util::future::join(
+        futures_util::future::join_all(presence),
+        shared.broker.release(&lease),
+    )
+    .await;
+    for result in left {
+        if let Err(e) = result {
+            debug!(error = %e, conn = %lease.conn, "presence leave not recorded; retried");
+        }
+    }
+    if let Err(e) = released {
         // The lease expires on its own in the registry (PROTOCOL.md §7).
         warn!(error = %e, conn = %lease.conn, "could not release connection slot");
     }

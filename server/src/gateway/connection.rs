@@ -591,12 +591,29 @@ impl Connection {
                 Some(self.join_room(room, reference).await)
             }
             ClientMessage::LeaveRoom { room, .. } => {
+                let was_in = self
+                    .shared
+                    .hub
+                    .rooms_of(self.id)
+                    .iter()
+                    .any(|r| **r == *room);
                 if let Some(topic) = self.shared.hub.leave_room(self.id, &room) {
                     if let Err(e) = self.shared.broker.unsubscribe(&topic).await {
                         debug!(error = %e, "unsubscribe failed");
                     }
                 }
+                if was_in {
+                    let conn = self.shared.hub.conn_ref(self.id);
+                    let app = self.info().app.clone();
+                    if let Err(e) = self.shared.broker.presence_leave(&app, &room, &conn).await {
+                        debug!(error = %e, "presence leave not recorded; retried");
+                    }
+                }
                 Some(ServerMessage::RoomLeft { room })
+            }
+            ClientMessage::RoomPresence { room, id } => {
+                let reference = id.unwrap_or_else(|| "room_presence".to_owned());
+                Some(self.room_presence(room, reference).await)
             }
             ClientMessage::RefreshToken { token } => Some(self.refresh_token(&token.0)),
             ClientMessage::Ack { seq } => {
@@ -670,9 +687,9 @@ impl Connection {
         }
         let max = self.shared.config.max_rooms_per_connection;
         match self.shared.hub.join_room(self.id, &room, max) {
-            Ok(None) => ServerMessage::RoomJoined { room },
+            Ok(None) => self.joined(room).await,
             Ok(Some(topic)) => match self.shared.broker.subscribe(&topic).await {
-                Ok(()) => ServerMessage::RoomJoined { room },
+                Ok(()) => self.joined(room).await,
                 Err(e) => {
                     self.shared.hub.leave_room(self.id, &room);
                     ServerMessage::error(
@@ -690,6 +707,52 @@ impl Connection {
             Err(crate::hub::JoinRefused::NotConnected) => ServerMessage::error(
                 ErrorCode::Unavailable,
                 "connection is closing",
+                Some(reference),
+            ),
+        }
+    }
+
+    /// Records the connection in the room's presence and answers the join. Presence is
+    /// not worth refusing a join for: a failed write is retried by the broker.
+    async fn joined(&self, room: String) -> ServerMessage {
+        let conn = self.shared.hub.conn_ref(self.id);
+        let info = self.info();
+        if let Err(e) = self
+            .shared
+            .broker
+            .presence_enter(&info.app, &room, &conn, info)
+            .await
+        {
+            debug!(error = %e, "presence join not recorded; retried");
+        }
+        ServerMessage::RoomJoined { room }
+    }
+
+    /// `room_presence`: who is in a room this connection is in, on every node.
+    async fn room_presence(&self, room: String, reference: String) -> ServerMessage {
+        if !self
+            .shared
+            .hub
+            .rooms_of(self.id)
+            .iter()
+            .any(|r| **r == *room)
+        {
+            return ServerMessage::error(
+                ErrorCode::Forbidden,
+                format!("join room {room:?} before asking who is in it"),
+                Some(reference),
+            );
+        }
+        match self
+            .shared
+            .broker
+            .room_presence(&self.info().app, &room)
+            .await
+        {
+            Ok(presence) => ServerMessage::RoomPresence(presence),
+            Err(e) => ServerMessage::error(
+                ErrorCode::Unavailable,
+                format!("presence unavailable: {e}"),
                 Some(reference),
             ),
         }

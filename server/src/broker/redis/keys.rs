@@ -77,6 +77,12 @@ pub fn channel(topic: &Topic) -> String {
     }
 }
 
+/// A room's presence: a hash of `<connection ref>` -> `[user, user type]` (JSON), one
+/// field per connection in the room on any node. Shares the room channel's hash tag.
+pub fn room_presence(app: &str, room: &str) -> String {
+    format!("tether:{{r:{}:{}}}:presence", escape(app), escape(room))
+}
+
 /// The control channel of one node (connection replacements).
 pub fn node_channel(node: &str) -> String {
     format!("tether:{{n:{}}}:ch", escape(node))

@@ -1,11 +1,11 @@
 //! The Redis broker's background duties, once a second: watch the three connections
 //! (for `/health`), publish the node heartbeat, refresh connection leases (a slice of
-//! the node's connections per tick), write inbox count changes, and after the subscriber
+//! the node's connections per tick) and the node's part of room presence (a slice of its
+//! rooms per tick), write inbox count changes, and after the subscriber
 //! came back ask every local connection to catch up from its inbox.
 
 use super::keys;
 use super::Inner;
-use crate::hub::ConnId;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
@@ -49,7 +49,9 @@ impl Slice {
         }
     }
 
-    fn holds(self, id: ConnId) -> bool {
+    /// Whether the connection (or room, by [`super::presence::room_number`]) numbered
+    /// `id` is in this slice.
+    fn holds(self, id: u64) -> bool {
         id % self.count == self.index
     }
 }
@@ -96,10 +98,13 @@ pub(super) async fn run(inner: Arc<Inner>) {
             continue;
         }
         let heartbeat_every = node_ttl(&inner) / 3;
-        if last_heartbeat.is_none_or(|at| at.elapsed() >= heartbeat_every)
-            && heartbeat(&inner).await
-        {
-            last_heartbeat = Some(Instant::now());
+        if last_heartbeat.is_none_or(|at| at.elapsed() >= heartbeat_every) {
+            if let Some(listed_again) = heartbeat(&inner).await {
+                last_heartbeat = Some(Instant::now());
+                // Not listed before: readers may have dropped this node's presence
+                // entries meanwhile (and Redis may have lost its leases).
+                refresh_all |= listed_again;
+            }
         }
         let slice = if refresh_all {
             Slice::ALL
@@ -108,6 +113,10 @@ pub(super) async fn run(inner: Arc<Inner>) {
         };
         // A failed slice may have left leases short: all of them go again next tick.
         refresh_all = !refresh_leases(&inner, slice).await;
+        let rooms = super::presence::due(&inner, |app, room| {
+            slice.holds(super::presence::room_number(app, room))
+        });
+        super::presence::sync(&inner, rooms).await;
         flush_queued(&inner).await;
     }
 }
@@ -125,7 +134,8 @@ async fn ping(inner: &Inner, conn: &super::Conn, measure: bool) -> bool {
     up
 }
 
-async fn heartbeat(inner: &Inner) -> bool {
+/// Publishes the heartbeat; `Some(true)` when the node was not listed before it.
+async fn heartbeat(inner: &Inner) -> Option<bool> {
     let connections = inner.hub.stats().connections;
     let ttl = node_ttl(inner).as_millis() as u64;
     let result = inner
@@ -139,10 +149,13 @@ async fn heartbeat(inner: &Inner) -> bool {
                 .arg(ttl),
         )
         .await;
-    if let Err(e) = &result {
-        warn!(error = %e, "node heartbeat failed");
+    match result {
+        Ok(added) => Some(added == 1),
+        Err(e) => {
+            warn!(error = %e, "node heartbeat failed");
+            None
+        }
     }
-    result.is_ok()
 }
 
 async fn refresh_leases(inner: &Inner, slice: Slice) -> bool {

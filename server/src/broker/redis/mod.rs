@@ -17,6 +17,7 @@ pub mod connection;
 pub mod keys;
 mod maintenance;
 pub mod ops;
+mod presence;
 pub mod scripts;
 pub mod sentinel;
 mod subscriber;
@@ -27,7 +28,7 @@ use super::{
     StoreOutcome, UserDelivery,
 };
 use crate::clock::now_ms;
-use crate::hub::{Hub, Topic};
+use crate::hub::{ConnInfo, Hub, Topic};
 use crate::ids::ConnRef;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -41,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tether_protocol::api::{Health, InboundPage, InboundRecord};
 use tether_protocol::close;
+use tether_protocol::server::RoomPresence;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -102,6 +104,10 @@ pub(crate) struct Inner {
     subscriber_link: LinkState,
     /// Set when the subscriber lost its connection: live messages may have been missed.
     missed_live: AtomicBool,
+    /// Rooms whose presence write failed: this node's part is re-asserted next tick.
+    presence_retry: Mutex<HashSet<(String, String)>>,
+    /// Recent answers for large rooms, so repeated requests cost Redis one read a second.
+    presence_cache: Mutex<HashMap<(String, String), (std::time::Instant, RoomPresence)>>,
     latency_ms: AtomicU64,
     /// Inbox count changes not yet written to the shared counters, by time bucket.
     queued_deltas: Mutex<HashMap<u64, i64>>,
@@ -166,6 +172,8 @@ impl RedisBroker {
             publisher_link: LinkState::default(),
             subscriber_link: LinkState::default(),
             missed_live: AtomicBool::new(false),
+            presence_retry: Mutex::default(),
+            presence_cache: Mutex::default(),
             latency_ms: AtomicU64::new(0),
             queued_deltas: Mutex::default(),
             failover: failover.clone(),
@@ -203,11 +211,18 @@ impl Inner {
         }
     }
 
+    /// Serialises work on one key (a channel, a room's presence): striped, so different
+    /// keys rarely wait for each other.
+    async fn serial(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        self.stripes[stripe_of(key, self.stripes.len())]
+            .lock()
+            .await
+    }
+
     /// Subscribes or unsubscribes a topic's channel to match what the hub needs now.
     async fn reconcile(&self, topic: &Topic) -> Result<(), BrokerError> {
         let channel = keys::channel(topic);
-        let stripe = &self.stripes[stripe_of(&channel, self.stripes.len())];
-        let _serial = stripe.lock().await;
+        let _serial = self.serial(&channel).await;
         let wanted = self.hub.wants(topic);
         let have = self.subscribed.lock().contains(&channel);
         if wanted && !have {
@@ -400,6 +415,29 @@ impl Broker for RedisBroker {
             app: Arc::from(app),
         };
         ops::publish_frame(&self.inner.publisher, &topic, frame.as_str()).await
+    }
+
+    async fn presence_enter(
+        &self,
+        app: &str,
+        room: &str,
+        conn: &ConnRef,
+        member: &ConnInfo,
+    ) -> Result<(), BrokerError> {
+        presence::enter(&self.inner, app, room, conn, member).await
+    }
+
+    async fn presence_leave(
+        &self,
+        app: &str,
+        room: &str,
+        conn: &ConnRef,
+    ) -> Result<(), BrokerError> {
+        presence::leave(&self.inner, app, room, conn).await
+    }
+
+    async fn room_presence(&self, app: &str, room: &str) -> Result<RoomPresence, BrokerError> {
+        presence::read(&self.inner, app, room).await
     }
 
     async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError> {

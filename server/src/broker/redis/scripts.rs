@@ -284,15 +284,51 @@ return live
 });
 
 /// Records this node as alive and its connection count. KEYS: nodes set, count key.
-/// ARGV: node id, count, ttl ms. Expiry in Redis's clock.
+/// ARGV: node id, count, ttl ms. Expiry in Redis's clock. Returns 1 when the node was
+/// not listed (first heartbeat, or its last one ran out or Redis lost it).
 pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{REDIS_NOW}
-redis.call('ZADD', KEYS[1], redis_now() + tonumber(ARGV[3]), ARGV[1])
+local added = redis.call('ZADD', KEYS[1], redis_now() + tonumber(ARGV[3]), ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return 1
+return added
 "#
     ))
+});
+
+/// Records one connection in a room's presence. KEYS: presence hash. ARGV: field, value,
+/// ttl ms.
+pub static PRESENCE_ENTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// Re-asserts one node's part of a room's presence: drops the node's fields that are not
+/// given (connections that left while a write was lost) and writes the given ones.
+/// KEYS: presence hash. ARGV: node, ttl ms, then field, value pairs. The expiry is only
+/// pushed out while the node has members there; others' entries keep the key alive too.
+pub static PRESENCE_SYNC: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local keep = {}
+for i = 3, #ARGV, 2 do keep[ARGV[i]] = true end
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.match(field, '^(.*)%-%d+$') == ARGV[1] and not keep[field] then
+    redis.call('HDEL', KEYS[1], field)
+  end
+end
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"#,
+    )
 });
 
 /// Drops nodes whose heartbeat ran out and returns the live ones. KEYS: nodes set.

@@ -1,6 +1,6 @@
 // The Kotlin face of the SDK, shared by the Android library and the JVM tests
 // (bindings/kotlin): flows instead of a listener, a suspend lambda instead of a
-// TokenProvider, a suspend send taking a JsonElement. Nothing here is Android-specific; the Android module
+// TokenProvider, a suspend send taking a JsonElement, a suspend roomPresence. Nothing here is Android-specific; the Android module
 // adds the connectivity and lifecycle observers and the TLS init (android/src/main).
 
 package dev.tether
@@ -14,6 +14,7 @@ import dev.tether.sdk.InboundMessage
 import dev.tether.sdk.LogLevel
 import dev.tether.sdk.LogSink
 import dev.tether.sdk.NetworkState
+import dev.tether.sdk.RoomPresence
 import dev.tether.sdk.TetherClient
 import dev.tether.sdk.TetherException
 import dev.tether.sdk.TokenException
@@ -107,6 +108,19 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
 
     /** Leaves [room] and stops re-joining it. @throws TetherException on a bad name. */
     fun leaveRoom(room: String) = client.leaveRoom(room)
+
+    /**
+     * Who is in [room] (a room this client has joined), on every gateway node: distinct
+     * `users`, their `connections`, and `members` ordered by user id (at most 1,000;
+     * `truncated` when there are more). Calls for the same room at the same time share
+     * one request.
+     *
+     * @throws TetherException `Network` when not connected, when the connection drops or
+     *   after 10 s without an answer; `InvalidMessage` for a bad room name; `Auth` when the
+     *   room was not joined (join it first); `Protocol` when the gateway refused for now
+     *   (rate limited, unavailable); `Shutdown`.
+     */
+    suspend fun roomPresence(room: String): RoomPresence = client.roomPresence(room)
 
     /** What the OS reports about the network (the Android module feeds this). */
     fun setNetwork(state: NetworkState) = client.setNetwork(state)
