@@ -17,28 +17,14 @@ import kotlinx.serialization.json.int
 import kotlinx.serialization.json.jsonObject
 import kotlinx.serialization.json.jsonPrimitive
 import kotlinx.serialization.json.put
-import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertNotNull
 import org.junit.jupiter.api.Assertions.assertTrue
-import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.Test
-import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.assertThrows
 
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class ConnectionTest {
-    private lateinit var gateway: Gateway
-
-    @BeforeAll
-    fun startGateway() {
-        gateway = Gateway.start()
-    }
-
-    @AfterAll
-    fun stopGateway() = gateway.stop()
-
+class ConnectionTest : GatewayTest() {
     @Test
     fun `connects and the status flow goes Idle, Connecting, Connected`() = runBlocking {
         val user = newUser("connect")

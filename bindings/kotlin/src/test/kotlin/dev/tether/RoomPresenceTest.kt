@@ -11,27 +11,13 @@ import dev.tether.sdk.TetherException
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
-import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertTrue
-import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.Test
-import org.junit.jupiter.api.TestInstance
 import org.junit.jupiter.api.assertThrows
 
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class RoomPresenceTest {
-    private lateinit var gateway: Gateway
-
-    @BeforeAll
-    fun startGateway() {
-        gateway = Gateway.start()
-    }
-
-    @AfterAll
-    fun stopGateway() = gateway.stop()
-
+class RoomPresenceTest : GatewayTest() {
     @Test
     fun `roomPresence fails at once with a kind when it cannot ask`() = runBlocking {
         Tether(testConfig(gateway), tokens = { Gateway.token(newUser("presence-offline")) }).use { tether ->

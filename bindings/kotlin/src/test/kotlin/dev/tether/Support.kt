@@ -1,5 +1,5 @@
-// Helpers shared by the JVM tests: a client config pointing at a test gateway, a fresh
-// storage directory per client, and collectors that record what the flows emit.
+// Helpers shared by the JVM tests: a base class holding one test gateway per test class,
+// a client config pointing at it, a fresh storage directory per client, and collectors that record what the flows emit.
 
 package dev.tether
 
@@ -16,8 +16,25 @@ import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withTimeout
+import org.junit.jupiter.api.AfterAll
+import org.junit.jupiter.api.BeforeAll
+import org.junit.jupiter.api.TestInstance
 
 private val devices = AtomicInteger()
+
+/** A test class whose tests share one gateway, started before the first of them. */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+abstract class GatewayTest {
+    protected lateinit var gateway: Gateway
+
+    @BeforeAll
+    fun startGateway() {
+        gateway = Gateway.start()
+    }
+
+    @AfterAll
+    fun stopGateway() = gateway.stop()
+}
 
 /** A new storage directory, deleted when the JVM exits. */
 fun storageDir(): Path = Files.createTempDirectory("tether-jvm-").also { it.toFile().deleteOnExit() }

@@ -15,25 +15,11 @@ import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withContext
 import kotlinx.coroutines.withTimeout
-import org.junit.jupiter.api.AfterAll
 import org.junit.jupiter.api.Assertions.assertEquals
 import org.junit.jupiter.api.Assertions.assertTrue
-import org.junit.jupiter.api.BeforeAll
 import org.junit.jupiter.api.Test
-import org.junit.jupiter.api.TestInstance
 
-@TestInstance(TestInstance.Lifecycle.PER_CLASS)
-class TokenProviderTest {
-    private lateinit var gateway: Gateway
-
-    @BeforeAll
-    fun startGateway() {
-        gateway = Gateway.start()
-    }
-
-    @AfterAll
-    fun stopGateway() = gateway.stop()
-
+class TokenProviderTest : GatewayTest() {
     @Test
     fun `the provider is asked for a token before connecting, from a background thread`() = runBlocking {
         val user = newUser("tokens")
