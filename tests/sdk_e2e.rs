@@ -463,3 +463,34 @@ async fn room_presence_lists_everyone_in_the_room() {
     a.client.shutdown().await;
     b.client.shutdown().await;
 }
+
+#[tokio::test]
+async fn join_and_leave_events_arrive_as_room_messages() {
+    let backend = Backend::start(|c| c.presence_events = vec!["lobby".into()]).await;
+    let mut a = sdk(
+        &backend.ws_url(),
+        "phone-a",
+        Tokens::fixed(&Backend::token("alice", 3600)),
+    );
+    a.client.join_room("lobby".into()).unwrap();
+    a.client.connect();
+    a.connected().await;
+    let b = sdk(
+        &backend.ws_url(),
+        "phone-b",
+        Tokens::fixed(&Backend::token("bob", 3600)),
+    );
+    b.client.join_room("lobby".into()).unwrap();
+    b.client.connect();
+    let event = |kind: &'static str| {
+        move |e: &Seen| {
+            matches!(e, Seen::Message(m) if m.r#type == kind
+                && m.room.as_deref() == Some("lobby")
+                && m.data_json.contains(r#""userId":"bob""#))
+        }
+    };
+    wait_for(&mut a.seen, WAIT, event("presence_joined")).await;
+    b.client.shutdown().await;
+    wait_for(&mut a.seen, WAIT, event("presence_left")).await;
+    a.client.shutdown().await;
+}

@@ -9,13 +9,15 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 /// Types only the server may send; a client sending one gets `reserved_type`.
-pub const RESERVED_TYPES: [&str; 6] = [
+pub const RESERVED_TYPES: [&str; 8] = [
     "connection_established",
     "pong",
     "room_joined",
     "room_left",
     "error",
     "token_refreshed",
+    "presence_joined",
+    "presence_left",
 ];
 
 /// Types a client sends as requests to the gateway, never as app messages.

@@ -247,6 +247,16 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub ws_allowed_origins: Vec<String>,
+    /// Comma-separated room patterns (`orders:*`, `lobby`, `*`) whose members get
+    /// `presence_joined` / `presence_left` events when a connection joins or leaves.
+    /// Unset: no events (presence is still answered on request).
+    #[arg(
+        long = "ws-presence-events",
+        env = "WS_PRESENCE_EVENTS",
+        value_name = "WS_PRESENCE_EVENTS",
+        value_delimiter = ','
+    )]
+    pub ws_presence_events: Vec<String>,
     /// Frames waiting for one client before it counts as too slow and is closed with 4008.
     #[arg(
         long = "ws-outbound-queue",
@@ -476,6 +486,8 @@ pub struct Config {
     pub dedup_ttl_s: u64,
     /// Allowed `Origin` values (empty: refuse any request with an Origin).
     pub allowed_origins: Vec<String>,
+    /// Room patterns whose members get join and leave events (empty: none).
+    pub presence_events: Vec<String>,
     /// Outbound frames queued per connection before it is closed as too slow.
     pub outbound_queue: usize,
     /// Frames per second per connection (0: unlimited).
@@ -588,6 +600,25 @@ impl Config {
                 ));
             }
         }
+        let presence_events: Vec<String> = cli
+            .ws_presence_events
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .collect();
+        for pattern in &presence_events {
+            let name = pattern.strip_suffix('*').unwrap_or(pattern);
+            if (!name.is_empty() && tether_protocol::names::validate_room(name).is_err())
+                || name.contains('*')
+                || pattern.is_empty()
+            {
+                return Err(invalid(
+                    "WS_PRESENCE_EVENTS",
+                    format!(
+                        "{pattern:?} is not a room pattern (a room name, optionally ending in *)"
+                    ),
+                ));
+            }
+        }
         Ok(Config {
             bind: cli.bind,
             redis,
@@ -607,6 +638,7 @@ impl Config {
                 .iter()
                 .map(|o| o.trim().to_owned())
                 .collect(),
+            presence_events,
             outbound_queue: cli.ws_outbound_queue,
             rate_limit_per_connection: cli.ws_rate_limit,
             handshake_rate_per_ip: cli.ws_handshake_rate_per_ip,
@@ -642,6 +674,7 @@ impl Config {
             max_queue_per_user: 1000,
             dedup_ttl_s: 604_800,
             allowed_origins: Vec::new(),
+            presence_events: Vec::new(),
             outbound_queue: 1024,
             rate_limit_per_connection: 100,
             handshake_rate_per_ip: 0,
@@ -1123,6 +1156,26 @@ mod tests {
             config.allowed_origins,
             ["https://a.example", "https://*.b.example"]
         );
+    }
+
+    #[test]
+    fn presence_event_rooms_are_room_patterns() {
+        let config = parse(&[
+            "--jwt-secret",
+            SECRET,
+            "--ws-presence-events",
+            "lobby, orders:*,*",
+        ])
+        .unwrap();
+        assert_eq!(config.presence_events, ["lobby", "orders:*", "*"]);
+        assert!(parse(&["--jwt-secret", SECRET])
+            .unwrap()
+            .presence_events
+            .is_empty());
+        for bad in ["a*b*", "no spaces", "a,,b", "*x"] {
+            let err = parse(&["--jwt-secret", SECRET, "--ws-presence-events", bad]).unwrap_err();
+            assert!(err.starts_with("WS_PRESENCE_EVENTS:"), "{bad}: {err}");
+        }
     }
 
     #[test]

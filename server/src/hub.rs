@@ -429,6 +429,15 @@ impl Hub {
         Ok((members.len() == 1).then_some(Topic::Room { app, room }))
     }
 
+    /// Who a connection is, while it is registered.
+    pub fn info_of(&self, id: ConnId) -> Option<ConnInfo> {
+        self.state
+            .read()
+            .conns
+            .get(&id)
+            .map(|entry| entry.member.info().clone())
+    }
+
     /// The rooms a connection is in.
     pub fn rooms_of(&self, id: ConnId) -> Vec<Arc<str>> {
         self.state

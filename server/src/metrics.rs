@@ -75,6 +75,10 @@ fn describe() {
         "Client app messages recognised as resends"
     );
     describe_counter!(
+        "tether_presence_events_total",
+        "Join and leave events sent to rooms (WS_PRESENCE_EVENTS), by kind"
+    );
+    describe_counter!(
         "tether_token_refreshes_total",
         "refresh_token requests, by outcome (accepted, refused)"
     );

@@ -425,6 +425,14 @@ fn every_example_fits_its_schema_and_the_protocol_types() {
             escape(path)
         ))
     };
+    // The types the schema refuses are exactly the ones the gateway reserves.
+    let refused =
+        &spec.doc["components"]["schemas"]["OutgoingMessage"]["properties"]["type"]["not"]["enum"];
+    assert_eq!(
+        *refused,
+        json!(tether_protocol::client::RESERVED_TYPES),
+        "OutgoingMessage.type's reserved list"
+    );
     round_trips::<SendToUser>(&request("/v1/send/user"), "SendToUser");
     round_trips::<SendToRoom>(&request("/v1/send/room"), "SendToRoom");
     round_trips::<SendToApp>(&request("/v1/send/app"), "SendToApp");

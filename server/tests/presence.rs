@@ -267,3 +267,79 @@ async fn a_room_whose_write_failed_is_rewritten_at_the_next_tick() {
     })
     .await;
 }
+
+/// The next frame, which must be a presence event of `kind` about `user`.
+async fn event(client: &mut Client, kind: &str, room: &str, user: &str) -> Value {
+    let frame = client.recv().await;
+    assert_eq!(frame["type"], kind, "{frame}");
+    assert_eq!(frame["room"], room, "{frame}");
+    assert_eq!(frame["data"]["userId"], user, "{frame}");
+    assert!(
+        frame["id"].is_string() && frame.get("seq").is_none(),
+        "{frame}"
+    );
+    frame
+}
+
+#[tokio::test]
+async fn rooms_with_events_hear_joins_leaves_and_closes() {
+    let gw = TestGateway::with(|c| c.presence_events = vec!["orders:*".into()]).await;
+    let mut u1 = gw.connect("u1", "d").await;
+    let mut u2 = gw.connect("u2", "d").await;
+    join(&mut u1, "orders:1").await;
+    event(&mut u1, "presence_joined", "orders:1", "u1").await;
+    join(&mut u2, "orders:1").await;
+    let joined = event(&mut u1, "presence_joined", "orders:1", "u2").await;
+    assert_eq!(joined["data"]["userType"], "customer");
+    assert_eq!(
+        joined["data"]["connectionId"],
+        u2.established["data"]["connectionId"]
+    );
+    event(&mut u2, "presence_joined", "orders:1", "u2").await;
+    // Joining again changes nothing, so nobody hears of it.
+    join(&mut u2, "orders:1").await;
+    u1.silent_for(200).await;
+
+    u2.request(json!({"type": "leave_room", "data": {"room": "orders:1"}}))
+        .await;
+    event(&mut u1, "presence_left", "orders:1", "u2").await;
+    join(&mut u2, "orders:1").await;
+    event(&mut u1, "presence_joined", "orders:1", "u2").await;
+    drop(u2);
+    event(&mut u1, "presence_left", "orders:1", "u2").await;
+
+    // Rooms outside WS_PRESENCE_EVENTS stay quiet.
+    let mut u3 = gw.connect("u3", "d").await;
+    join(&mut u1, "lobby").await;
+    join(&mut u3, "lobby").await;
+    u1.silent_for(200).await;
+
+    // Nobody else may send these types.
+    let refused = u3
+        .request(json!({"type": "presence_joined", "id": "x", "data": {"userId": "u9"}}))
+        .await;
+    assert_eq!(refused["data"]["code"], "reserved_type");
+    let (status, _) = gw
+        .api(
+            reqwest::Method::POST,
+            "/v1/send/room",
+            Some(json!({"room": "orders:1", "app": APP, "message": {"type": "presence_left"}})),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn events_reach_members_on_other_nodes() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |c| c.presence_events = vec!["*".into()]).await;
+    let b = a.sibling().await;
+    let mut on_a = a.connect("u1", "d").await;
+    let mut on_b = b.connect("u2", "d").await;
+    join(&mut on_a, "lobby").await;
+    event(&mut on_a, "presence_joined", "lobby", "u1").await;
+    join(&mut on_b, "lobby").await;
+    event(&mut on_a, "presence_joined", "lobby", "u2").await;
+    drop(on_b);
+    event(&mut on_a, "presence_left", "lobby", "u2").await;
+}

@@ -3,6 +3,7 @@
 //! subscribed for it. Dropping it without [`Admitted::release`] (an upgrade that never
 //! completed, a task that panicked) still gives everything back, from a spawned task.
 
+use super::presence_events::{self, Change};
 use crate::broker::Lease;
 use crate::hub::ConnId;
 use crate::state::Shared;
@@ -74,9 +75,11 @@ pub async fn release(shared: Arc<Shared>, id: ConnId, lease: Lease, registered: 
     // The rooms' presence entries go after the hub entry: a presence re-assertion that
     // reads the hub from then on leaves the connection out.
     let mut rooms = Vec::new();
+    let mut member = None;
     if registered {
         // Nothing joins a room any more: the connection's task has ended.
         rooms = shared.hub.rooms_of(id);
+        member = shared.hub.info_of(id);
         for topic in shared.hub.unregister(id) {
             if let Err(e) = shared.broker.unsubscribe(&topic).await {
                 warn!(error = %e, ?topic, "could not unsubscribe");
@@ -95,6 +98,12 @@ pub async fn release(shared: Arc<Shared>, id: ConnId, lease: Lease, registered: 
         if let Err(e) = result {
             debug!(error = %e, conn = %lease.conn, "presence leave not recorded; retried");
         }
+    }
+    if let Some(member) = member {
+        let events = rooms.iter().map(|room| {
+            presence_events::announce(&shared, Change::Left, room, &member, &lease.conn)
+        });
+        futures_util::future::join_all(events).await;
     }
     if let Err(e) = released {
         // The lease expires on its own in the registry (PROTOCOL.md §7).

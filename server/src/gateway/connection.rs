@@ -4,6 +4,7 @@
 //! released before the closing handshake.
 
 use super::admission::{self, Admitted};
+use super::presence_events::{self, Change};
 use super::ws::frame::{self, Opcode};
 use super::ws::socket::{Incoming, ReadError, WsSocket};
 use crate::auth::{Claims, TokenError};
@@ -604,10 +605,16 @@ impl Connection {
                 }
                 if was_in {
                     let conn = self.shared.hub.conn_ref(self.id);
-                    let app = self.info().app.clone();
-                    if let Err(e) = self.shared.broker.presence_leave(&app, &room, &conn).await {
+                    let info = self.info();
+                    if let Err(e) = self
+                        .shared
+                        .broker
+                        .presence_leave(&info.app, &room, &conn)
+                        .await
+                    {
                         debug!(error = %e, "presence leave not recorded; retried");
                     }
+                    presence_events::announce(&self.shared, Change::Left, &room, info, &conn).await;
                 }
                 Some(ServerMessage::RoomLeft { room })
             }
@@ -686,10 +693,16 @@ impl Connection {
             }
         }
         let max = self.shared.config.max_rooms_per_connection;
+        let again = self
+            .shared
+            .hub
+            .rooms_of(self.id)
+            .iter()
+            .any(|r| **r == *room);
         match self.shared.hub.join_room(self.id, &room, max) {
-            Ok(None) => self.joined(room).await,
+            Ok(None) => self.joined(room, again).await,
             Ok(Some(topic)) => match self.shared.broker.subscribe(&topic).await {
-                Ok(()) => self.joined(room).await,
+                Ok(()) => self.joined(room, again).await,
                 Err(e) => {
                     self.shared.hub.leave_room(self.id, &room);
                     ServerMessage::error(
@@ -712,9 +725,10 @@ impl Connection {
         }
     }
 
-    /// Records the connection in the room's presence and answers the join. Presence is
-    /// not worth refusing a join for: a failed write is retried by the broker.
-    async fn joined(&self, room: String) -> ServerMessage {
+    /// Records the connection in the room's presence (and tells the members, the first
+    /// time) and answers the join. Presence is not worth refusing a join for: a failed
+    /// write is retried by the broker.
+    async fn joined(&self, room: String, again: bool) -> ServerMessage {
         let conn = self.shared.hub.conn_ref(self.id);
         let info = self.info();
         if let Err(e) = self
@@ -724,6 +738,9 @@ impl Connection {
             .await
         {
             debug!(error = %e, "presence join not recorded; retried");
+        }
+        if !again {
+            presence_events::announce(&self.shared, Change::Joined, &room, info, &conn).await;
         }
         ServerMessage::RoomJoined { room }
     }

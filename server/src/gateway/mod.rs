@@ -7,4 +7,5 @@ pub mod connection;
 pub mod echo;
 pub mod handshake;
 pub mod origin;
+pub mod presence_events;
 pub mod ws;
