@@ -1,6 +1,7 @@
 // The /admin dashboard in headless Chromium against a real tether-server: the key prompt
 // (a wrong key is refused with a clear message), live connection counts by app and type,
-// the message-rate chart, and the publish form reaching a connected client.
+// the message-rate chart, the publish form reaching a connected client, and the presence
+// lookup.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -164,6 +165,34 @@ describe('admin dashboard', { skip: skip ?? false }, () => {
 
     mkdirSync(SHOTS, { recursive: true });
     await page.screenshot({ path: join(SHOTS, 'dashboard.png'), fullPage: true });
+  });
+
+  test('the presence card lists who is in a room, and shows refusals', async () => {
+    // bob joined lobby in the publish test; alice joins too, from a second device.
+    const [alice] = clients;
+    const tablet = await gateway.connect('alice', 'shop', 'alice-tablet');
+    clients.push(tablet);
+    for (const client of [alice, tablet]) {
+      client.ws.send(JSON.stringify({ type: 'join_room', data: { room: 'lobby' } }));
+      await waitFor('joined', () => client.frames.find((f) => f.type === 'room_joined'));
+    }
+    await page.fill('#presence-app', 'shop');
+    await page.fill('#presence-room', 'lobby');
+    await page.click('#presence-form button[type=submit]');
+    const result = page.locator('#presence-result');
+    await waitFor('the answer', async () => (await result.textContent()) === '2 users, 3 connections in lobby');
+    assert.equal(await result.getAttribute('class'), 'ok');
+    const rows = page.locator('#presence-members tbody tr');
+    assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent))), [
+      ['alice', 'customer', '2'],
+      ['bob', 'customer', '1'],
+    ]);
+
+    await page.fill('#presence-room', 'no spaces');
+    await page.click('#presence-form button[type=submit]');
+    await waitFor('the refusal', async () => /^Refused: 400 invalid_request: /.test(await result.textContent()));
+    assert.equal(await result.getAttribute('class'), 'error');
+    assert.equal(await page.locator('#presence-members').isVisible(), false);
   });
 
   test('forgetting the key returns to the prompt', async () => {

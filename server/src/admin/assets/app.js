@@ -1,6 +1,7 @@
 // Tether admin dashboard: asks for the admin key, keeps it in sessionStorage, and polls
 // GET /v1/stats and GET /metrics with it as a bearer token. Message rates are computed
-// here from the Prometheus counters and drawn as an SVG chart. No library, no build step.
+// here from the Prometheus counters and drawn as an SVG chart. It also publishes, and
+// looks up who is in a room (GET /v1/presence). No library, no build step.
 'use strict';
 
 const KEY_STORAGE = 'tether.adminKey';
@@ -281,6 +282,42 @@ async function publish(event) {
   }
 }
 
+// ---- presence ----
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+async function lookUpPresence(event) {
+  event.preventDefault();
+  const result = $('presence-result');
+  const table = $('presence-members');
+  const query = new URLSearchParams({ app: $('presence-app').value.trim(), room: $('presence-room').value.trim() });
+  table.hidden = true;
+  try {
+    const answer = await api('GET', `/v1/presence?${query}`);
+    const listed = answer.truncated ? ` (the first ${answer.members.length} by user id listed)` : '';
+    showResult(result, true, `${plural(answer.users, 'user')}, ${plural(answer.connections, 'connection')} in ${answer.room}${listed}`);
+    const body = table.tBodies[0];
+    body.replaceChildren();
+    for (const member of answer.members) {
+      const row = body.insertRow();
+      row.dataset.name = member.userId;
+      row.insertCell().textContent = member.userId;
+      row.insertCell().textContent = member.userType;
+      const cell = row.insertCell();
+      cell.className = 'num';
+      cell.textContent = member.connections;
+    }
+    table.hidden = answer.members.length === 0;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      sessionStorage.removeItem(KEY_STORAGE);
+      showLogin(`The gateway no longer accepts the key (${error.message}).`);
+      return;
+    }
+    showResult(result, false, `Refused: ${error.message}`);
+  }
+}
+
 function showResult(element, ok, text) {
   element.hidden = false;
   element.className = ok ? 'ok' : 'error';
@@ -300,6 +337,7 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('target').addEventListener('change', targetChanged);
   $('publish-form').addEventListener('submit', publish);
+  $('presence-form').addEventListener('submit', lookUpPresence);
   targetChanged();
   renderLegend();
   const key = sessionStorage.getItem(KEY_STORAGE);
