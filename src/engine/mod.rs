@@ -204,6 +204,9 @@ pub struct Engine {
     processed: mpsc::UnboundedReceiver<u64>,
     durable: watch::Sender<u64>,
     host: mpsc::UnboundedSender<HostEvent>,
+    /// Callbacks due, held until the snapshot they follow from is published (see
+    /// [`Engine::publish`]).
+    told: Vec<HostEvent>,
     snapshot_tx: watch::Sender<Snapshot>,
     snapshot: Snapshot,
     /// The token for the attempt about to open (never logged).
@@ -302,6 +305,7 @@ impl Engine {
             processed,
             durable,
             host,
+            told: Vec::new(),
             snapshot_tx: snapshot,
             token: None,
             token_digest: None,
@@ -378,11 +382,17 @@ impl Engine {
         self.snapshot.queued_bytes = self.outbox.bytes();
         self.snapshot.oldest_queued_ms = self.outbox.oldest_created_ms();
         self.snapshot_tx.send_replace(self.snapshot.clone());
+        // Only now the listener hears what happened: an app reading `status()` or
+        // `stats()` in a callback sees the state the callback follows from, never an
+        // older one (`on_status(Connected)` with `stats()` still `Connecting`).
+        for event in self.told.drain(..) {
+            // The dispatcher ends only after the engine; a failed send means shutdown.
+            let _ = self.host.send(event);
+        }
     }
 
-    fn tell(&self, event: HostEvent) {
-        // The dispatcher ends only after the engine; a failed send means shutdown.
-        let _ = self.host.send(event);
+    fn tell(&mut self, event: HostEvent) {
+        self.told.push(event);
     }
 
     fn report(&mut self, error: TetherError) {
