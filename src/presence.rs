@@ -27,6 +27,9 @@ pub struct PresenceMember {
     pub user_type: String,
     /// The user's connections in the room.
     pub connections: u32,
+    /// Their ids, as in the `presence_joined` / `presence_left` events' `connectionId`:
+    /// keep a room's members keyed by them to apply those events to this answer.
+    pub connection_ids: Vec<String>,
 }
 
 impl From<server::PresenceMember> for PresenceMember {
@@ -35,6 +38,7 @@ impl From<server::PresenceMember> for PresenceMember {
             user_id: m.user_id,
             user_type: m.user_type,
             connections: m.connections,
+            connection_ids: m.connection_ids,
         }
     }
 }
@@ -65,6 +69,7 @@ mod tests {
                 user_id: "u1".into(),
                 user_type: "driver".into(),
                 connections: 2,
+                connection_ids: vec!["n-1".into(), "n-2".into()],
             }],
             truncated: true,
         };
@@ -77,7 +82,8 @@ mod tests {
             [PresenceMember {
                 user_id: "u1".into(),
                 user_type: "driver".into(),
-                connections: 2
+                connections: 2,
+                connection_ids: vec!["n-1".into(), "n-2".into()],
             }]
         );
     }

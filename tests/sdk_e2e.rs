@@ -445,6 +445,7 @@ async fn room_presence_lists_everyone_in_the_room() {
     .expect("both users in the room");
     assert_eq!(presence.room, "lobby");
     assert_eq!(presence.connections, 2);
+    assert!(presence.members.iter().all(|m| m.connection_ids.len() == 1));
     assert!(!presence.truncated);
     let members: Vec<(&str, u32)> = presence
         .members
@@ -489,7 +490,18 @@ async fn join_and_leave_events_arrive_as_room_messages() {
                 && m.data_json.contains(r#""userId":"bob""#))
         }
     };
-    wait_for(&mut a.seen, WAIT, event("presence_joined")).await;
+    let Seen::Message(joined) = wait_for(&mut a.seen, WAIT, event("presence_joined")).await else {
+        unreachable!("wait_for returns what matched")
+    };
+    // The event names the connection the way room_presence lists it.
+    let data: serde_json::Value = serde_json::from_str(&joined.data_json).unwrap();
+    let presence = a.client.room_presence("lobby".into()).await.unwrap();
+    let bob = presence
+        .members
+        .iter()
+        .find(|m| m.user_id == "bob")
+        .expect("bob listed");
+    assert_eq!(bob.connection_ids, [data["connectionId"].as_str().unwrap()]);
     b.client.shutdown().await;
     wait_for(&mut a.seen, WAIT, event("presence_left")).await;
     a.client.shutdown().await;

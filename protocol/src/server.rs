@@ -75,6 +75,10 @@ pub struct PresenceMember {
     pub user_type: String,
     /// The user's connections in the room.
     pub connections: u32,
+    /// Their ids (each the `connectionId` of that connection's `connection_established`,
+    /// as in `presence_joined` / `presence_left`), in order.
+    #[serde(default)]
+    pub connection_ids: Vec<String>,
 }
 
 /// Data of `pong`.
@@ -327,11 +331,13 @@ mod tests {
                     user_id: "u1".into(),
                     user_type: "customer".into(),
                     connections: 2,
+                    connection_ids: vec!["n-1".into(), "n-2".into()],
                 },
                 PresenceMember {
                     user_id: "u2".into(),
                     user_type: "driver".into(),
                     connections: 1,
+                    connection_ids: vec!["n-3".into()],
                 },
             ],
             truncated: false,
@@ -339,7 +345,7 @@ mod tests {
         let frame = ServerMessage::RoomPresence(presence.clone()).encode(5);
         assert_eq!(
             frame,
-            r#"{"type":"room_presence","data":{"room":"lobby","users":2,"connections":3,"members":[{"userId":"u1","userType":"customer","connections":2},{"userId":"u2","userType":"driver","connections":1}],"truncated":false},"ts":5}"#
+            r#"{"type":"room_presence","data":{"room":"lobby","users":2,"connections":3,"members":[{"userId":"u1","userType":"customer","connections":2,"connectionIds":["n-1","n-2"]},{"userId":"u2","userType":"driver","connections":1,"connectionIds":["n-3"]}],"truncated":false},"ts":5}"#
         );
         assert_eq!(
             ServerMessage::parse(&frame),

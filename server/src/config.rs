@@ -600,16 +600,17 @@ impl Config {
                 ));
             }
         }
+        // Empty entries (`WS_PRESENCE_EVENTS=`, a trailing comma) are ignored.
         let presence_events: Vec<String> = cli
             .ws_presence_events
             .iter()
             .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
             .collect();
         for pattern in &presence_events {
             let name = pattern.strip_suffix('*').unwrap_or(pattern);
             if (!name.is_empty() && tether_protocol::names::validate_room(name).is_err())
                 || name.contains('*')
-                || pattern.is_empty()
             {
                 return Err(invalid(
                     "WS_PRESENCE_EVENTS",
@@ -1172,7 +1173,13 @@ mod tests {
             .unwrap()
             .presence_events
             .is_empty());
-        for bad in ["a*b*", "no spaces", "a,,b", "*x"] {
+        let config = parse(&["--jwt-secret", SECRET, "--ws-presence-events", "a,,b,"]).unwrap();
+        assert_eq!(
+            config.presence_events,
+            ["a", "b"],
+            "empty entries are ignored"
+        );
+        for bad in ["a*b*", "no spaces", "*x", "**"] {
             let err = parse(&["--jwt-secret", SECRET, "--ws-presence-events", bad]).unwrap_err();
             assert!(err.starts_with("WS_PRESENCE_EVENTS:"), "{bad}: {err}");
         }

@@ -621,7 +621,8 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
     assert_eq!(
         answer.body,
         json!({"room": "orders:1", "users": 1, "connections": 1, "truncated": false,
-               "members": [{"userId": "alice", "userType": "customer", "connections": 1}]})
+               "members": [{"userId": "alice", "userType": "customer", "connections": 1,
+                            "connectionIds": [alice.established["data"]["connectionId"].clone()]}]})
     );
     let answer = caller
         .query_checked(Method::GET, &format!("/v1/presence?app={APP}&room=lobby"))

@@ -90,6 +90,17 @@ async fn members_see_who_is_in_the_room_and_others_are_refused() {
     );
     assert_eq!(members(&seen), listed(&[("alice", 2), ("bob", 1)]));
     assert_eq!(seen["members"][0]["userType"], "customer");
+    // Each member names its connections, as the join and leave events do.
+    let mut alices = vec![
+        alice.established["data"]["connectionId"].clone(),
+        alice_tablet.established["data"]["connectionId"].clone(),
+    ];
+    alices.sort_by_key(|id| id.as_str().unwrap_or_default().to_owned());
+    assert_eq!(seen["members"][0]["connectionIds"], json!(alices));
+    assert_eq!(
+        seen["members"][1]["connectionIds"],
+        json!([bob.established["data"]["connectionId"].clone()])
+    );
     assert_eq!(seen["truncated"], false);
     assert_eq!(
         http_presence(&gw, "lobby").await,

@@ -72,6 +72,8 @@ export interface PresenceMember {
   userType: string;
   /** The user's connections in the room. */
   connections: number;
+  /** Their ids, as in the `presence_joined` / `presence_left` events' `connectionId`. */
+  connectionIds: string[];
 }
 
 /** Who is in a room, on every gateway node (see {@link TetherStore.getRoomPresence}). */
@@ -241,7 +243,12 @@ export function toRoomPresence(p: GeneratedRoomPresence): RoomPresence {
     room: p.room,
     users: Number(p.users),
     connections: Number(p.connections),
-    members: p.members.map((m) => ({ userId: m.userId, userType: m.userType, connections: m.connections })),
+    members: p.members.map((m) => ({
+      userId: m.userId,
+      userType: m.userType,
+      connections: m.connections,
+      connectionIds: [...m.connectionIds],
+    })),
     truncated: p.truncated,
   };
 }

@@ -26,14 +26,14 @@ describe('getRoomPresence', () => {
       room: 'lobby',
       users: 2n,
       connections: 3n,
-      members: [{ userId: 'u1', userType: 'driver', connections: 2 }],
+      members: [{ userId: 'u1', userType: 'driver', connections: 2, connectionIds: ['n-1', 'n-2'] }],
       truncated: true,
     });
     assert.deepEqual(plain, {
       room: 'lobby',
       users: 2,
       connections: 3,
-      members: [{ userId: 'u1', userType: 'driver', connections: 2 }],
+      members: [{ userId: 'u1', userType: 'driver', connections: 2, connectionIds: ['n-1', 'n-2'] }],
       truncated: true,
     });
   });
@@ -66,13 +66,21 @@ describe('getRoomPresence', () => {
         assert.ok(Date.now() < deadline, `timed out; last answer ${JSON.stringify(presence)}`);
         presence = await stores[0]!.getRoomPresence(room);
       }
-      assert.deepEqual(presence, {
-        room,
-        users: 2,
-        connections: 2,
-        members: [...users].sort().map((userId) => ({ userId, userType: 'customer', connections: 1 })),
-        truncated: false,
-      });
+      // Each member names its one connection.
+      for (const member of presence.members) {
+        assert.equal(member.connectionIds.length, 1, JSON.stringify(member));
+        assert.equal(typeof member.connectionIds[0], 'string');
+      }
+      assert.deepEqual(
+        { ...presence, members: presence.members.map(({ connectionIds: _, ...m }) => m) },
+        {
+          room,
+          users: 2,
+          connections: 2,
+          members: [...users].sort().map((userId) => ({ userId, userType: 'customer', connections: 1 })),
+          truncated: false,
+        },
+      );
       await assert.rejects(stores[1]!.getRoomPresence('elsewhere'), isKind('auth', 'join the room first'));
     } finally {
       for (const store of stores) await store.shutdown();

@@ -197,7 +197,9 @@ impl Broker for MemoryBroker {
         let members = self.hub.room_members(app, room);
         Ok(presence::summarise(
             room,
-            members.into_iter().map(|(_, user, kind)| (user, kind)),
+            members
+                .into_iter()
+                .map(|(id, user, kind)| (self.hub.conn_ref(id).to_string(), user, kind)),
         ))
     }
 

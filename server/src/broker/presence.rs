@@ -1,12 +1,12 @@
 //! Room presence: who is in a room, whichever node holds their connections. Each broker
-//! collects the room's connections (user and user type of each); [`summarise`] turns them
-//! into the answer every caller sees, so the embedded and the Redis broker agree on it.
+//! collects the room's connections (id, user and user type of each); [`summarise`] turns
+//! them into the answer every caller sees, so the embedded and the Redis broker agree.
 
 use std::collections::BTreeMap;
 use tether_protocol::server::{PresenceMember, RoomPresence};
 
-/// One connection in a room: its user and the user's type.
-pub type Present<S> = (S, S);
+/// One connection in a room: its id (`connectionId`), its user and the user's type.
+pub type Present<S> = (String, S, S);
 
 /// Counts users and connections and lists the users by id, at most
 /// [`RoomPresence::MAX_MEMBERS`] of them. A user seen with several types (tokens of
@@ -16,14 +16,14 @@ pub fn summarise<S: AsRef<str>>(
     room: &str,
     connections: impl IntoIterator<Item = Present<S>>,
 ) -> RoomPresence {
-    let mut users: BTreeMap<String, (String, u32)> = BTreeMap::new();
+    let mut users: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     let mut total = 0u64;
-    for (user, user_type) in connections {
+    for (id, user, user_type) in connections {
         total += 1;
-        let (kind, count) = users
+        let (kind, ids) = users
             .entry(user.as_ref().to_owned())
-            .or_insert_with(|| (user_type.as_ref().to_owned(), 0));
-        *count += 1;
+            .or_insert_with(|| (user_type.as_ref().to_owned(), Vec::new()));
+        ids.push(id);
         if user_type.as_ref() < kind.as_str() {
             user_type.as_ref().clone_into(kind);
         }
@@ -37,10 +37,14 @@ pub fn summarise<S: AsRef<str>>(
         members: users
             .into_iter()
             .take(listed)
-            .map(|(user_id, (user_type, connections))| PresenceMember {
-                user_id,
-                user_type,
-                connections,
+            .map(|(user_id, (user_type, mut connection_ids))| {
+                connection_ids.sort_unstable();
+                PresenceMember {
+                    user_id,
+                    user_type,
+                    connections: connection_ids.len() as u32,
+                    connection_ids,
+                }
             })
             .collect(),
     }
@@ -55,10 +59,10 @@ mod tests {
         let presence = summarise(
             "lobby",
             [
-                ("u2", "driver"),
-                ("u1", "customer"),
-                ("u2", "driver"),
-                ("u3", "customer"),
+                ("n-4".to_owned(), "u2", "driver"),
+                ("n-1".to_owned(), "u1", "customer"),
+                ("n-2".to_owned(), "u2", "driver"),
+                ("n-3".to_owned(), "u3", "customer"),
             ],
         );
         assert_eq!(presence.room, "lobby");
@@ -81,16 +85,28 @@ mod tests {
 
     #[test]
     fn one_type_per_user_whatever_the_order() {
-        let a = summarise("r", [("u1", "staff"), ("u1", "customer")]);
-        let b = summarise("r", [("u1", "customer"), ("u1", "staff")]);
+        let a = summarise(
+            "r",
+            [
+                ("a".to_owned(), "u1", "staff"),
+                ("b".to_owned(), "u1", "customer"),
+            ],
+        );
+        let b = summarise(
+            "r",
+            [
+                ("b".to_owned(), "u1", "customer"),
+                ("a".to_owned(), "u1", "staff"),
+            ],
+        );
         assert_eq!(a, b);
         assert_eq!(a.members[0].user_type, "customer");
     }
 
     #[test]
     fn long_lists_are_cut_but_counted_in_full() {
-        let many: Vec<(String, String)> = (0..RoomPresence::MAX_MEMBERS + 5)
-            .map(|i| (format!("u{i:05}"), "customer".to_owned()))
+        let many: Vec<(String, String, String)> = (0..RoomPresence::MAX_MEMBERS + 5)
+            .map(|i| (format!("n-{i}"), format!("u{i:05}"), "customer".to_owned()))
             .collect();
         let presence = summarise("big", many);
         assert_eq!(presence.users, RoomPresence::MAX_MEMBERS as u64 + 5);

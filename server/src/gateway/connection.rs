@@ -11,7 +11,7 @@ use crate::auth::{Claims, TokenError};
 use crate::broker::Lease;
 use crate::broker::{AckOutcome, InboundMessage, Replay, StoreOutcome};
 use crate::clock::now_ms;
-use crate::hub::{ConnCell, ConnId, ConnInfo, Registration, ABANDON};
+use crate::hub::{ConnCell, ConnId, ConnInfo, Registration, Topic, ABANDON};
 use crate::state::Shared;
 use metrics::counter;
 use std::collections::VecDeque;
@@ -700,8 +700,19 @@ impl Connection {
             .iter()
             .any(|r| **r == *room);
         match self.shared.hub.join_room(self.id, &room, max) {
-            Ok(None) => self.joined(room, again).await,
-            Ok(Some(topic)) => match self.shared.broker.subscribe(&topic).await {
+            Ok(None) if again => self.joined(room, again).await,
+            // Not the first member here, but the first one's subscribe may still be on its
+            // way: waiting for it (a no-op once done) keeps §4's promise that every
+            // message from `room_joined` on arrives.
+            Ok(topic) => match self
+                .shared
+                .broker
+                .subscribe(&topic.unwrap_or_else(|| Topic::Room {
+                    app: self.info().app.clone(),
+                    room: Arc::from(room.as_str()),
+                }))
+                .await
+            {
                 Ok(()) => self.joined(room, again).await,
                 Err(e) => {
                     self.shared.hub.leave_room(self.id, &room);

@@ -65,6 +65,11 @@ pub async fn announce(
     if !names::room_allowed(&shared.config.presence_events, room) {
         return;
     }
+    // One node shutting down closes every member: nobody is left to hear (and telling
+    // each of N closing members about the other N would cost N^2 deliveries).
+    if shared.draining() && shared.broker.name() == "memory" {
+        return;
+    }
     let body = Utf8Bytes::from(frame(change, room, member, conn));
     match shared.broker.send_to_room(&member.app, room, body).await {
         Ok(_) => counter!("tether_presence_events_total", "kind" => change.kind()).increment(1),

@@ -285,15 +285,18 @@ async function publish(event) {
 // ---- presence ----
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+let lookUps = 0; // only the latest look-up may show its answer
 
 async function lookUpPresence(event) {
   event.preventDefault();
   const result = $('presence-result');
   const table = $('presence-members');
   const query = new URLSearchParams({ app: $('presence-app').value.trim(), room: $('presence-room').value.trim() });
+  const mine = ++lookUps;
   table.hidden = true;
   try {
     const answer = await api('GET', `/v1/presence?${query}`);
+    if (mine !== lookUps) return;
     const listed = answer.truncated ? ` (the first ${answer.members.length} by user id listed)` : '';
     showResult(result, true, `${plural(answer.users, 'user')}, ${plural(answer.connections, 'connection')} in ${answer.room}${listed}`);
     const body = table.tBodies[0];
@@ -314,6 +317,7 @@ async function lookUpPresence(event) {
       showLogin(`The gateway no longer accepts the key (${error.message}).`);
       return;
     }
+    if (mine !== lookUps) return;
     showResult(result, false, `Refused: ${error.message}`);
   }
 }

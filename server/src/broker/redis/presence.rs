@@ -119,8 +119,8 @@ pub(super) async fn read(
             continue;
         }
         // A value this build cannot read (a later build's format) is skipped, not dropped.
-        if let Ok(member) = serde_json::from_str::<(String, String)>(&value) {
-            present.push(member);
+        if let Ok((user, user_type)) = serde_json::from_str::<(String, String)>(&value) {
+            present.push((field, user, user_type));
         }
     }
     if !gone.is_empty() {

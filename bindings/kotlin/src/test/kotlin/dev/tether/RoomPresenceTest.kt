@@ -54,9 +54,11 @@ class RoomPresenceTest : GatewayTest() {
                 assertEquals(2uL, presence.users)
                 assertEquals(2uL, presence.connections)
                 assertFalse(presence.truncated)
+                // Each member names its one connection (the id the join and leave events carry).
+                assertTrue(presence.members.all { it.connectionIds.size == 1 }, "${presence.members}")
                 assertEquals(
-                    listOf(alice, bob).sorted().map { PresenceMember(userId = it, userType = "customer", connections = 1u) },
-                    presence.members,
+                    listOf(alice, bob).sorted().map { PresenceMember(userId = it, userType = "customer", connections = 1u, connectionIds = emptyList()) },
+                    presence.members.map { it.copy(connectionIds = emptyList()) },
                 )
                 val refused = assertThrows<TetherException> { runBlocking { b.roomPresence("elsewhere") } }
                 assertEquals(ErrorKind.AUTH, refused.kind())
