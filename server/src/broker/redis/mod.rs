@@ -104,6 +104,9 @@ pub(crate) struct Inner {
     subscriber_link: LinkState,
     /// Set when the subscriber lost its connection: live messages may have been missed.
     missed_live: AtomicBool,
+    /// Orders a room's presence re-assertion (exclusive) against its joins and leaves
+    /// (shared: they touch different fields), striped by room.
+    presence_locks: Vec<tokio::sync::RwLock<()>>,
     /// Rooms whose presence write failed: this node's part is re-asserted next tick.
     presence_retry: Mutex<HashSet<(String, String)>>,
     /// Recent answers for large rooms, so repeated requests cost Redis one read a second.
@@ -172,6 +175,7 @@ impl RedisBroker {
             publisher_link: LinkState::default(),
             subscriber_link: LinkState::default(),
             missed_live: AtomicBool::new(false),
+            presence_locks: (0..64).map(|_| tokio::sync::RwLock::new(())).collect(),
             presence_retry: Mutex::default(),
             presence_cache: Mutex::default(),
             latency_ms: AtomicU64::new(0),
@@ -211,12 +215,17 @@ impl Inner {
         }
     }
 
-    /// Serialises work on one key (a channel, a room's presence): striped, so different
-    /// keys rarely wait for each other.
+    /// Serialises work on one channel: striped, so different channels rarely wait for
+    /// each other.
     async fn serial(&self, key: &str) -> tokio::sync::MutexGuard<'_, ()> {
         self.stripes[stripe_of(key, self.stripes.len())]
             .lock()
             .await
+    }
+
+    /// The lock ordering work on one room's presence.
+    fn presence_lock(&self, key: &str) -> &tokio::sync::RwLock<()> {
+        &self.presence_locks[stripe_of(key, self.presence_locks.len())]
     }
 
     /// Subscribes or unsubscribes a topic's channel to match what the hub needs now.

@@ -7,10 +7,11 @@
 //! connections leaves fields behind: reads skip (and drop) fields of nodes whose
 //! heartbeat ran out, so they never count.
 //!
-//! Every write of a room's presence (join, leave, re-assertion) holds the room's stripe
-//! lock, and a re-assertion reads the hub's members under it, so a join or leave the hub
+//! A re-assertion holds its room's lock exclusively and reads the hub's members under
+//! it; joins and leaves hold it shared (they write different fields, and one
+//! connection's own joins and leaves come one after another). So a join or leave the hub
 //! saw is either in the snapshot or written after the re-assertion: neither can undo the
-//! other.
+//! other, and joins to one room never wait for each other.
 
 use super::{keys, scripts, unavailable, Inner};
 use crate::broker::presence::summarise;
@@ -54,7 +55,7 @@ pub(super) async fn enter(
     member: &ConnInfo,
 ) -> Result<(), BrokerError> {
     let key = keys::room_presence(app, room);
-    let _serial = inner.serial(&key).await;
+    let _shared = inner.presence_lock(&key).read().await;
     inner
         .main
         .invoke::<i64>(
@@ -76,7 +77,7 @@ pub(super) async fn leave(
     conn: &ConnRef,
 ) -> Result<(), BrokerError> {
     let key = keys::room_presence(app, room);
-    let _serial = inner.serial(&key).await;
+    let _shared = inner.presence_lock(&key).read().await;
     inner
         .main
         .query::<()>(redis::cmd("HDEL").arg(&key).arg(conn.to_string()))
@@ -169,7 +170,7 @@ pub(super) fn due(inner: &Inner, keep: impl Fn(&str, &str) -> bool) -> Vec<(Arc<
 /// now, and nothing else of this node's.
 async fn sync_room(inner: &Inner, app: &str, room: &str) -> redis::RedisResult<i64> {
     let key = keys::room_presence(app, room);
-    let _serial = inner.serial(&key).await;
+    let _exclusive = inner.presence_lock(&key).write().await;
     let mut invocation = scripts::PRESENCE_SYNC.prepare_invoke();
     invocation
         .key(&key)
