@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::json;
-use support::redis::RedisServer;
+use support::redis::{HoldingProxy, RedisServer};
 use support::*;
 
 async fn join(client: &mut Client, room: &str) {
@@ -94,6 +94,34 @@ async fn a_node_stops_receiving_a_room_when_its_last_member_leaves() {
     eventually("unsubscribed", || async { channels().trim().is_empty() }).await;
     a.send_to_room("lobby", json!(1)).await;
     on_b.silent_for(200).await;
+}
+
+/// §4: every room message from `room_joined` on arrives, also for a second member that
+/// joins while the node's subscribe for the first one is still on its way to Redis.
+#[tokio::test]
+async fn a_second_joiner_hears_the_room_from_room_joined_while_the_subscribe_is_on_its_way() {
+    let redis = RedisServer::start();
+    let hold = std::time::Duration::from_millis(1500);
+    let proxy = HoldingProxy::start(redis.port, &["SUBSCRIBE", "{r:shop:orders.9}:ch"], hold).await;
+    let gw = TestGateway::redis(&proxy.url(), |_| {}).await;
+    let mut first = gw.connect("u1", "d").await;
+    let mut second = gw.connect("u2", "d").await;
+    let started = std::time::Instant::now();
+    first
+        .send(json!({"type": "join_room", "data": {"room": "orders.9"}}))
+        .await;
+    // The first join's SUBSCRIBE is now held in the proxy.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    join(&mut second, "orders.9").await;
+    assert!(
+        started.elapsed() >= hold,
+        "room_joined came before the node was subscribed"
+    );
+    let sent = gw.send_to_room("orders.9", json!({"eta": 3})).await;
+    let heard = second.recv().await;
+    assert_eq!(heard["id"], sent["id"], "{heard}");
+    assert_eq!(first.recv().await["type"], "room_joined");
+    assert_eq!(first.recv().await["id"], sent["id"]);
 }
 
 #[tokio::test]

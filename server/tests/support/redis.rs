@@ -227,3 +227,82 @@ impl RedisCluster {
             .join(",")
     }
 }
+
+/// A TCP proxy in front of a Redis server that holds back, for `hold`, the first chunk a
+/// client sends that contains every one of `needles` (and, behind it, the rest of that
+/// connection's commands). Everything else passes at once. Opens a window a test cannot
+/// open otherwise: a command that is on its way while others are already answered.
+pub struct HoldingProxy {
+    pub port: u16,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl HoldingProxy {
+    pub async fn start(redis_port: u16, needles: &[&str], hold: Duration) -> HoldingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let needles: std::sync::Arc<Vec<Vec<u8>>> =
+            std::sync::Arc::new(needles.iter().map(|n| n.as_bytes().to_vec()).collect());
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accepting = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
+                else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(
+                    client_read,
+                    server_write,
+                    Some((needles.clone(), held.clone(), hold)),
+                ));
+                tokio::spawn(forward(server_read, client_write, None));
+            }
+        });
+        HoldingProxy { port, accepting }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+type Hold = (
+    std::sync::Arc<Vec<Vec<u8>>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Duration,
+);
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    hold: Option<Hold>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if let Some((needles, held, wait)) = &hold {
+            let chunk = &buf[..n];
+            let matches = needles
+                .iter()
+                .all(|needle| chunk.windows(needle.len()).any(|w| w == needle.as_slice()));
+            if matches && !held.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(*wait).await;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for HoldingProxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
