@@ -169,17 +169,37 @@ async fn a_node_that_stopped_without_closing_drops_out() {
     join(&mut on_a, "orders:1").await;
     join(&mut on_b, "orders:1").await;
     assert_eq!(http_presence(&a, "orders:1").await["users"], 2);
-    // Its member stops counting once its heartbeat runs out (3 s here), and its entry
-    // is dropped from Redis by the next read.
+    // Its member stops counting once its heartbeat runs out (3 s here), and its part of
+    // the room expires from Redis a lease later; the live node's part stays.
+    let part = |client: &Client| part_of("orders%3A1", client);
+    let (part_a, part_b) = (part(&on_a), part(&on_b));
     b.kill();
     eventually("a stopped node's members drop out", || async {
         members(&http_presence(&a, "orders:1").await) == listed(&[("u1", 1)])
     })
     .await;
-    let fields = redis
-        .cli(&["HLEN", "tether:{r:shop:orders%3A1}:presence"])
-        .unwrap_or_default();
-    assert_eq!(fields.trim(), "1", "only u1's entry is left");
+    eventually("a stopped node's part expires", || async {
+        redis.cli(&["EXISTS", &part_b]).unwrap_or_default().trim() == "0"
+    })
+    .await;
+    assert_eq!(
+        redis.cli(&["HLEN", &part_a]).unwrap_or_default().trim(),
+        "1",
+        "u1's entry stays"
+    );
+}
+
+/// The Redis key of the node `client` is on's part of `room` (escaped) in app `shop`.
+fn part_of(room: &str, client: &Client) -> String {
+    let node = client.established["data"]["serverId"]
+        .as_str()
+        .expect("serverId");
+    assert!(
+        node.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+        "node ids need no escaping here: {node}"
+    );
+    format!("tether:{{r:shop:{room}}}:presence:{node}")
 }
 
 #[tokio::test]
@@ -191,7 +211,8 @@ async fn each_node_repairs_its_part_after_redis_lost_it_or_a_write_was_lost() {
     .await;
     let mut member = gw.connect("u1", "d").await;
     join(&mut member, "lobby").await;
-    let key = "tether:{r:shop:lobby}:presence";
+    let part = part_of("lobby", &member);
+    let key = part.as_str();
     let node = member.established["data"]["serverId"]
         .as_str()
         .expect("serverId")
@@ -268,7 +289,8 @@ async fn a_room_whose_write_failed_is_rewritten_at_the_next_tick() {
     join(&mut goes, "lobby").await;
     assert_eq!(http_presence(&gw, "lobby").await["users"], 2);
     // Break the key so the close's write fails (WRONGTYPE), then mend it.
-    let key = "tether:{r:shop:lobby}:presence";
+    let part = part_of("lobby", &stays);
+    let key = part.as_str();
     redis.cli(&["SET", key, "not a hash"]);
     drop(goes);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -77,10 +77,16 @@ pub fn channel(topic: &Topic) -> String {
     }
 }
 
-/// A room's presence: a hash of `<connection ref>` -> `[user, user type]` (JSON), one
-/// field per connection in the room on any node. Shares the room channel's hash tag.
-pub fn room_presence(app: &str, room: &str) -> String {
-    format!("tether:{{r:{}:{}}}:presence", escape(app), escape(room))
+/// One node's part of a room's presence: a hash of `<connection ref>` -> `[user, user
+/// type]` (JSON), one field per connection of that node in the room. Every node's part
+/// shares the room channel's hash tag, so one read (or script) reaches all of them.
+pub fn room_presence(app: &str, room: &str, node: &str) -> String {
+    format!(
+        "tether:{{r:{}:{}}}:presence:{}",
+        escape(app),
+        escape(room),
+        escape(node)
+    )
 }
 
 /// The control channel of one node (connection replacements).
@@ -150,6 +156,21 @@ mod tests {
         ] {
             assert_eq!(tag(key), expected, "{key}");
         }
+    }
+
+    #[test]
+    fn every_nodes_part_of_a_room_shares_the_rooms_hash_tag() {
+        let room = Topic::Room {
+            app: Arc::from("shop"),
+            room: Arc::from("a}b"),
+        };
+        let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
+        let a = room_presence("shop", "a}b", "node-1");
+        let b = room_presence("shop", "a}b", "node:2");
+        assert_ne!(a, b);
+        assert_eq!(tag(&a), tag(&channel(&room)));
+        assert_eq!(tag(&b), tag(&channel(&room)));
+        assert!(b.ends_with(":presence:node%3A2"), "{b}");
     }
 
     #[test]

@@ -101,8 +101,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
         if last_heartbeat.is_none_or(|at| at.elapsed() >= heartbeat_every) {
             if let Some(listed_again) = heartbeat(&inner).await {
                 last_heartbeat = Some(Instant::now());
-                // Not listed before: readers may have dropped this node's presence
-                // entries meanwhile (and Redis may have lost its leases).
+                // Not listed before: Redis may have lost this node's leases and its
+                // part of room presence (a restart, or they ran out meanwhile).
                 refresh_all |= listed_again;
             }
         }

@@ -1,11 +1,12 @@
-//! Room presence in Redis: one hash per room (`keys::room_presence`), a field per
-//! connection in the room on any node, named by the connection's ref (`<node>-<n>`).
-//! Joins and leaves write it at once; each node re-asserts its own part of every room a
-//! slice per maintenance tick (all of it after Redis came back or lost the node's
-//! heartbeat, and at the next tick a room whose write failed), which also keeps the hash
-//! from expiring while anyone is in the room. A node that stopped without closing its
-//! connections leaves fields behind: reads skip (and drop) fields of nodes whose
-//! heartbeat ran out, so they never count.
+//! Room presence in Redis: each node keeps its own part of a room, one hash per (room,
+//! node) (`keys::room_presence`), a field per connection of that node in the room, named
+//! by the connection's ref (`<node>-<n>`). Joins and leaves write it at once; each node
+//! re-asserts its part of every room a slice per maintenance tick (all of it after Redis
+//! came back or lost the node's heartbeat, and at the next tick a room whose write
+//! failed), which also keeps its hash from expiring while it has members there. A read
+//! takes the parts of the nodes whose heartbeat is alive. A node that stopped without
+//! closing its connections never counts again, and its parts expire a lease later, so no
+//! node ever reads, scans or cleans up another node's part.
 //!
 //! A re-assertion holds its room's lock exclusively and reads the hub's members under
 //! it; joins and leaves hold it shared (they write different fields, and one
@@ -54,7 +55,7 @@ pub(super) async fn enter(
     conn: &ConnRef,
     member: &ConnInfo,
 ) -> Result<(), BrokerError> {
-    let key = keys::room_presence(app, room);
+    let key = keys::room_presence(app, room, &inner.node);
     let _shared = inner.presence_lock(&key).read().await;
     inner
         .main
@@ -76,7 +77,7 @@ pub(super) async fn leave(
     room: &str,
     conn: &ConnRef,
 ) -> Result<(), BrokerError> {
-    let key = keys::room_presence(app, room);
+    let key = keys::room_presence(app, room, &inner.node);
     let _shared = inner.presence_lock(&key).read().await;
     inner
         .main
@@ -96,43 +97,27 @@ pub(super) async fn read(
             return Ok(presence.clone());
         }
     }
-    let live: HashSet<String> = inner
+    let live: Vec<String> = inner
         .main
-        .invoke::<Vec<String>>(&scripts::LIVE_NODES.key(keys::NODES))
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .collect();
-    let key = keys::room_presence(app, room);
-    let fields: HashMap<String, String> = inner
-        .main
-        .query(redis::cmd("HGETALL").arg(&key))
+        .invoke(&scripts::LIVE_NODES.key(keys::NODES))
         .await
         .map_err(unavailable)?;
-    let mut present = Vec::with_capacity(fields.len());
-    let mut gone = Vec::new();
-    for (field, value) in fields {
-        let Some(conn) = ConnRef::parse(&field) else {
-            continue;
-        };
-        if !live.contains(&*conn.node) {
-            gone.push(field);
-            continue;
+    let parts: Vec<HashMap<String, String>> = if live.is_empty() {
+        Vec::new()
+    } else {
+        let mut reads = redis::pipe();
+        for node in &live {
+            reads
+                .cmd("HGETALL")
+                .arg(keys::room_presence(app, room, node));
         }
-        // A value this build cannot read (a later build's format) is skipped, not dropped.
+        inner.main.pipeline(&reads).await.map_err(unavailable)?
+    };
+    let mut present = Vec::with_capacity(parts.iter().map(HashMap::len).sum());
+    for (field, value) in parts.into_iter().flatten() {
+        // A value this build cannot read (a later build's format) is skipped.
         if let Ok((user, user_type)) = serde_json::from_str::<(String, String)>(&value) {
             present.push((field, user, user_type));
-        }
-    }
-    if !gone.is_empty() {
-        // Left by nodes that are gone: nobody would remove them otherwise. A node whose
-        // heartbeat only lapsed writes its part back when its next one goes through.
-        if let Err(e) = inner
-            .main
-            .query::<()>(redis::cmd("HDEL").arg(&key).arg(&gone))
-            .await
-        {
-            warn!(error = %e, room, "could not drop presence entries of stopped nodes");
         }
     }
     let presence = summarise(room, present);
@@ -167,15 +152,12 @@ pub(super) fn due(inner: &Inner, keep: impl Fn(&str, &str) -> bool) -> Vec<(Arc<
 }
 
 /// Re-asserts this node's part of one room's presence: its members as the hub has them
-/// now, and nothing else of this node's.
+/// now, and nothing else.
 async fn sync_room(inner: &Inner, app: &str, room: &str) -> redis::RedisResult<i64> {
-    let key = keys::room_presence(app, room);
+    let key = keys::room_presence(app, room, &inner.node);
     let _exclusive = inner.presence_lock(&key).write().await;
     let mut invocation = scripts::PRESENCE_SYNC.prepare_invoke();
-    invocation
-        .key(&key)
-        .arg(&*inner.node)
-        .arg(inner.settings.lease_ms);
+    invocation.key(&key).arg(inner.settings.lease_ms);
     for (id, user, user_type) in inner.hub.room_members(app, room) {
         invocation
             .arg(inner.hub.conn_ref(id).to_string())

@@ -308,24 +308,17 @@ return 1
     )
 });
 
-/// Re-asserts one node's part of a room's presence: drops the node's fields that are not
-/// given (connections that left while a write was lost) and writes the given ones.
-/// KEYS: presence hash. ARGV: node, ttl ms, then field, value pairs. The expiry is only
-/// pushed out while the node has members there; others' entries keep the key alive too.
+/// Re-asserts one node's part of a room's presence: exactly the given fields, in chunks
+/// so that no single command carries a huge room. KEYS: the node's part. ARGV: ttl ms,
+/// then field, value pairs. With no pairs the part is gone.
 pub static PRESENCE_SYNC: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local keep = {}
-for i = 3, #ARGV, 2 do keep[ARGV[i]] = true end
-for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if string.match(field, '^(.*)%-%d+$') == ARGV[1] and not keep[field] then
-    redis.call('HDEL', KEYS[1], field)
-  end
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 1999, #ARGV)))
 end
-for i = 3, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if #ARGV >= 3 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1
 "#,
     )
