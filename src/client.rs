@@ -11,6 +11,7 @@ use crate::lifecycle::{AppState, NetworkState};
 use crate::presence::RoomPresence;
 use crate::queue::{Limits, Outbox, SledStore};
 use crate::runtime;
+use crate::send_options::SendOptions;
 use crate::transport::{Connector, WsConnector};
 use std::sync::Arc;
 use tether_protocol::names;
@@ -32,8 +33,11 @@ pub struct ClientStats {
     pub received: u64,
     /// Inbox messages dropped as already delivered.
     pub duplicates_dropped: u64,
-    /// Messages dropped because they were older than `max_message_age_s`.
+    /// Messages dropped unsent because they were older than `max_message_age_s` or
+    /// their `ttl_ms`.
     pub expired: u64,
+    /// Messages dropped unsent because a newer one with the same `replace_key` came.
+    pub replaced: u64,
     /// Messages waiting in the outbound queue.
     pub queued: u32,
     /// Bytes waiting in the outbound queue.
@@ -105,13 +109,42 @@ impl TetherClient {
     /// connected, else after the next connect, until the gateway acknowledges it
     /// (`on_ack`) or it expires (`on_expired`).
     pub async fn send_message(&self, r#type: String, data_json: String) -> TetherResult<String> {
+        self.send_message_with(r#type, data_json, SendOptions::default())
+            .await
+    }
+
+    /// `send_message` with a replace key (latest wins among the messages still waiting)
+    /// and a time to live; see [`SendOptions`].
+    pub async fn send_message_with(
+        &self,
+        r#type: String,
+        data_json: String,
+        options: SendOptions,
+    ) -> TetherResult<String> {
+        options.validate()?;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Send {
                 kind: r#type,
                 data_json,
+                options,
                 reply,
             })
+            .map_err(|_| Error::Shutdown)?;
+        match answer.await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(Error::Shutdown.into()),
+        }
+    }
+
+    /// Takes back a queued message that is not on its way yet: true when it was removed
+    /// (it will never be sent), false when it is not queued (acked, expired, replaced,
+    /// cancelled, or not an id of this client) or already written to the socket and
+    /// waiting for the gateway's ack.
+    pub async fn cancel_message(&self, id: String) -> TetherResult<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Cancel { id, reply })
             .map_err(|_| Error::Shutdown)?;
         match answer.await {
             Ok(result) => result.map_err(Into::into),
@@ -177,6 +210,7 @@ impl TetherClient {
             received: s.received,
             duplicates_dropped: s.duplicates_dropped,
             expired: s.expired,
+            replaced: s.replaced,
             queued: s.queued,
             queued_bytes: s.queued_bytes,
             oldest_queued_age_ms: s.oldest_queued_ms.map(|t| now_ms.saturating_sub(t)),

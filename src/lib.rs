@@ -20,6 +20,7 @@ pub mod logging;
 pub mod presence;
 pub mod queue;
 pub mod runtime;
+pub mod send_options;
 pub mod transport;
 
 pub use callbacks::{EventListener, InboundMessage, LogLevel, LogSink, TokenError, TokenProvider};
@@ -30,4 +31,5 @@ pub use error::{ErrorKind, TetherError, TetherResult};
 pub use lifecycle::{AppState, NetworkKind, NetworkState};
 pub use logging::set_log_sink;
 pub use presence::{PresenceMember, RoomPresence};
+pub use send_options::SendOptions;
 pub use tether_protocol as protocol;

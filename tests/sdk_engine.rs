@@ -15,8 +15,8 @@ use std::time::Duration;
 use tether::engine::backoff::Backoff;
 use tether::transport::{ConnectError, Outgoing};
 use tether::{
-    AppState, ClientConfig, ConnectionStatus, ErrorKind, NetworkKind, NetworkState, StartOptions,
-    TetherClient, TetherError,
+    AppState, ClientConfig, ConnectionStatus, ErrorKind, NetworkKind, NetworkState, SendOptions,
+    StartOptions, TetherClient, TetherError,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -1156,4 +1156,181 @@ async fn room_presence_fails_at_once_when_not_connected_or_the_room_is_invalid()
     h.client.shutdown().await;
     let e = h.client.room_presence("lobby".into()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Shutdown);
+}
+
+async fn send_latest(client: &TetherClient, data: &str, options: SendOptions) -> String {
+    client
+        .send_message_with("location".into(), data.into(), options)
+        .await
+        .unwrap()
+}
+
+fn latest(key: &str) -> SendOptions {
+    SendOptions {
+        replace_key: Some(key.into()),
+        ttl_ms: None,
+    }
+}
+
+/// The `Expired` callbacks so far, in order.
+fn expired(h: &Harness) -> Vec<String> {
+    h.recorder
+        .all
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Expired(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn latest_wins_drops_waiting_messages_with_the_same_key() {
+    let mut h = start();
+    let first = send_latest(&h.client, "1", latest("where")).await;
+    let chat = h
+        .client
+        .send_message("chat".into(), "\"hi\"".into())
+        .await
+        .unwrap();
+    let second = send_latest(&h.client, "2", latest("where")).await;
+    let other = send_latest(&h.client, "\"x\"", latest("elsewhere")).await;
+    let third = send_latest(&h.client, "3", latest("where")).await;
+    wait_for(&mut h.seen, LONG, |s| *s == Seen::Expired(second.clone())).await;
+    assert_eq!(expired(&h), [first.clone(), second.clone()]);
+    let stats = h.client.stats();
+    assert_eq!((stats.replaced, stats.expired, stats.queued), (2, 0, 3));
+
+    // Only the newest goes out, after what was queued before it.
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let ids: Vec<String> = [
+        socket.next_frame().await,
+        socket.next_frame().await,
+        socket.next_frame().await,
+    ]
+    .iter()
+    .map(|f| f["id"].as_str().unwrap().to_owned())
+    .collect();
+    assert_eq!(ids, [chat, other, third.clone()]);
+
+    // On its way (written, not acked): a newer one does not call it back.
+    let fourth = send_latest(&h.client, "4", latest("where")).await;
+    let frame = socket.next_frame().await;
+    assert_eq!(frame["id"], fourth.as_str());
+    assert_eq!(expired(&h).len(), 2, "{:?}", expired(&h));
+    // ... but once the connection dropped, both wait again and the newest wins.
+    socket.close(Some(1012)).await;
+    h.status(|s| matches!(s, ConnectionStatus::Reconnecting { .. }))
+        .await;
+    h.client.disconnect();
+    let fifth = send_latest(&h.client, "5", latest("where")).await;
+    let mut gone = expired(&h);
+    gone.sort();
+    let mut want = vec![first, second, third, fourth];
+    want.sort();
+    assert_eq!(gone, want);
+    assert_eq!(h.client.stats().queued, 3);
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(socket.next_frame().await["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(sent.last().unwrap(), &fifth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_its_time_to_live_is_dropped_not_sent() {
+    // Times to live are wall-clock, like ages: this test waits for real.
+    let mut h = start();
+    let stale = h
+        .client
+        .send_message_with(
+            "typing".into(),
+            "true".into(),
+            SendOptions {
+                replace_key: None,
+                ttl_ms: Some(200),
+            },
+        )
+        .await
+        .unwrap();
+    let lasting = h
+        .client
+        .send_message_with(
+            "typing".into(),
+            "false".into(),
+            SendOptions {
+                replace_key: None,
+                ttl_ms: Some(600_000),
+            },
+        )
+        .await
+        .unwrap();
+    // Reported while offline, without waiting for the minute-long sweep.
+    wait_for(&mut h.seen, Duration::from_secs(5), |s| {
+        *s == Seen::Expired(stale.clone())
+    })
+    .await;
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    assert_eq!(socket.next_of("typing").await["id"], lasting.as_str());
+    let stats = h.client.stats();
+    assert_eq!((stats.expired, stats.replaced, stats.queued), (1, 0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_message_can_be_cancelled_one_on_its_way_cannot() {
+    let mut h = start();
+    let keep = h
+        .client
+        .send_message("chat".into(), "1".into())
+        .await
+        .unwrap();
+    let take_back = h
+        .client
+        .send_message("chat".into(), "2".into())
+        .await
+        .unwrap();
+    assert!(h.client.cancel_message(take_back.clone()).await.unwrap());
+    assert!(!h.client.cancel_message(take_back).await.unwrap());
+    assert!(!h.client.cancel_message("not-an-id".into()).await.unwrap());
+    assert_eq!(h.client.stats().queued, 1);
+    assert!(expired(&h).is_empty(), "the app asked: nothing to report");
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    assert_eq!(socket.next_of("chat").await["id"], keep.as_str());
+    assert!(
+        !h.client.cancel_message(keep.clone()).await.unwrap(),
+        "written to the socket: it may be stored already"
+    );
+    socket
+        .send(&format!(r#"{{"type":"ack","data":{{"id":"{keep}"}}}}"#))
+        .await;
+    wait_for(&mut h.seen, LONG, |s| *s == Seen::Ack(keep.clone())).await;
+    assert_eq!(h.client.stats().queued, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_send_options_are_refused_before_anything_is_stored() {
+    let h = start();
+    for options in [
+        latest(""),
+        latest(&"k".repeat(257)),
+        SendOptions {
+            replace_key: None,
+            ttl_ms: Some(0),
+        },
+    ] {
+        let err = h
+            .client
+            .send_message_with("chat".into(), "1".into(), options.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidMessage, "{options:?}: {err}");
+    }
+    assert_eq!(h.client.stats().queued, 0);
 }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::time::Duration;
 use tether::error::Error;
 use tether::inbox::{Inbox, Verdict};
-use tether::queue::{Limits, Outbox, QueueFull, QueueStore, SledStore};
+use tether::queue::{Keeping, Limits, Outbox, QueueFull, QueueStore, SledStore};
 
 fn limits() -> Limits {
     Limits {
@@ -153,6 +153,8 @@ fn the_store_writes_to_disk_before_append_returns() {
         kind: "chat".into(),
         data_json: "[1]".into(),
         created_ms: 5,
+        replace_key: Some("where".into()),
+        expires_ms: Some(9),
     };
     store.append(&message).unwrap();
     drop(store);
@@ -314,4 +316,169 @@ fn an_unfinished_sled_snapshot_left_by_a_kill_loses_nothing() {
         ids.push(push(&mut outbox, 2 + n as u32, 1));
     }
     assert_eq!(in_order(&open(dir.path(), limits())), ids);
+}
+
+fn keyed(key: &str, expires_ms: Option<u64>) -> Keeping {
+    Keeping {
+        replace_key: Some(key.into()),
+        expires_ms,
+    }
+}
+
+fn push_keyed(outbox: &mut Outbox, n: u32, keeping: Keeping) -> Vec<String> {
+    outbox
+        .push_keeping(
+            format!("id-{n}"),
+            "location".into(),
+            n.to_string(),
+            1_000,
+            keeping,
+            |_| true,
+        )
+        .unwrap()
+        .replaced
+}
+
+#[test]
+fn a_replacement_takes_the_place_of_waiting_messages_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path(), limits());
+    assert!(push_keyed(&mut outbox, 0, keyed("where", None)).is_empty());
+    push(&mut outbox, 1, 1_000);
+    assert!(push_keyed(&mut outbox, 2, keyed("other", None)).is_empty());
+    assert_eq!(push_keyed(&mut outbox, 3, keyed("where", None)), ["id-0"]);
+    assert_eq!(in_order(&outbox), ["id-1", "id-2", "id-3"]);
+    // Messages the caller says are on their way stay.
+    let first_keyed = outbox.seq_of("id-3").unwrap();
+    let pushed = outbox
+        .push_keeping(
+            "id-4".into(),
+            "location".into(),
+            "4".into(),
+            1_000,
+            keyed("where", None),
+            |seq| seq != first_keyed,
+        )
+        .unwrap();
+    assert!(pushed.replaced.is_empty());
+    assert_eq!(in_order(&outbox), ["id-1", "id-2", "id-3", "id-4"]);
+}
+
+#[test]
+fn a_replacement_fits_a_full_queue_by_count_and_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(
+        dir.path(),
+        Limits {
+            max_bytes: 73,
+            ..limits()
+        },
+    );
+    for n in 0..4 {
+        push(&mut outbox, n, 1_000);
+    }
+    // 4 x 15 bytes + 13: both limits are reached exactly.
+    push_keyed(&mut outbox, 4, keyed("where", None));
+    assert_eq!((outbox.len(), outbox.bytes()), (5, 73));
+    assert_eq!(push_keyed(&mut outbox, 5, keyed("where", None)), ["id-4"]);
+    match outbox.push_keeping(
+        "id-6".into(),
+        "location".into(),
+        "6".into(),
+        1_000,
+        keyed("elsewhere", None),
+        |_| true,
+    ) {
+        Err(Error::QueueFull(QueueFull::Count { limit: 5 })) => {}
+        other => panic!("{other:?}"),
+    }
+    // Refused: nothing was replaced either.
+    let mut tight = open(
+        tempfile::tempdir().unwrap().path(),
+        Limits {
+            max_bytes: 30,
+            ..limits()
+        },
+    );
+    push_keyed(&mut tight, 0, keyed("where", None));
+    let big = "1".repeat(40);
+    match tight.push_keeping(
+        "id-big".into(),
+        "location".into(),
+        big,
+        1_000,
+        keyed("where", None),
+        |_| true,
+    ) {
+        Err(Error::QueueFull(QueueFull::Bytes { limit: 30 })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(in_order(&tight), ["id-0"]);
+}
+
+#[test]
+fn a_time_to_live_expires_a_message_before_the_age_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path(), limits());
+    push(&mut outbox, 0, 1_000);
+    push_keyed(&mut outbox, 1, keyed("where", Some(6_000)));
+    // The age limit (60 s) stays the bound for a longer time to live.
+    push_keyed(&mut outbox, 2, keyed("later", Some(100_000)));
+    assert_eq!(outbox.next_deadline_ms(), Some(6_000));
+    let one = outbox.seq_of("id-1").unwrap();
+    assert!(!outbox.is_expired(one, 6_000));
+    assert!(outbox.is_expired(one, 6_001));
+    assert_eq!(outbox.expire(6_001).unwrap(), ["id-1"]);
+    assert_eq!(outbox.next_deadline_ms(), Some(61_000));
+    assert_eq!(outbox.expire(61_001).unwrap(), ["id-0", "id-2"]);
+    assert_eq!(outbox.next_deadline_ms(), None);
+}
+
+#[test]
+fn keys_and_expiries_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut outbox = open(dir.path(), limits());
+        push_keyed(&mut outbox, 0, keyed("where", Some(7_000)));
+    }
+    let mut outbox = open(dir.path(), limits());
+    assert_eq!(outbox.next_deadline_ms(), Some(7_000));
+    assert_eq!(push_keyed(&mut outbox, 1, keyed("where", None)), ["id-0"]);
+}
+
+#[test]
+fn a_waiting_message_is_cancelled_one_on_its_way_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outbox = open(dir.path(), limits());
+    push_keyed(&mut outbox, 0, keyed("where", None));
+    push(&mut outbox, 1, 1_000);
+    assert!(!outbox.cancel("id-1", |_| false).unwrap());
+    assert!(outbox.cancel("id-0", |_| true).unwrap());
+    assert!(!outbox.cancel("id-0", |_| true).unwrap());
+    assert_eq!(in_order(&outbox), ["id-1"]);
+    // The cancelled message's key is gone with it.
+    assert!(push_keyed(&mut outbox, 2, keyed("where", None)).is_empty());
+}
+
+#[test]
+fn messages_queued_by_an_earlier_release_still_load() {
+    // Records written before replace keys and times to live existed.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("outbox").unwrap();
+        tree.insert(
+            3u64.to_be_bytes(),
+            br#"{"id":"old","type":"chat","data":"1","created_ms":1000}"#.to_vec(),
+        )
+        .unwrap();
+        db.flush().unwrap();
+    }
+    let mut outbox = open(dir.path(), limits());
+    assert_eq!(in_order(&outbox), ["old"]);
+    let old = outbox.get(3).unwrap().unwrap();
+    assert_eq!((old.replace_key, old.expires_ms), (None, None));
+    assert_eq!(outbox.next_deadline_ms(), Some(61_000));
+    push(&mut outbox, 9, 2_000);
+    assert_eq!(in_order(&outbox), ["old", "id-9"]);
 }

@@ -24,6 +24,7 @@ use crate::error::{Error, TetherError};
 use crate::inbox::Inbox;
 use crate::lifecycle::{AppState, NetworkState};
 use crate::queue::Outbox;
+use crate::send_options::SendOptions;
 use crate::transport::{Connection, Connector};
 use crate::transport::{Incoming, Outgoing};
 use backoff::Backoff;
@@ -58,8 +59,17 @@ pub enum Command {
         kind: String,
         /// Payload JSON.
         data_json: String,
+        /// Replace key and time to live, checked by the facade.
+        options: SendOptions,
         /// The id, or why not.
         reply: oneshot::Sender<Result<String, Error>>,
+    },
+    /// `cancel_message()`; answered whether the message was removed.
+    Cancel {
+        /// The id `send_message` returned.
+        id: String,
+        /// Removed, or not queued / on its way already.
+        reply: oneshot::Sender<Result<bool, Error>>,
     },
     /// `join_room()`.
     JoinRoom(String),
@@ -95,8 +105,10 @@ pub struct Snapshot {
     pub received: u64,
     /// Inbox duplicates dropped.
     pub duplicates_dropped: u64,
-    /// Messages dropped for age.
+    /// Messages dropped for age or their time to live.
     pub expired: u64,
+    /// Messages a newer one with the same replace key took the place of.
+    pub replaced: u64,
     /// Messages in the outbound queue.
     pub queued: u32,
     /// Their bytes.
@@ -124,6 +136,7 @@ impl Snapshot {
             received: 0,
             duplicates_dropped: 0,
             expired: 0,
+            replaced: 0,
             queued: 0,
             queued_bytes: 0,
             oldest_queued_ms: None,
@@ -481,9 +494,10 @@ impl Engine {
             Command::Send {
                 kind,
                 data_json,
+                options,
                 reply,
             } => {
-                let result = self.enqueue(kind, data_json);
+                let result = self.enqueue(kind, data_json, options);
                 let stored = result.is_ok();
                 // Publish first: once send_message returns, stats() counts the message.
                 self.publish();
@@ -491,6 +505,11 @@ impl Engine {
                 if stored {
                     self.pump();
                 }
+            }
+            Command::Cancel { id, reply } => {
+                let result = self.cancel(&id);
+                self.publish();
+                let _ = reply.send(result);
             }
             Command::JoinRoom(room) => {
                 if let Some(join) = self.rooms.join(room) {

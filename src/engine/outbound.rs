@@ -4,6 +4,8 @@
 use super::dispatch::HostEvent;
 use super::{wall_ms, Engine};
 use crate::error::{Error, ErrorKind, TetherError};
+use crate::queue::Keeping;
+use crate::send_options::SendOptions;
 use std::time::Duration;
 use tether_protocol::client::{is_reserved, AppMessage, ClientMessage, CONTROL_TYPES};
 use tether_protocol::envelope::raw_json;
@@ -24,6 +26,10 @@ pub const RESEND_PAUSE: Duration = Duration::from_secs(1);
 /// also checked before each send).
 pub const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 
+/// The soonest a sweep runs again: a message with a short time to live is reported at
+/// most this late.
+const MIN_SWEEP: Duration = Duration::from_secs(1);
+
 /// Refuses types that are not app messages: bad names, server-only and control types.
 pub fn validate_app_type(kind: &str) -> Result<(), Error> {
     names::validate_type(kind).map_err(|e| Error::Message(e.to_string()))?;
@@ -36,8 +42,14 @@ pub fn validate_app_type(kind: &str) -> Result<(), Error> {
 }
 
 impl Engine {
-    /// Checks and stores one app message; its id once it is on disk.
-    pub(super) fn enqueue(&mut self, kind: String, data_json: String) -> Result<String, Error> {
+    /// Checks and stores one app message; its id once it is on disk. Queued messages with
+    /// its replace key that are not on their way yet are dropped and reported expired.
+    pub(super) fn enqueue(
+        &mut self,
+        kind: String,
+        data_json: String,
+        options: SendOptions,
+    ) -> Result<String, Error> {
         validate_app_type(&kind)?;
         let data = raw_json(&data_json)
             .map_err(|e| Error::Message(format!("data_json is not valid JSON: {e}")))?;
@@ -55,12 +67,47 @@ impl Engine {
                 self.settings.max_message_bytes
             )));
         }
-        let message = self.outbox.push(id, kind, data_json, wall_ms())?;
-        if self.sweep_at.is_none() {
-            self.sweep_at = Some(Instant::now() + EXPIRY_SWEEP);
+        let now_ms = wall_ms();
+        let keeping = Keeping {
+            replace_key: options.replace_key,
+            expires_ms: options.ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
+        };
+        let in_flight = self.session.as_ref().map(|s| &s.in_flight);
+        let pushed = self
+            .outbox
+            .push_keeping(id, kind, data_json, now_ms, keeping, |seq| {
+                in_flight.is_none_or(|sent| !sent.contains(&seq))
+            })?;
+        for id in pushed.replaced {
+            debug!(%id, by = %pushed.message.id, "replaced before it was sent");
+            self.snapshot.replaced += 1;
+            self.tell(HostEvent::Expired(id));
         }
-        debug!(id = %message.id, seq = message.seq, "queued");
-        Ok(message.id)
+        self.schedule_sweep();
+        debug!(id = %pushed.message.id, seq = pushed.message.seq, "queued");
+        Ok(pushed.message.id)
+    }
+
+    /// `cancel_message`: removes a queued message that is not on its way yet.
+    pub(super) fn cancel(&mut self, id: &str) -> Result<bool, Error> {
+        let in_flight = self.session.as_ref().map(|s| &s.in_flight);
+        let removed = self
+            .outbox
+            .cancel(id, |seq| in_flight.is_none_or(|sent| !sent.contains(&seq)))?;
+        if removed {
+            debug!(%id, "cancelled before it was sent");
+        }
+        Ok(removed)
+    }
+
+    /// Wakes for the next expiry: when the first queued message's age limit or time to
+    /// live runs out, but at least a second and at most [`EXPIRY_SWEEP`] from now (sends
+    /// check expiry themselves; this only reports messages that expire while waiting).
+    fn schedule_sweep(&mut self) {
+        self.sweep_at = self.outbox.next_deadline_ms().map(|deadline| {
+            let wait = Duration::from_millis(deadline.saturating_sub(wall_ms()).saturating_add(1));
+            Instant::now() + wait.clamp(MIN_SWEEP, EXPIRY_SWEEP)
+        });
     }
 
     /// Sends queued messages in order while the window has room.
@@ -134,8 +181,9 @@ impl Engine {
 
     pub(super) fn expire_old(&mut self) {
         // Offline for days, a message still expires on time (and is reported then).
-        self.sweep_at = (!self.outbox.is_empty()).then(|| Instant::now() + EXPIRY_SWEEP);
-        match self.outbox.expire(wall_ms()) {
+        let expired = self.outbox.expire(wall_ms());
+        self.schedule_sweep();
+        match expired {
             Ok(ids) => {
                 for id in ids {
                     info!(%id, "message expired before delivery");

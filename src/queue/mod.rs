@@ -60,6 +60,11 @@ pub struct QueuedMessage {
     pub data_json: String,
     /// When `send_message` stored it (ms since the epoch).
     pub created_ms: u64,
+    /// Latest wins: a later message with the same key replaces this one while it waits.
+    pub replace_key: Option<String>,
+    /// Dropped instead of sent from this time on (ms since the epoch), besides the
+    /// queue's own age limit.
+    pub expires_ms: Option<u64>,
 }
 
 impl QueuedMessage {
@@ -105,6 +110,26 @@ struct Entry {
     id: String,
     size: u64,
     created_ms: u64,
+    replace_key: Option<String>,
+    expires_ms: Option<u64>,
+}
+
+/// What `send_message` asks of the queue beyond the message itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keeping {
+    /// Latest wins: queued messages with this key that may still be replaced go.
+    pub replace_key: Option<String>,
+    /// Dropped instead of sent from this time on (ms since the epoch).
+    pub expires_ms: Option<u64>,
+}
+
+/// A stored message and the ids of the queued messages it replaced, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// The message as stored.
+    pub message: QueuedMessage,
+    /// Ids of the messages it replaced (same replace key), oldest first.
+    pub replaced: Vec<String>,
 }
 
 /// The queue: a store plus an in-memory index of what it holds (ids, sizes, ages), so
@@ -114,6 +139,8 @@ pub struct Outbox {
     limits: Limits,
     index: BTreeMap<u64, Entry>,
     by_id: HashMap<String, u64>,
+    /// Seqs of queued messages per replace key, in queue order.
+    by_key: HashMap<String, Vec<u64>>,
     bytes: u64,
     next_seq: u64,
 }
@@ -136,6 +163,7 @@ impl Outbox {
             limits,
             index: BTreeMap::new(),
             by_id: HashMap::new(),
+            by_key: HashMap::new(),
             bytes: 0,
             next_seq: 1,
         };
@@ -149,12 +177,20 @@ impl Outbox {
         self.bytes += message.size();
         self.next_seq = self.next_seq.max(message.seq + 1);
         self.by_id.insert(message.id.clone(), message.seq);
+        if let Some(key) = &message.replace_key {
+            self.by_key
+                .entry(key.clone())
+                .or_default()
+                .push(message.seq);
+        }
         self.index.insert(
             message.seq,
             Entry {
                 id: message.id.clone(),
                 size: message.size(),
                 created_ms: message.created_ms,
+                replace_key: message.replace_key.clone(),
+                expires_ms: message.expires_ms,
             },
         );
     }
@@ -167,7 +203,35 @@ impl Outbox {
         data_json: String,
         now_ms: u64,
     ) -> Result<QueuedMessage, crate::error::Error> {
-        if self.index.len() >= self.limits.max_count as usize {
+        self.push_keeping(id, kind, data_json, now_ms, Keeping::default(), |_| true)
+            .map(|pushed| pushed.message)
+    }
+
+    /// Stores a new message durably, then forgets the queued messages with its replace
+    /// key that `replaceable` allows (those not on their way already). The limits count
+    /// what is queued once they are gone. Fails, storing nothing and replacing nothing,
+    /// when a limit would be passed.
+    pub fn push_keeping(
+        &mut self,
+        id: String,
+        kind: String,
+        data_json: String,
+        now_ms: u64,
+        keeping: Keeping,
+        replaceable: impl Fn(u64) -> bool,
+    ) -> Result<Pushed, crate::error::Error> {
+        let victims: Vec<u64> = keeping
+            .replace_key
+            .as_ref()
+            .and_then(|key| self.by_key.get(key))
+            .map(|seqs| seqs.iter().copied().filter(|s| replaceable(*s)).collect())
+            .unwrap_or_default();
+        let freed_bytes: u64 = victims
+            .iter()
+            .filter_map(|seq| self.index.get(seq))
+            .map(|e| e.size)
+            .sum();
+        if self.index.len() - victims.len() >= self.limits.max_count as usize {
             return Err(QueueFull::Count {
                 limit: self.limits.max_count,
             }
@@ -179,8 +243,10 @@ impl Outbox {
             kind,
             data_json,
             created_ms: now_ms,
+            replace_key: keeping.replace_key,
+            expires_ms: keeping.expires_ms,
         };
-        if self.bytes + message.size() > self.limits.max_bytes {
+        if self.bytes - freed_bytes + message.size() > self.limits.max_bytes {
             return Err(QueueFull::Bytes {
                 limit: self.limits.max_bytes,
             }
@@ -188,7 +254,30 @@ impl Outbox {
         }
         self.store.append(&message)?;
         self.index_message(&message);
-        Ok(message)
+        // The new message is on disk: the caller is told it is queued whatever happens
+        // next. A replaced message that cannot be removed stays and is sent as well.
+        let mut replaced = Vec::with_capacity(victims.len());
+        for seq in victims {
+            match self.remove(seq) {
+                Ok(Some(id)) => replaced.push(id),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, seq, "a replaced message stays queued"),
+            }
+        }
+        Ok(Pushed { message, replaced })
+    }
+
+    /// Forgets message `id` when `removable` allows it (it is not on its way already).
+    /// Whether it was removed.
+    pub fn cancel(
+        &mut self,
+        id: &str,
+        removable: impl Fn(u64) -> bool,
+    ) -> Result<bool, StorageError> {
+        match self.by_id.get(id).copied() {
+            Some(seq) if removable(seq) => Ok(self.remove(seq)?.is_some()),
+            _ => Ok(false),
+        }
     }
 
     /// The gateway stored message `id`: forget it. Returns its seq when it was queued.
@@ -208,6 +297,14 @@ impl Outbox {
         self.store.remove(seq)?;
         self.bytes -= entry.size;
         self.by_id.remove(&entry.id);
+        if let Some(key) = &entry.replace_key {
+            if let Some(seqs) = self.by_key.get_mut(key) {
+                seqs.retain(|s| *s != seq);
+                if seqs.is_empty() {
+                    self.by_key.remove(key);
+                }
+            }
+        }
         Ok(self.index.remove(&seq).map(|e| e.id))
     }
 
@@ -230,15 +327,24 @@ impl Outbox {
         self.store.get(seq)
     }
 
-    /// Whether message `seq` is past its age limit at `now_ms`.
+    /// Whether message `seq` is past its age limit or its own expiry at `now_ms`.
     pub fn is_expired(&self, seq: u64, now_ms: u64) -> bool {
         self.index
             .get(&seq)
-            .is_some_and(|e| now_ms.saturating_sub(e.created_ms) > self.max_age_ms())
+            .is_some_and(|e| now_ms > self.deadline_ms(e))
     }
 
-    fn max_age_ms(&self) -> u64 {
-        self.limits.max_age.as_millis().min(u128::from(u64::MAX)) as u64
+    /// The last ms at which `entry` may still be sent.
+    fn deadline_ms(&self, entry: &Entry) -> u64 {
+        let max_age_ms = self.limits.max_age.as_millis().min(u128::from(u64::MAX)) as u64;
+        let aged = entry.created_ms.saturating_add(max_age_ms);
+        entry.expires_ms.map_or(aged, |at| at.min(aged))
+    }
+
+    /// When the next queued message expires (ms since the epoch; the last ms it may
+    /// still be sent).
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.index.values().map(|e| self.deadline_ms(e)).min()
     }
 
     /// Drops every message past its age limit; returns their ids, oldest first.
@@ -246,7 +352,7 @@ impl Outbox {
         let expired: Vec<u64> = self
             .index
             .iter()
-            .filter(|(_, e)| now_ms.saturating_sub(e.created_ms) > self.max_age_ms())
+            .filter(|(_, e)| now_ms > self.deadline_ms(e))
             .map(|(seq, _)| *seq)
             .collect();
         let mut ids = Vec::with_capacity(expired.len());

@@ -29,6 +29,11 @@ struct Stored {
     kind: String,
     data: String,
     created_ms: u64,
+    /// Added in November 2026; records written before have neither field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replace_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<u64>,
 }
 
 /// The sled-backed store. Holds sled's directory lock until dropped.
@@ -181,6 +186,8 @@ impl SledStore {
             kind: stored.kind,
             data_json: stored.data,
             created_ms: stored.created_ms,
+            replace_key: stored.replace_key,
+            expires_ms: stored.expires_ms,
         })
     }
 }
@@ -211,6 +218,8 @@ impl QueueStore for SledStore {
             kind: message.kind.clone(),
             data: message.data_json.clone(),
             created_ms: message.created_ms,
+            replace_key: message.replace_key.clone(),
+            expires_ms: message.expires_ms,
         })
         .map_err(|e| StorageError::new("encoding a message", e))?;
         self.with("writing a message", Some(message.seq), |db, outbox| {
