@@ -38,9 +38,12 @@ pub trait EventListener: Send + Sync {
     fn on_ack(&self, id: String);
     /// Something failed; the SDK already does what it can (retries, backs off).
     fn on_error(&self, error: Arc<TetherError>);
-    /// Message `id` from `send_message` was older than `max_message_age_s` before it could
-    /// be delivered, and was dropped.
+    /// Message `id` from `send_message` was older than `max_message_age_s` (or its
+    /// `ttl_ms`) before it could be delivered, and was dropped.
     fn on_expired(&self, id: String);
+    /// Message `id` was still waiting to be sent when message `by` with the same
+    /// `replace_key` was stored (latest wins), and was dropped: it will not be sent.
+    fn on_replaced(&self, id: String, by: String);
 }
 
 /// Gives the SDK a token. Called before each connection attempt, after the gateway

@@ -13,7 +13,7 @@ pub const MAX_REPLACE_KEY_BYTES: usize = 256;
 pub struct SendOptions {
     /// Latest wins: queued messages with the same key that are not on their way yet
     /// (written to the socket and waiting for the gateway's ack) are dropped when this
-    /// one is stored, and reported through `on_expired`. 1 to 256 bytes. A message
+    /// one is stored, and reported through `on_replaced`. 1 to 256 bytes. A message
     /// already on its way is not called back and may still arrive.
     #[uniffi(default = None)]
     pub replace_key: Option<String>,

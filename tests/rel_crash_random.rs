@@ -45,6 +45,7 @@ impl EventListener for Reporter {
     fn on_ack(&self, _id: String) {}
     fn on_error(&self, _error: Arc<TetherError>) {}
     fn on_expired(&self, _id: String) {}
+    fn on_replaced(&self, _id: String, _by: String) {}
 }
 
 /// The child: sends numbered app messages back to back and reports every inbox message;

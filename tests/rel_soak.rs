@@ -208,6 +208,9 @@ impl tether::EventListener for AppListener {
     fn on_expired(&self, id: String) {
         panic!("message {id} expired during the soak");
     }
+    fn on_replaced(&self, id: String, _by: String) {
+        panic!("message {id} replaced during the soak, which sets no replace keys");
+    }
 }
 
 #[derive(Default)]

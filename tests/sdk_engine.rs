@@ -1186,6 +1186,20 @@ fn expired(h: &Harness) -> Vec<String> {
         .collect()
 }
 
+/// The `Replaced` callbacks so far, in order, as (dropped, by).
+fn replaced(h: &Harness) -> Vec<(String, String)> {
+    h.recorder
+        .all
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Replaced { id, by } => Some((id.clone(), by.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn latest_wins_drops_waiting_messages_with_the_same_key() {
     let mut h = start();
@@ -1198,8 +1212,20 @@ async fn latest_wins_drops_waiting_messages_with_the_same_key() {
     let second = send_latest(&h.client, "2", latest("where")).await;
     let other = send_latest(&h.client, "\"x\"", latest("elsewhere")).await;
     let third = send_latest(&h.client, "3", latest("where")).await;
-    wait_for(&mut h.seen, LONG, |s| *s == Seen::Expired(second.clone())).await;
-    assert_eq!(expired(&h), [first.clone(), second.clone()]);
+    wait_for(
+        &mut h.seen,
+        LONG,
+        |s| matches!(s, Seen::Replaced { id, .. } if *id == second),
+    )
+    .await;
+    assert_eq!(
+        replaced(&h),
+        [
+            (first.clone(), second.clone()),
+            (second.clone(), third.clone())
+        ]
+    );
+    assert!(expired(&h).is_empty(), "replaced is not expired");
     let stats = h.client.stats();
     assert_eq!((stats.replaced, stats.expired, stats.queued), (2, 0, 3));
 
@@ -1220,16 +1246,16 @@ async fn latest_wins_drops_waiting_messages_with_the_same_key() {
     let fourth = send_latest(&h.client, "4", latest("where")).await;
     let frame = socket.next_frame().await;
     assert_eq!(frame["id"], fourth.as_str());
-    assert_eq!(expired(&h).len(), 2, "{:?}", expired(&h));
+    assert_eq!(replaced(&h).len(), 2, "{:?}", replaced(&h));
     // ... but once the connection dropped, both wait again and the newest wins.
     socket.close(Some(1012)).await;
     h.status(|s| matches!(s, ConnectionStatus::Reconnecting { .. }))
         .await;
     h.client.disconnect();
     let fifth = send_latest(&h.client, "5", latest("where")).await;
-    let mut gone = expired(&h);
+    let mut gone: Vec<(String, String)> = replaced(&h).split_off(2);
     gone.sort();
-    let mut want = vec![first, second, third, fourth];
+    let mut want = vec![(third, fifth.clone()), (fourth, fifth.clone())];
     want.sort();
     assert_eq!(gone, want);
     assert_eq!(h.client.stats().queued, 3);

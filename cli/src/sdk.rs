@@ -54,6 +54,8 @@ impl EventListener for Forward {
     fn on_expired(&self, id: String) {
         let _ = self.events.send(Event::Expired(id));
     }
+    // The CLI sends without replace keys: nothing is ever replaced.
+    fn on_replaced(&self, _id: String, _by: String) {}
 }
 
 /// The token from the command line, every time the SDK asks.

@@ -35,6 +35,13 @@ pub enum HostEvent {
     Error(Arc<TetherError>),
     /// `on_expired`.
     Expired(String),
+    /// `on_replaced`: the message dropped, the one that replaced it.
+    Replaced {
+        /// Dropped.
+        id: String,
+        /// Stored.
+        by: String,
+    },
 }
 
 fn guarded(what: &str, call: impl FnOnce()) {
@@ -74,6 +81,9 @@ fn deliver(listener: &dyn EventListener, event: HostEvent, processed: &mut Vec<u
         HostEvent::Ack(id) => guarded("on_ack", || listener.on_ack(id)),
         HostEvent::Error(error) => guarded("on_error", || listener.on_error(error)),
         HostEvent::Expired(id) => guarded("on_expired", || listener.on_expired(id)),
+        HostEvent::Replaced { id, by } => {
+            guarded("on_replaced", || listener.on_replaced(id, by));
+        }
     }
 }
 
@@ -140,6 +150,7 @@ mod tests {
         fn on_ack(&self, _id: String) {}
         fn on_error(&self, _error: Arc<TetherError>) {}
         fn on_expired(&self, _id: String) {}
+        fn on_replaced(&self, _id: String, _by: String) {}
     }
 
     fn message(seq: u64) -> HostEvent {

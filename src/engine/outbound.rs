@@ -43,7 +43,7 @@ pub fn validate_app_type(kind: &str) -> Result<(), Error> {
 
 impl Engine {
     /// Checks and stores one app message; its id once it is on disk. Queued messages with
-    /// its replace key that are not on their way yet are dropped and reported expired.
+    /// its replace key that are not on their way yet are dropped and reported replaced.
     pub(super) fn enqueue(
         &mut self,
         kind: String,
@@ -81,7 +81,10 @@ impl Engine {
         for id in pushed.replaced {
             debug!(%id, by = %pushed.message.id, "replaced before it was sent");
             self.snapshot.replaced += 1;
-            self.tell(HostEvent::Expired(id));
+            self.tell(HostEvent::Replaced {
+                id,
+                by: pushed.message.id.clone(),
+            });
         }
         self.schedule_sweep();
         debug!(id = %pushed.message.id, seq = pushed.message.seq, "queued");

@@ -29,6 +29,7 @@ pub enum Seen {
     Ack(String),
     Error(TetherError),
     Expired(String),
+    Replaced { id: String, by: String },
 }
 
 /// Records every callback, in order, and lets a test wait for one.
@@ -106,6 +107,9 @@ impl EventListener for Recorder {
     }
     fn on_expired(&self, id: String) {
         self.push(Seen::Expired(id));
+    }
+    fn on_replaced(&self, id: String, by: String) {
+        self.push(Seen::Replaced { id, by });
     }
 }
 

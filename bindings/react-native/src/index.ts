@@ -5,6 +5,7 @@ export type {
   ConnectionStatusName,
   ErrorKindName,
   Message,
+  OutgoingMessage,
   PresenceMember,
   RoomPresence,
   TetherOptions,

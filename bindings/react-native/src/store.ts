@@ -10,6 +10,7 @@ import {
   ConnectionStatus_Tags,
   ErrorKind,
   NetworkKind,
+  SendOptions,
   TetherClient,
   type ClientStats,
   type ConnectionStatus,
@@ -89,6 +90,17 @@ export interface RoomPresence {
   truncated: boolean;
 }
 
+/** What {@link TetherStore.sendMessage} takes. */
+export interface OutgoingMessage {
+  type: string;
+  /** Any JSON value; `null` when left out. */
+  data?: unknown;
+  /** Latest wins among the queued messages with this key (see `sendMessage`). */
+  replaceKey?: string;
+  /** Dropped instead of sent once queued this long, in ms (see `sendMessage`). */
+  ttlMs?: number;
+}
+
 /** Counters and gauges, as numbers. */
 export interface TetherStats {
   connectionStatus: ConnectionStatusName;
@@ -97,7 +109,10 @@ export interface TetherStats {
   acked: number;
   received: number;
   duplicatesDropped: number;
+  /** Messages dropped unsent: older than `maxMessageAgeS` or their `ttlMs`. */
   expired: number;
+  /** Messages dropped unsent because a newer one with the same `replaceKey` came. */
+  replaced: number;
   queued: number;
   queuedBytes: number;
   oldestQueuedAgeMs: number | null;
@@ -229,6 +244,7 @@ function toStats(s: ClientStats): TetherStats {
     received: Number(s.received),
     duplicatesDropped: Number(s.duplicatesDropped),
     expired: Number(s.expired),
+    replaced: Number(s.replaced),
     queued: s.queued,
     queuedBytes: Number(s.queuedBytes),
     oldestQueuedAgeMs: toNumber(s.oldestQueuedAgeMs),
@@ -285,6 +301,7 @@ export class TetherStore {
   private readonly listeners = new Set<Listener>();
   private readonly messageHandlers = new Set<(m: Message) => void>();
   private readonly ackHandlers = new Set<(id: string) => void>();
+  private readonly replacedHandlers = new Set<(id: string, by: string) => void>();
 
   /** @throws TetherException (`invalidConfig`, `storage`) */
   constructor(options: TetherOptions) {
@@ -312,6 +329,10 @@ export class TetherStore {
       },
       onExpired(id) {
         store.update({ error: `expired: message ${id} was too old to send` });
+      },
+      onReplaced(id, by) {
+        // Latest wins was asked for: not an error.
+        for (const handler of store.replacedHandlers) store.guard(() => handler(id, by));
       },
     };
     const tokens: TokenProvider = {
@@ -358,18 +379,56 @@ export class TetherStore {
     return () => this.ackHandlers.delete(handler);
   }
 
+  /**
+   * Messages dropped unsent because a newer one (`by`) with the same `replaceKey` was
+   * queued while they waited.
+   */
+  onReplaced(handler: (id: string, by: string) => void): () => void {
+    this.replacedHandlers.add(handler);
+    return () => this.replacedHandlers.delete(handler);
+  }
+
   connect = (): void => this.client.connect();
   disconnect = (): void => this.client.disconnect();
   reconnect = (): void => this.client.reconnect();
 
   /**
    * Queues a message; resolves with its id once it is on disk (sent now or after the
-   * next connect). Rejects with a {@link TetherException}.
+   * next connect). Rejects with a {@link TetherException}. For messages whose value is
+   * the newest one or that are worthless late:
+   * - `replaceKey`: latest wins: queued messages with the same key that are not on their
+   *   way yet (written to the socket, waiting for the ack) are dropped and reported to
+   *   {@link onReplaced}; e.g. `'location'`. 1 to 256 bytes.
+   * - `ttlMs`: dropped (reported as expired) instead of sent once queued this long;
+   *   `maxMessageAgeS` still applies when shorter. A whole number, at least 1.
    */
-  sendMessage = async ({ type, data }: { type: string; data?: unknown }): Promise<string> => {
+  sendMessage = async ({ type, data, replaceKey, ttlMs }: OutgoingMessage): Promise<string> => {
     const json = JSON.stringify(data ?? null);
     try {
-      return await this.client.sendMessage(type, json);
+      if (ttlMs !== undefined && !(Number.isSafeInteger(ttlMs) && ttlMs >= 1)) {
+        throw new TetherException('invalidMessage', `ttlMs must be a whole number of at least 1, got ${ttlMs}`);
+      }
+      if (replaceKey === undefined && ttlMs === undefined) {
+        return await this.client.sendMessage(type, json);
+      }
+      const options = SendOptions.create({
+        replaceKey,
+        ttlMs: ttlMs === undefined ? undefined : BigInt(ttlMs),
+      });
+      return await this.client.sendMessageWith(type, json, options);
+    } catch (e) {
+      throw toException(e);
+    }
+  };
+
+  /**
+   * Takes back a queued message that is not on its way yet: true when it was removed and
+   * will never be sent; false when it is no longer queued (acked, expired, replaced,
+   * cancelled) or already written to the socket and waiting for the ack.
+   */
+  cancelMessage = async (id: string): Promise<boolean> => {
+    try {
+      return await this.client.cancelMessage(id);
     } catch (e) {
       throw toException(e);
     }
@@ -415,6 +474,7 @@ export class TetherStore {
     this.listeners.clear();
     this.messageHandlers.clear();
     this.ackHandlers.clear();
+    this.replacedHandlers.clear();
   }
 
   private call(f: () => void): void {

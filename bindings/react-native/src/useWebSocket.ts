@@ -3,7 +3,7 @@
 // effects) and hands out the store's actions.
 
 import { createContext, createElement, useContext, useMemo, useSyncExternalStore, type ReactNode } from 'react';
-import type { ConnectionStatusName, Message, RoomPresence, TetherStats, TetherStore } from './store';
+import type { ConnectionStatusName, Message, OutgoingMessage, RoomPresence, TetherStats, TetherStore } from './store';
 
 const TetherContext = createContext<TetherStore | null>(null);
 
@@ -18,7 +18,9 @@ export interface UseWebSocket {
   lastMessage: Message | null;
   error: string | null;
   /** Resolves with the message id once it is queued on disk. */
-  sendMessage: (message: { type: string; data?: unknown }) => Promise<string>;
+  sendMessage: (message: OutgoingMessage) => Promise<string>;
+  /** Takes back a queued message not on its way yet; whether it was removed. */
+  cancelMessage: (id: string) => Promise<boolean>;
   reconnect: () => void;
   getStats: () => TetherStats;
   joinRoom: (room: string) => void;
@@ -39,6 +41,7 @@ export function useWebSocket(store?: TetherStore): UseWebSocket {
     () => ({
       ...snapshot,
       sendMessage: s.sendMessage,
+      cancelMessage: s.cancelMessage,
       reconnect: s.reconnect,
       getStats: s.getStats,
       joinRoom: s.joinRoom,

@@ -125,6 +125,44 @@ describe('TetherStore against a real gateway', () => {
     }
   });
 
+  test('latest wins, a time to live and cancel keep stale messages from being sent', async () => {
+    const user = newUser('latest');
+    const store = new TetherStore(testOptions(gateway, user));
+    try {
+      const replaced: Array<[string, string]> = [];
+      store.onReplaced((id, by) => replaced.push([id, by]));
+      const acks: string[] = [];
+      store.onAck((id) => acks.push(id));
+      const errors = errorTexts(store);
+      const first = await store.sendMessage({ type: 'location', data: { lat: 1 }, replaceKey: 'where' });
+      const note = await store.sendMessage({ type: 'note', data: 'never mind' });
+      const typing = await store.sendMessage({ type: 'typing', data: true, ttlMs: 50 });
+      const newest = await store.sendMessage({ type: 'location', data: { lat: 2 }, replaceKey: 'where' });
+      await waitFor('the replacement', () => (replaced.length > 0 ? true : undefined));
+      assert.deepEqual(replaced, [[first, newest]]);
+      assert.equal(await store.cancelMessage(note), true);
+      assert.equal(await store.cancelMessage(note), false);
+      // The typing flag is reported within about a second of its 50 ms.
+      await waitFor('the expiry', () => (store.getStats().expired === 1 ? true : undefined), 5_000);
+      assert.ok(errors.some((e) => e.includes(typing)), JSON.stringify(errors));
+      assert.ok(!errors.some((e) => e.includes(first)), 'a replacement is not an error');
+      const stats = store.getStats();
+      assert.equal(stats.replaced, 1);
+      assert.equal(stats.queued, 1);
+      for (const ttlMs of [0, 1.5, -3]) {
+        await assert.rejects(store.sendMessage({ type: 'typing', ttlMs }), (e: unknown) => e instanceof TetherException && e.kind === 'invalidMessage');
+      }
+      await assert.rejects(store.sendMessage({ type: 'location', replaceKey: '' }), (e: unknown) => e instanceof TetherException && e.kind === 'invalidMessage');
+
+      store.connect();
+      await waitFor('the ack', () => (acks.includes(newest) ? true : undefined));
+      const mine = (await gateway.inbound()).filter((m) => m.userId === user).map((m) => m.id);
+      assert.deepEqual(mine, [newest]);
+    } finally {
+      await store.shutdown();
+    }
+  });
+
   test('refusals are TetherExceptions with a kind', async () => {
     const store = new TetherStore(testOptions(gateway, newUser('refuse')));
     try {

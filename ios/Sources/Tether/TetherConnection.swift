@@ -18,6 +18,7 @@ public final class TetherConnection: @unchecked Sendable {
     private let ackHub: Hub<String>
     private let errorHub: Hub<TetherError>
     private let expiredHub: Hub<String>
+    private let replacedHub: Hub<Replaced>
 
     /// - Parameter tokens: called before every connection attempt and after the gateway
     ///   refuses a token, and shortly before the connection's token runs out (the new one
@@ -37,13 +38,15 @@ public final class TetherConnection: @unchecked Sendable {
             messages: Hub<InboundMessage>(lossless: true),
             acks: Hub<String>(lossless: true),
             errors: Hub<TetherError>(lossless: false),
-            expired: Hub<String>(lossless: true)
+            expired: Hub<String>(lossless: true),
+            replaced: Hub<Replaced>(lossless: true)
         )
         statusHub = hubs.status
         messageHub = hubs.messages
         ackHub = hubs.acks
         errorHub = hubs.errors
         expiredHub = hubs.expired
+        replacedHub = hubs.replaced
         client = try TetherClient(config: config, listener: hubs, tokens: ClosureTokens(tokens))
     }
 
@@ -68,8 +71,12 @@ public final class TetherConnection: @unchecked Sendable {
     /// Failures the SDK reports; it already retries what can be retried.
     public func errors() -> AsyncStream<TetherError> { errorHub.stream() }
 
-    /// Ids of sent messages dropped because they grew older than `maxMessageAgeS`.
+    /// Ids of sent messages dropped unsent: older than `maxMessageAgeS` or their `ttl`.
     public func expired() -> AsyncStream<String> { expiredHub.stream() }
+
+    /// Messages dropped unsent because a newer one with the same `replaceKey` was queued
+    /// while they waited (latest wins).
+    public func replaced() -> AsyncStream<Replaced> { replacedHub.stream() }
 
     /// Connects, and keeps connecting after failures. Idempotent.
     public func connect() { client.connect() }
@@ -81,17 +88,43 @@ public final class TetherConnection: @unchecked Sendable {
     public func reconnect() { client.reconnect() }
 
     /// Queues a message; returns its id once it is on disk. It is sent now when connected,
-    /// else after the next connect.
-    /// - Throws: `TetherError` (`.invalidMessage`, `.queueFull`, `.storage`, `.shutdown`),
-    ///   or `EncodingError` when `data` does not encode to JSON.
-    public func send<T: Encodable>(type: String, data: T) async throws -> String {
+    /// else after the next connect. The two options are for messages whose value is the
+    /// newest one or that are worthless late.
+    /// - Parameters:
+    ///   - replaceKey: latest wins: queued messages with the same key that are not on
+    ///     their way yet (written to the socket, waiting for the ack) are dropped and
+    ///     come out of `replaced()`; e.g. `"location"` for a courier's position.
+    ///     1 to 256 bytes.
+    ///   - ttl: seconds after which the message is dropped (its id out of `expired()`)
+    ///     instead of sent; `maxMessageAgeS` still applies when shorter. Positive;
+    ///     counted in whole milliseconds, at least one.
+    /// - Throws: `TetherError` (`.invalidMessage` also for a bad key or a time to live that
+    ///   is not positive, `.queueFull`, `.storage`, `.shutdown`), or `EncodingError` when
+    ///   `data` does not encode to JSON.
+    public func send<T: Encodable>(
+        type: String, data: T, replaceKey: String? = nil, ttl: TimeInterval? = nil
+    ) async throws -> String {
         let json = try JSONEncoder().encode(data)
-        return try await client.sendMessage(type: type, dataJson: String(decoding: json, as: UTF8.self))
+        return try await send(
+            type: type, json: String(decoding: json, as: UTF8.self), replaceKey: replaceKey, ttl: ttl)
     }
 
-    /// `send` with the payload already encoded as JSON text.
-    public func send(type: String, json: String) async throws -> String {
-        try await client.sendMessage(type: type, dataJson: json)
+    /// `send(type:data:)` with the payload already encoded as JSON text.
+    public func send(
+        type: String, json: String, replaceKey: String? = nil, ttl: TimeInterval? = nil
+    ) async throws -> String {
+        // A time to live that is not positive (or not a number) goes to the core as 0,
+        // which refuses it with `.invalidMessage`.
+        let ttlMs: UInt64? = ttl.map { $0 > 0 && $0.isFinite ? max(1, UInt64(($0 * 1000).rounded(.down))) : 0 }
+        let options = SendOptions(replaceKey: replaceKey, ttlMs: ttlMs)
+        return try await client.sendMessageWith(type: type, dataJson: json, options: options)
+    }
+
+    /// Takes back a queued message that is not on its way yet: true when it was removed
+    /// and will never be sent; false when it is no longer queued (acked, expired,
+    /// replaced, cancelled) or already written to the socket and waiting for the ack.
+    public func cancel(_ id: String) async throws -> Bool {
+        try await client.cancelMessage(id: id)
     }
 
     /// Joins `room` now and after every reconnect.
@@ -132,6 +165,7 @@ public final class TetherConnection: @unchecked Sendable {
         ackHub.finish()
         errorHub.finish()
         expiredHub.finish()
+        replacedHub.finish()
     }
 }
 
@@ -248,25 +282,34 @@ final class Hub<Element: Sendable>: @unchecked Sendable {
     }
 }
 
+/// Message `id` was dropped unsent: message `by`, with the same replace key, took its place.
+public struct Replaced: Sendable, Equatable {
+    public let id: String
+    public let by: String
+}
+
 private final class Listener: EventListener, @unchecked Sendable {
     let status: Hub<ConnectionStatus>
     let messages: Hub<InboundMessage>
     let acks: Hub<String>
     let errors: Hub<TetherError>
     let expired: Hub<String>
+    let replaced: Hub<Replaced>
 
     init(
         status: Hub<ConnectionStatus>,
         messages: Hub<InboundMessage>,
         acks: Hub<String>,
         errors: Hub<TetherError>,
-        expired: Hub<String>
+        expired: Hub<String>,
+        replaced: Hub<Replaced>
     ) {
         self.status = status
         self.messages = messages
         self.acks = acks
         self.errors = errors
         self.expired = expired
+        self.replaced = replaced
     }
 
     func onStatus(status: ConnectionStatus) { self.status.send(status) }
@@ -274,6 +317,7 @@ private final class Listener: EventListener, @unchecked Sendable {
     func onAck(id: String) { acks.send(id) }
     func onError(error: TetherError) { errors.send(error) }
     func onExpired(id: String) { expired.send(id) }
+    func onReplaced(id: String, by: String) { replaced.send(Replaced(id: id, by: by)) }
 }
 
 /// Hands the app's async token closure to the SDK, which awaits it as a Swift task of its

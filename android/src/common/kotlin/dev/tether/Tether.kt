@@ -15,6 +15,7 @@ import dev.tether.sdk.LogLevel
 import dev.tether.sdk.LogSink
 import dev.tether.sdk.NetworkState
 import dev.tether.sdk.RoomPresence
+import dev.tether.sdk.SendOptions
 import dev.tether.sdk.TetherClient
 import dev.tether.sdk.TetherException
 import dev.tether.sdk.TokenException
@@ -32,6 +33,7 @@ import kotlinx.coroutines.flow.asSharedFlow
 import kotlinx.coroutines.flow.asStateFlow
 import kotlinx.coroutines.runBlocking
 import kotlinx.serialization.json.JsonElement
+import kotlin.time.Duration
 
 /**
  * One connection to the Tether gateway.
@@ -59,6 +61,7 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
     private val ackFlow = events<String>()
     private val errorFlow = events<TetherException>()
     private val expiredFlow = events<String>()
+    private val replacedFlow = events<Replaced>()
 
     /** The underlying generated client, for what this wrapper does not cover. */
     val client: TetherClient = TetherClient(config, Listener(), Tokens(tokens))
@@ -75,8 +78,14 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
     /** Failures the SDK reports; it already retries what can be retried. */
     val errors: SharedFlow<TetherException> = errorFlow.asSharedFlow()
 
-    /** Ids of sent messages dropped because they grew older than `maxMessageAgeS`. */
+    /** Ids of sent messages dropped unsent: older than `maxMessageAgeS` or their `ttl`. */
     val expired: SharedFlow<String> = expiredFlow.asSharedFlow()
+
+    /**
+     * Messages dropped unsent because a newer one with the same `replaceKey` was queued
+     * while they waited (latest wins).
+     */
+    val replaced: SharedFlow<Replaced> = replacedFlow.asSharedFlow()
 
     /** Whether the status is `Connected`. */
     val isConnected: Boolean get() = status.value is ConnectionStatus.Connected
@@ -102,6 +111,44 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
 
     /** [send] with the payload already encoded as JSON text. */
     suspend fun sendJson(type: String, dataJson: String): String = client.sendMessage(type, dataJson)
+
+    /**
+     * [send] for messages whose value is the newest one or that are worthless late.
+     *
+     * @param replaceKey latest wins: queued messages with the same key that are not on
+     *   their way yet (written to the socket, waiting for the ack) are dropped and appear
+     *   in [replaced]; e.g. `"location"` for a courier's position. 1 to 256 bytes.
+     * @param ttl dropped (its id in [expired]) instead of sent once queued this long;
+     *   `maxMessageAgeS` still applies when shorter. Positive; counted in whole
+     *   milliseconds, at least one.
+     * @throws TetherException as [send]; `InvalidMessage` for a bad key.
+     * @throws IllegalArgumentException for a time to live that is not positive.
+     */
+    suspend fun send(
+        type: String,
+        data: JsonElement,
+        replaceKey: String? = null,
+        ttl: Duration? = null,
+    ): String = sendJson(type, data.toString(), replaceKey, ttl)
+
+    /** [send] with a replace key and time to live, the payload already encoded as JSON text. */
+    suspend fun sendJson(
+        type: String,
+        dataJson: String,
+        replaceKey: String? = null,
+        ttl: Duration? = null,
+    ): String {
+        require(ttl == null || ttl.isPositive()) { "ttl must be positive, got $ttl" }
+        val ttlMs = ttl?.inWholeMilliseconds?.coerceAtLeast(1)?.toULong()
+        return client.sendMessageWith(type, dataJson, SendOptions(replaceKey, ttlMs))
+    }
+
+    /**
+     * Takes back a queued message that is not on its way yet: true when it was removed
+     * and will never be sent; false when it is no longer queued (acked, expired,
+     * replaced, cancelled) or already written to the socket and waiting for the ack.
+     */
+    suspend fun cancel(id: String): Boolean = client.cancelMessage(id)
 
     /** Joins [room] now and after every reconnect. @throws TetherException on a bad name. */
     fun joinRoom(room: String) = client.joinRoom(room)
@@ -168,6 +215,10 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
         override fun onExpired(id: String) {
             expiredFlow.tryEmit(id)
         }
+
+        override fun onReplaced(id: String, by: String) {
+            replacedFlow.tryEmit(Replaced(id, by))
+        }
     }
 
     private class Tokens(private val fetch: suspend () -> String?) : TokenProvider {
@@ -217,3 +268,6 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
         }
     }
 }
+
+/** Message [id] was dropped unsent: message [by], with the same replace key, took its place. */
+data class Replaced(val id: String, val by: String)
