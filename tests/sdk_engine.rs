@@ -1172,34 +1172,6 @@ fn latest(key: &str) -> SendOptions {
     }
 }
 
-/// The `Expired` callbacks so far, in order.
-fn expired(h: &Harness) -> Vec<String> {
-    h.recorder
-        .all
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Expired(id) => Some(id.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The `Replaced` callbacks so far, in order, as (dropped, by).
-fn replaced(h: &Harness) -> Vec<(String, String)> {
-    h.recorder
-        .all
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Replaced { id, by } => Some((id.clone(), by.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test(start_paused = true)]
 async fn latest_wins_drops_waiting_messages_with_the_same_key() {
     let mut h = start();
@@ -1219,13 +1191,13 @@ async fn latest_wins_drops_waiting_messages_with_the_same_key() {
     )
     .await;
     assert_eq!(
-        replaced(&h),
+        h.recorder.replaced(),
         [
             (first.clone(), second.clone()),
             (second.clone(), third.clone())
         ]
     );
-    assert!(expired(&h).is_empty(), "replaced is not expired");
+    assert!(h.recorder.expired().is_empty(), "replaced is not expired");
     let stats = h.client.stats();
     assert_eq!((stats.replaced, stats.expired, stats.queued), (2, 0, 3));
 
@@ -1246,14 +1218,19 @@ async fn latest_wins_drops_waiting_messages_with_the_same_key() {
     let fourth = send_latest(&h.client, "4", latest("where")).await;
     let frame = socket.next_frame().await;
     assert_eq!(frame["id"], fourth.as_str());
-    assert_eq!(replaced(&h).len(), 2, "{:?}", replaced(&h));
+    assert_eq!(
+        h.recorder.replaced().len(),
+        2,
+        "{:?}",
+        h.recorder.replaced()
+    );
     // ... but once the connection dropped, both wait again and the newest wins.
     socket.close(Some(1012)).await;
     h.status(|s| matches!(s, ConnectionStatus::Reconnecting { .. }))
         .await;
     h.client.disconnect();
     let fifth = send_latest(&h.client, "5", latest("where")).await;
-    let mut gone: Vec<(String, String)> = replaced(&h).split_off(2);
+    let mut gone: Vec<(String, String)> = h.recorder.replaced().split_off(2);
     gone.sort();
     let mut want = vec![(third, fifth.clone()), (fourth, fifth.clone())];
     want.sort();
@@ -1325,7 +1302,10 @@ async fn a_waiting_message_can_be_cancelled_one_on_its_way_cannot() {
     assert!(!h.client.cancel_message(take_back).await.unwrap());
     assert!(!h.client.cancel_message("not-an-id".into()).await.unwrap());
     assert_eq!(h.client.stats().queued, 1);
-    assert!(expired(&h).is_empty(), "the app asked: nothing to report");
+    assert!(
+        h.recorder.expired().is_empty(),
+        "the app asked: nothing to report"
+    );
     h.client.connect();
     let mut socket = h.connected(600_000).await;
     assert_eq!(socket.next_of("chat").await["id"], keep.as_str());

@@ -45,18 +45,6 @@ fn listed(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
     pairs.iter().map(|(u, n)| ((*u).to_owned(), *n)).collect()
 }
 
-async fn http_presence(gw: &TestGateway, room: &str) -> Value {
-    let (status, body) = gw
-        .api(
-            reqwest::Method::GET,
-            &format!("/v1/presence?app={APP}&room={room}"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 #[tokio::test]
 async fn members_see_who_is_in_the_room_and_others_are_refused() {
     let gw = TestGateway::start().await;
@@ -103,7 +91,7 @@ async fn members_see_who_is_in_the_room_and_others_are_refused() {
     );
     assert_eq!(seen["truncated"], false);
     assert_eq!(
-        http_presence(&gw, "lobby").await,
+        gw.presence("lobby").await,
         seen,
         "the backend sees the same"
     );
@@ -119,7 +107,7 @@ async fn members_see_who_is_in_the_room_and_others_are_refused() {
     );
     drop(alice);
     eventually("alice's close leaves the room", || async {
-        members(&http_presence(&gw, "lobby").await) == listed(&[("bob", 1)])
+        members(&gw.presence("lobby").await) == listed(&[("bob", 1)])
     })
     .await;
 }
@@ -140,7 +128,7 @@ async fn presence_spans_nodes_through_joins_leaves_and_closes() {
     let everyone = listed(&[("u1", 1), ("u2", 1), ("u3", 1)]);
     assert_eq!(members(&presence(&mut on_a, "orders:1").await), everyone);
     assert_eq!(members(&presence(&mut on_b, "orders:1").await), everyone);
-    assert_eq!(http_presence(&a, "orders:1").await["connections"], 3);
+    assert_eq!(a.presence("orders:1").await["connections"], 3);
 
     also_on_b
         .request(json!({"type": "leave_room", "data": {"room": "orders:1"}}))
@@ -151,7 +139,7 @@ async fn presence_spans_nodes_through_joins_leaves_and_closes() {
     );
     drop(on_b);
     eventually("a closed connection leaves the room", || async {
-        members(&http_presence(&a, "orders:1").await) == listed(&[("u1", 1)])
+        members(&a.presence("orders:1").await) == listed(&[("u1", 1)])
     })
     .await;
 }
@@ -168,14 +156,14 @@ async fn a_node_that_stopped_without_closing_drops_out() {
     let mut on_b = b.connect("u2", "d").await;
     join(&mut on_a, "orders:1").await;
     join(&mut on_b, "orders:1").await;
-    assert_eq!(http_presence(&a, "orders:1").await["users"], 2);
+    assert_eq!(a.presence("orders:1").await["users"], 2);
     // Its member stops counting once its heartbeat runs out (3 s here), and its part of
     // the room expires from Redis a lease later; the live node's part stays.
     let part = |client: &Client| part_of("orders%3A1", client);
     let (part_a, part_b) = (part(&on_a), part(&on_b));
     b.kill();
     eventually("a stopped node's members drop out", || async {
-        members(&http_presence(&a, "orders:1").await) == listed(&[("u1", 1)])
+        members(&a.presence("orders:1").await) == listed(&[("u1", 1)])
     })
     .await;
     eventually("a stopped node's part expires", || async {
@@ -234,7 +222,7 @@ async fn each_node_repairs_its_part_after_redis_lost_it_or_a_write_was_lost() {
     // which they would not count).
     redis.restart();
     eventually("presence comes back after Redis lost it", || async {
-        members(&http_presence(&gw, "lobby").await) == listed(&[("u1", 1)])
+        members(&gw.presence("lobby").await) == listed(&[("u1", 1)])
     })
     .await;
     assert_eq!(
@@ -267,13 +255,13 @@ async fn a_node_readers_took_for_gone_writes_its_part_back() {
         .to_owned();
     redis.cli(&["ZREM", "tether:{nodes}:live", &node]);
     assert_eq!(
-        http_presence(&gw, "lobby").await["users"],
+        gw.presence("lobby").await["users"],
         0,
         "a node without a heartbeat does not count"
     );
     eventually(
         "the node writes its members back with its next heartbeat",
-        || async { members(&http_presence(&gw, "lobby").await) == listed(&[("u1", 1)]) },
+        || async { members(&gw.presence("lobby").await) == listed(&[("u1", 1)]) },
     )
     .await;
 }
@@ -287,7 +275,7 @@ async fn a_room_whose_write_failed_is_rewritten_at_the_next_tick() {
     let mut goes = gw.connect("u2", "d").await;
     join(&mut stays, "lobby").await;
     join(&mut goes, "lobby").await;
-    assert_eq!(http_presence(&gw, "lobby").await["users"], 2);
+    assert_eq!(gw.presence("lobby").await["users"], 2);
     // Break the key so the close's write fails (WRONGTYPE), then mend it.
     let part = part_of("lobby", &stays);
     let key = part.as_str();
@@ -296,7 +284,7 @@ async fn a_room_whose_write_failed_is_rewritten_at_the_next_tick() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.cli(&["DEL", key]);
     eventually("the node rewrites the room it failed to update", || async {
-        members(&http_presence(&gw, "lobby").await) == listed(&[("u1", 1)])
+        members(&gw.presence("lobby").await) == listed(&[("u1", 1)])
     })
     .await;
 }

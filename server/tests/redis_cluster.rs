@@ -61,14 +61,7 @@ async fn nodes_on_a_redis_cluster_deliver_all_three_kinds_and_keep_the_rules() {
     }
     // Presence: each node's part of the room shares the room's slot; either node reads
     // both parts, over HTTP and for a member.
-    let (status, presence) = b
-        .api(
-            reqwest::Method::GET,
-            &format!("/v1/presence?app={APP}&room=all-hands"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{presence}");
+    let presence = b.presence("all-hands").await;
     assert_eq!(presence["users"], 6, "{presence}");
     assert_eq!(presence["connections"], 6, "{presence}");
     let asked = clients[0]

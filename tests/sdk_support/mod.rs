@@ -67,6 +67,32 @@ impl Recorder {
             .collect()
     }
 
+    /// Ids reported by `on_expired`, in order.
+    pub fn expired(&self) -> Vec<String> {
+        self.all
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Expired(id) => Some(id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `on_replaced` calls, in order, as (dropped, by).
+    pub fn replaced(&self) -> Vec<(String, String)> {
+        self.all
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Replaced { id, by } => Some((id.clone(), by.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn messages(&self) -> Vec<InboundMessage> {
         self.all
             .lock()

@@ -252,6 +252,19 @@ impl TestGateway {
         body["messages"].as_array().cloned().unwrap_or_default()
     }
 
+    /// `GET /v1/presence` for `room` of APP (must answer 200).
+    pub async fn presence(&self, room: &str) -> Value {
+        let (status, body) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/v1/presence?app={APP}&room={room}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
     pub async fn stats(&self) -> Value {
         let (status, body) = self.api(reqwest::Method::GET, "/v1/stats", None).await;
         assert_eq!(status, 200, "{body}");
