@@ -1212,12 +1212,18 @@ async fn latest_wins_drops_waiting_messages_with_the_same_key() {
     .iter()
     .map(|f| f["id"].as_str().unwrap().to_owned())
     .collect();
-    assert_eq!(ids, [chat, other, third.clone()]);
+    assert_eq!(ids, [chat.clone(), other, third.clone()]);
 
     // On its way (written, not acked): a newer one does not call it back.
     let fourth = send_latest(&h.client, "4", latest("where")).await;
     let frame = socket.next_frame().await;
     assert_eq!(frame["id"], fourth.as_str());
+    // Callbacks come in order: once the ack that followed is heard, a replacement told
+    // before it would have been heard too.
+    socket
+        .send(&format!(r#"{{"type":"ack","data":{{"id":"{chat}"}}}}"#))
+        .await;
+    wait_for(&mut h.seen, LONG, |s| *s == Seen::Ack(chat.clone())).await;
     assert_eq!(
         h.recorder.replaced().len(),
         2,
@@ -1230,16 +1236,22 @@ async fn latest_wins_drops_waiting_messages_with_the_same_key() {
         .await;
     h.client.disconnect();
     let fifth = send_latest(&h.client, "5", latest("where")).await;
+    wait_for(
+        &mut h.seen,
+        LONG,
+        |s| matches!(s, Seen::Replaced { id, .. } if *id == fourth),
+    )
+    .await;
     let mut gone: Vec<(String, String)> = h.recorder.replaced().split_off(2);
     gone.sort();
     let mut want = vec![(third, fifth.clone()), (fourth, fifth.clone())];
     want.sort();
     assert_eq!(gone, want);
-    assert_eq!(h.client.stats().queued, 3);
+    assert_eq!(h.client.stats().queued, 2, "other and fifth");
     h.client.connect();
     let mut socket = h.connected(600_000).await;
     let mut sent = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         sent.push(socket.next_frame().await["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(sent.last().unwrap(), &fifth);
