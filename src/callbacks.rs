@@ -42,7 +42,9 @@ pub trait EventListener: Send + Sync {
     /// `ttl_ms`) before it could be delivered, and was dropped.
     fn on_expired(&self, id: String);
     /// Message `id` was still waiting to be sent when message `by` with the same
-    /// `replace_key` was stored (latest wins), and was dropped: it will not be sent.
+    /// `replace_key` was stored (latest wins), and was dropped: it will not be sent (again;
+    /// one written to an earlier connection that ended before its ack may have reached
+    /// the gateway all the same).
     fn on_replaced(&self, id: String, by: String);
 }
 

@@ -137,10 +137,11 @@ impl TetherClient {
         }
     }
 
-    /// Takes back a queued message that is not on its way yet: true when it was removed
-    /// (it will never be sent), false when it is not queued (acked, expired, replaced,
-    /// cancelled, or not an id of this client) or already written to the socket and
-    /// waiting for the gateway's ack.
+    /// Takes back a queued message that is not on its way: true when it was removed (it
+    /// will not be sent again; one written to an earlier connection that ended before its
+    /// ack may have reached the gateway all the same), false when it is not queued
+    /// (acked, expired, replaced, cancelled, or not an id of this client) or is written to
+    /// the open connection and waiting for the gateway's ack.
     pub async fn cancel_message(&self, id: String) -> TetherResult<bool> {
         let (reply, answer) = oneshot::channel();
         self.commands

@@ -11,15 +11,17 @@ pub const MAX_REPLACE_KEY_BYTES: usize = 256;
 /// `send_message` does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
 pub struct SendOptions {
-    /// Latest wins: queued messages with the same key that are not on their way yet
-    /// (written to the socket and waiting for the gateway's ack) are dropped when this
-    /// one is stored, and reported through `on_replaced`. 1 to 256 bytes. A message
-    /// already on its way is not called back and may still arrive.
+    /// Latest wins: queued messages with the same key that are not on their way (written
+    /// to the open connection and waiting for the gateway's ack) are dropped when this
+    /// one is stored, and reported through `on_replaced`. 1 to 256 bytes. A message on
+    /// its way is not called back. One written to an earlier connection that ended before
+    /// its ack counts as waiting, though it may have reached the gateway.
     #[uniffi(default = None)]
     pub replace_key: Option<String>,
     /// Dropped (and reported through `on_expired`) instead of sent once this many
     /// milliseconds passed since it was queued, like `max_message_age_s`, which still
-    /// applies when it is shorter. At least 1.
+    /// applies when it is shorter. A message on its way waits for its ack instead. At
+    /// least 1.
     #[uniffi(default = None)]
     pub ttl_ms: Option<u64>,
 }

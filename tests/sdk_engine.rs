@@ -1352,3 +1352,74 @@ async fn bad_send_options_are_refused_before_anything_is_stored() {
     }
     assert_eq!(h.client.stats().queued, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_on_its_way_outlives_its_time_to_live_until_the_ack() {
+    // The gateway may have stored it: dropping it would report a stored message as
+    // never sent, and no ack would ever free its place in the send window.
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let id = h
+        .client
+        .send_message_with(
+            "typing".into(),
+            "true".into(),
+            SendOptions {
+                replace_key: None,
+                ttl_ms: Some(100),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(socket.next_of("typing").await["id"], id.as_str());
+    // Past its deadline and past the shortest sweep, still waiting for the ack.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(h.client.stats().queued, 1);
+    socket
+        .send(&format!(r#"{{"type":"ack","data":{{"id":"{id}"}}}}"#))
+        .await;
+    wait_for(&mut h.seen, Duration::from_secs(5), |s| {
+        *s == Seen::Ack(id.clone())
+    })
+    .await;
+    assert!(
+        h.recorder.expired().is_empty(),
+        "{:?}",
+        h.recorder.expired()
+    );
+    assert_eq!(h.client.stats().expired, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retryable_refusal_does_not_make_messages_on_their_way_cancellable() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let first = h
+        .client
+        .send_message("chat".into(), "1".into())
+        .await
+        .unwrap();
+    let second = send_latest(&h.client, "2", latest("where")).await;
+    assert_eq!(socket.next_of("chat").await["id"], first.as_str());
+    assert_eq!(socket.next_of("location").await["id"], second.as_str());
+    // The gateway could not store the first; the second may be stored already.
+    socket
+        .send(&format!(
+            r#"{{"type":"error","data":{{"code":"unavailable","message":"try again","ref":"{first}"}}}}"#
+        ))
+        .await;
+    let third = send_latest(&h.client, "3", latest("where")).await;
+    assert!(!h.client.cancel_message(second.clone()).await.unwrap());
+    assert!(!h.client.cancel_message(first.clone()).await.unwrap());
+    // Resent in order after the pause: both, then the newer location.
+    assert_eq!(socket.next_of("chat").await["id"], first.as_str());
+    assert_eq!(socket.next_of("location").await["id"], second.as_str());
+    assert_eq!(socket.next_of("location").await["id"], third.as_str());
+    assert!(
+        h.recorder.replaced().is_empty(),
+        "{:?}",
+        h.recorder.replaced()
+    );
+}

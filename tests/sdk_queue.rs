@@ -171,7 +171,7 @@ fn old_messages_expire_instead_of_being_sent() {
     let first = outbox.next_after(None).unwrap();
     assert!(!outbox.is_expired(first, 61_000));
     assert!(outbox.is_expired(first, 61_001));
-    assert_eq!(outbox.expire(61_001).unwrap(), ["id-0"]);
+    assert_eq!(outbox.expire(61_001, |_| true).0, ["id-0"]);
     assert_eq!(in_order(&outbox), ["id-1"]);
     assert_eq!(outbox.oldest_created_ms(), Some(50_000));
 }
@@ -424,14 +424,14 @@ fn a_time_to_live_expires_a_message_before_the_age_limit() {
     push_keyed(&mut outbox, 1, keyed("where", Some(6_000)));
     // The age limit (60 s) stays the bound for a longer time to live.
     push_keyed(&mut outbox, 2, keyed("later", Some(100_000)));
-    assert_eq!(outbox.next_deadline_ms(), Some(6_000));
+    assert_eq!(outbox.next_deadline_ms(|_| true), Some(6_000));
     let one = outbox.seq_of("id-1").unwrap();
     assert!(!outbox.is_expired(one, 6_000));
     assert!(outbox.is_expired(one, 6_001));
-    assert_eq!(outbox.expire(6_001).unwrap(), ["id-1"]);
-    assert_eq!(outbox.next_deadline_ms(), Some(61_000));
-    assert_eq!(outbox.expire(61_001).unwrap(), ["id-0", "id-2"]);
-    assert_eq!(outbox.next_deadline_ms(), None);
+    assert_eq!(outbox.expire(6_001, |_| true).0, ["id-1"]);
+    assert_eq!(outbox.next_deadline_ms(|_| true), Some(61_000));
+    assert_eq!(outbox.expire(61_001, |_| true).0, ["id-0", "id-2"]);
+    assert_eq!(outbox.next_deadline_ms(|_| true), None);
 }
 
 #[test]
@@ -442,7 +442,7 @@ fn keys_and_expiries_survive_a_reopen() {
         push_keyed(&mut outbox, 0, keyed("where", Some(7_000)));
     }
     let mut outbox = open(dir.path(), limits());
-    assert_eq!(outbox.next_deadline_ms(), Some(7_000));
+    assert_eq!(outbox.next_deadline_ms(|_| true), Some(7_000));
     assert_eq!(push_keyed(&mut outbox, 1, keyed("where", None)), ["id-0"]);
 }
 
@@ -478,7 +478,69 @@ fn messages_queued_by_an_earlier_release_still_load() {
     assert_eq!(in_order(&outbox), ["old"]);
     let old = outbox.get(3).unwrap().unwrap();
     assert_eq!((old.replace_key, old.expires_ms), (None, None));
-    assert_eq!(outbox.next_deadline_ms(), Some(61_000));
+    assert_eq!(outbox.next_deadline_ms(|_| true), Some(61_000));
     push(&mut outbox, 9, 2_000);
     assert_eq!(in_order(&outbox), ["old", "id-9"]);
+}
+
+/// An in-memory store that logs every call, to see what reaches the disk when.
+#[derive(Default)]
+struct LoggingStore {
+    messages: std::collections::BTreeMap<u64, tether::queue::QueuedMessage>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl QueueStore for LoggingStore {
+    fn load(&self) -> Result<Vec<tether::queue::QueuedMessage>, tether::queue::StorageError> {
+        Ok(self.messages.values().cloned().collect())
+    }
+    fn get(
+        &self,
+        seq: u64,
+    ) -> Result<Option<tether::queue::QueuedMessage>, tether::queue::StorageError> {
+        Ok(self.messages.get(&seq).cloned())
+    }
+    fn append(
+        &mut self,
+        message: &tether::queue::QueuedMessage,
+    ) -> Result<(), tether::queue::StorageError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("append {}", message.id));
+        self.messages.insert(message.seq, message.clone());
+        Ok(())
+    }
+    fn remove(&mut self, seq: u64) -> Result<(), tether::queue::StorageError> {
+        self.log.lock().unwrap().push(format!("remove {seq}"));
+        self.messages.remove(&seq);
+        Ok(())
+    }
+    fn inbox_cursor(&self) -> Result<u64, tether::queue::StorageError> {
+        Ok(0)
+    }
+    fn set_inbox_cursor(&mut self, _seq: u64) -> Result<(), tether::queue::StorageError> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), tether::queue::StorageError> {
+        self.log.lock().unwrap().push("flush".into());
+        Ok(())
+    }
+}
+
+#[test]
+fn what_is_replaced_or_cancelled_is_flushed_before_the_app_hears_it() {
+    // Told "it will never be sent", the app must not see it sent after a crash.
+    let store = LoggingStore::default();
+    let log = store.log.clone();
+    let mut outbox = Outbox::open(Box::new(store), limits()).unwrap();
+    push_keyed(&mut outbox, 0, keyed("where", None));
+    push_keyed(&mut outbox, 1, keyed("where", None));
+    assert_eq!(
+        log.lock().unwrap().as_slice(),
+        ["append id-0", "append id-1", "remove 1", "flush"]
+    );
+    log.lock().unwrap().clear();
+    assert!(outbox.cancel("id-1", |_| true).unwrap());
+    assert_eq!(log.lock().unwrap().as_slice(), ["remove 2", "flush"]);
 }

@@ -167,6 +167,7 @@ impl Engine {
                             establish_by: Instant::now() + self.settings.connect_timeout,
                             heartbeat: None,
                             in_flight: BTreeSet::new(),
+                            written: BTreeSet::new(),
                             send_cursor: None,
                             resend_at: None,
                             token_deadline: None,

@@ -113,6 +113,7 @@ impl Engine {
                     debug!(%id, "acked");
                     if let Some(session) = self.session.as_mut() {
                         session.in_flight.remove(&seq);
+                        session.written.remove(&seq);
                     }
                     self.snapshot.acked += 1;
                     self.tell(HostEvent::Ack(id));

@@ -162,8 +162,12 @@ struct Session {
     /// `connection_established` must arrive before this.
     establish_by: Instant,
     heartbeat: Option<Heartbeat>,
-    /// Sent on this socket, not acked yet.
+    /// Sent on this socket, not acked yet: the send window.
     in_flight: BTreeSet<u64>,
+    /// Written to this socket and not acked or refused for good: the gateway may have
+    /// them, so they are never expired, replaced or cancelled while this socket lives.
+    /// Unlike `in_flight`, kept when a retryable error restarts the window.
+    written: BTreeSet<u64>,
     /// The last queue seq sent on this socket.
     send_cursor: Option<u64>,
     /// Sending is paused until then (the gateway could not store a message).
@@ -457,6 +461,8 @@ impl Engine {
     fn session_ended(&mut self) {
         self.stable_at = None;
         self.snapshot.connected_at = None;
+        // What was written to that socket may expire again (and be reported) offline.
+        self.schedule_sweep();
         // The answers to requests sent on that socket will never come.
         self.presence.fail_all(|room| {
             Error::Network(format!(

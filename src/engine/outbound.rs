@@ -6,6 +6,7 @@ use super::{wall_ms, Engine};
 use crate::error::{Error, ErrorKind, TetherError};
 use crate::queue::Keeping;
 use crate::send_options::SendOptions;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use tether_protocol::client::{is_reserved, AppMessage, ClientMessage, CONTROL_TYPES};
 use tether_protocol::envelope::raw_json;
@@ -29,6 +30,12 @@ pub const EXPIRY_SWEEP: Duration = Duration::from_secs(60);
 /// The soonest a sweep runs again: a message with a short time to live is reported at
 /// most this late.
 const MIN_SWEEP: Duration = Duration::from_secs(1);
+
+/// Whether a queued message may still be expired, replaced or cancelled: it is not
+/// written to the open socket (`written`) waiting for its ack.
+fn waiting(written: Option<&BTreeSet<u64>>) -> impl Fn(u64) -> bool + '_ {
+    move |seq| written.is_none_or(|w| !w.contains(&seq))
+}
 
 /// Refuses types that are not app messages: bad names, server-only and control types.
 pub fn validate_app_type(kind: &str) -> Result<(), Error> {
@@ -72,12 +79,19 @@ impl Engine {
             replace_key: options.replace_key,
             expires_ms: options.ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
         };
-        let in_flight = self.session.as_ref().map(|s| &s.in_flight);
-        let pushed = self
-            .outbox
-            .push_keeping(id, kind, data_json, now_ms, keeping, |seq| {
-                in_flight.is_none_or(|sent| !sent.contains(&seq))
-            })?;
+        let written = self.session.as_ref().map(|s| &s.written);
+        let pushed =
+            self.outbox
+                .push_keeping(id, kind, data_json, now_ms, keeping, waiting(written))?;
+        if let Some(e) = pushed.failed {
+            self.report(TetherError::new(
+                ErrorKind::Storage,
+                format!(
+                    "message {} is queued, but an older one with its replace key could not be removed and will be sent too: {e}",
+                    pushed.message.id
+                ),
+            ));
+        }
         for id in pushed.replaced {
             debug!(%id, by = %pushed.message.id, "replaced before it was sent");
             self.snapshot.replaced += 1;
@@ -93,10 +107,8 @@ impl Engine {
 
     /// `cancel_message`: removes a queued message that is not on its way yet.
     pub(super) fn cancel(&mut self, id: &str) -> Result<bool, Error> {
-        let in_flight = self.session.as_ref().map(|s| &s.in_flight);
-        let removed = self
-            .outbox
-            .cancel(id, |seq| in_flight.is_none_or(|sent| !sent.contains(&seq)))?;
+        let written = self.session.as_ref().map(|s| &s.written);
+        let removed = self.outbox.cancel(id, waiting(written))?;
         if removed {
             debug!(%id, "cancelled before it was sent");
         }
@@ -106,8 +118,10 @@ impl Engine {
     /// Wakes for the next expiry: when the first queued message's age limit or time to
     /// live runs out, but at least a second and at most [`EXPIRY_SWEEP`] from now (sends
     /// check expiry themselves; this only reports messages that expire while waiting).
-    fn schedule_sweep(&mut self) {
-        self.sweep_at = self.outbox.next_deadline_ms().map(|deadline| {
+    pub(super) fn schedule_sweep(&mut self) {
+        let written = self.session.as_ref().map(|s| &s.written);
+        let next = self.outbox.next_deadline_ms(waiting(written));
+        self.sweep_at = next.map(|deadline| {
             let wait = Duration::from_millis(deadline.saturating_sub(wall_ms()).saturating_add(1));
             Instant::now() + wait.clamp(MIN_SWEEP, EXPIRY_SWEEP)
         });
@@ -132,7 +146,9 @@ impl Engine {
                 return;
             };
             session.send_cursor = Some(seq);
-            if self.outbox.is_expired(seq, now_ms) {
+            // Written to this socket already (a resend after a retryable error): the
+            // gateway may have it, so it goes again rather than expiring.
+            if !session.written.contains(&seq) && self.outbox.is_expired(seq, now_ms) {
                 self.drop_expired(seq);
                 continue;
             }
@@ -164,6 +180,7 @@ impl Engine {
             };
             if let Some(session) = self.session.as_mut() {
                 session.in_flight.insert(seq);
+                session.written.insert(seq);
             }
             self.snapshot.sent += 1;
             self.send_frame(frame);
@@ -184,17 +201,19 @@ impl Engine {
 
     pub(super) fn expire_old(&mut self) {
         // Offline for days, a message still expires on time (and is reported then).
-        let expired = self.outbox.expire(wall_ms());
+        // Messages written to the open socket wait for their ack instead.
+        let written = self.session.as_ref().map(|s| &s.written);
+        let (ids, failed) = self.outbox.expire(wall_ms(), waiting(written));
+        for id in ids {
+            info!(%id, "message expired before delivery");
+            self.snapshot.expired += 1;
+            self.tell(HostEvent::Expired(id));
+        }
         self.schedule_sweep();
-        match expired {
-            Ok(ids) => {
-                for id in ids {
-                    info!(%id, "message expired before delivery");
-                    self.snapshot.expired += 1;
-                    self.tell(HostEvent::Expired(id));
-                }
-            }
-            Err(e) => self.report(Error::from(e).into()),
+        if let Some(e) = failed {
+            // Not again every second while the disk fails: once per regular sweep.
+            self.sweep_at = Some(Instant::now() + EXPIRY_SWEEP);
+            self.report(Error::from(e).into());
         }
     }
 
@@ -244,6 +263,7 @@ impl Engine {
                 let _ = self.outbox.remove(seq);
                 if let Some(session) = self.session.as_mut() {
                     session.in_flight.remove(&seq);
+                    session.written.remove(&seq);
                 }
                 self.report(TetherError::new(
                     ErrorKind::InvalidMessage,

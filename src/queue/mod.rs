@@ -130,6 +130,8 @@ pub struct Pushed {
     pub message: QueuedMessage,
     /// Ids of the messages it replaced (same replace key), oldest first.
     pub replaced: Vec<String>,
+    /// Removing a replaced message failed: it (and any after it) stays queued.
+    pub failed: Option<StorageError>,
 }
 
 /// The queue: a store plus an in-memory index of what it holds (ids, sizes, ages), so
@@ -256,15 +258,30 @@ impl Outbox {
         self.index_message(&message);
         // The new message is on disk: the caller is told it is queued whatever happens
         // next. A replaced message that cannot be removed stays and is sent as well.
-        let mut replaced = Vec::with_capacity(victims.len());
-        for seq in victims {
+        let (replaced, failed) = self.remove_durably(victims);
+        Ok(Pushed {
+            message,
+            replaced,
+            failed,
+        })
+    }
+
+    /// Removes `seqs` and flushes, so that what the app was told is gone does not come
+    /// back after a crash; the ids removed, and the failure that stopped it, if any.
+    fn remove_durably(&mut self, seqs: Vec<u64>) -> (Vec<String>, Option<StorageError>) {
+        let mut removed = Vec::with_capacity(seqs.len());
+        for seq in seqs {
             match self.remove(seq) {
-                Ok(Some(id)) => replaced.push(id),
+                Ok(Some(id)) => removed.push(id),
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, seq, "a replaced message stays queued"),
+                Err(e) => return (removed, Some(e)),
             }
         }
-        Ok(Pushed { message, replaced })
+        if removed.is_empty() {
+            return (removed, None);
+        }
+        let failed = self.store.flush().err();
+        (removed, failed)
     }
 
     /// Forgets message `id` when `removable` allows it (it is not on its way already).
@@ -275,7 +292,10 @@ impl Outbox {
         removable: impl Fn(u64) -> bool,
     ) -> Result<bool, StorageError> {
         match self.by_id.get(id).copied() {
-            Some(seq) if removable(seq) => Ok(self.remove(seq)?.is_some()),
+            Some(seq) if removable(seq) => match self.remove_durably(vec![seq]) {
+                (_, Some(e)) => Err(e),
+                (removed, None) => Ok(!removed.is_empty()),
+            },
             _ => Ok(false),
         }
     }
@@ -341,27 +361,39 @@ impl Outbox {
         entry.expires_ms.map_or(aged, |at| at.min(aged))
     }
 
-    /// When the next queued message expires (ms since the epoch; the last ms it may
-    /// still be sent).
-    pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.index.values().map(|e| self.deadline_ms(e)).min()
+    /// When the next queued message that `removable` allows expires (ms since the epoch;
+    /// the last ms it may still be sent).
+    pub fn next_deadline_ms(&self, removable: impl Fn(u64) -> bool) -> Option<u64> {
+        self.index
+            .iter()
+            .filter(|(seq, _)| removable(**seq))
+            .map(|(_, e)| self.deadline_ms(e))
+            .min()
     }
 
-    /// Drops every message past its age limit; returns their ids, oldest first.
-    pub fn expire(&mut self, now_ms: u64) -> Result<Vec<String>, StorageError> {
+    /// Drops every message past its age limit or time to live that `removable` allows;
+    /// returns their ids, oldest first, and the failure that stopped it, if any (the ids
+    /// before it were dropped all the same).
+    pub fn expire(
+        &mut self,
+        now_ms: u64,
+        removable: impl Fn(u64) -> bool,
+    ) -> (Vec<String>, Option<StorageError>) {
         let expired: Vec<u64> = self
             .index
             .iter()
-            .filter(|(_, e)| now_ms > self.deadline_ms(e))
+            .filter(|(seq, e)| now_ms > self.deadline_ms(e) && removable(**seq))
             .map(|(seq, _)| *seq)
             .collect();
         let mut ids = Vec::with_capacity(expired.len());
         for seq in expired {
-            if let Some(id) = self.remove(seq)? {
-                ids.push(id);
+            match self.remove(seq) {
+                Ok(Some(id)) => ids.push(id),
+                Ok(None) => {}
+                Err(e) => return (ids, Some(e)),
             }
         }
-        Ok(ids)
+        (ids, None)
     }
 
     /// Messages queued.

@@ -302,6 +302,9 @@ export class TetherStore {
   private readonly messageHandlers = new Set<(m: Message) => void>();
   private readonly ackHandlers = new Set<(id: string) => void>();
   private readonly replacedHandlers = new Set<(id: string, by: string) => void>();
+  private readonly expiredHandlers = new Set<(id: string) => void>();
+  /** Ids sent with a `ttlMs` by this store and not settled yet: their expiry was asked for. */
+  private readonly withTtl = new Set<string>();
 
   /** @throws TetherException (`invalidConfig`, `storage`) */
   constructor(options: TetherOptions) {
@@ -322,16 +325,20 @@ export class TetherStore {
         for (const handler of store.messageHandlers) store.guard(() => handler(message));
       },
       onAck(id) {
+        store.withTtl.delete(id);
         for (const handler of store.ackHandlers) store.guard(() => handler(id));
       },
       onError(e) {
         store.update({ error: errorText(e) });
       },
       onExpired(id) {
-        store.update({ error: `expired: message ${id} was too old to send` });
+        // A time to live the app set is not an error; the age limit (days) is.
+        if (!store.withTtl.delete(id)) store.update({ error: `expired: message ${id} was too old to send` });
+        for (const handler of store.expiredHandlers) store.guard(() => handler(id));
       },
       onReplaced(id, by) {
         // Latest wins was asked for: not an error.
+        store.withTtl.delete(id);
         for (const handler of store.replacedHandlers) store.guard(() => handler(id, by));
       },
     };
@@ -388,6 +395,15 @@ export class TetherStore {
     return () => this.replacedHandlers.delete(handler);
   }
 
+  /**
+   * Messages dropped unsent because they grew older than `maxMessageAgeS` (which also
+   * sets `error`) or their `ttlMs` (which does not).
+   */
+  onExpired(handler: (id: string) => void): () => void {
+    this.expiredHandlers.add(handler);
+    return () => this.expiredHandlers.delete(handler);
+  }
+
   connect = (): void => this.client.connect();
   disconnect = (): void => this.client.disconnect();
   reconnect = (): void => this.client.reconnect();
@@ -399,8 +415,9 @@ export class TetherStore {
    * - `replaceKey`: latest wins: queued messages with the same key that are not on their
    *   way yet (written to the socket, waiting for the ack) are dropped and reported to
    *   {@link onReplaced}; e.g. `'location'`. 1 to 256 bytes.
-   * - `ttlMs`: dropped (reported as expired) instead of sent once queued this long;
-   *   `maxMessageAgeS` still applies when shorter. A whole number, at least 1.
+   * - `ttlMs`: dropped (reported to {@link onExpired}, not as `error`) instead of sent once
+   *   queued this long; `maxMessageAgeS` still applies when shorter. A whole number, at
+   *   least 1.
    */
   sendMessage = async ({ type, data, replaceKey, ttlMs }: OutgoingMessage): Promise<string> => {
     const json = JSON.stringify(data ?? null);
@@ -415,7 +432,9 @@ export class TetherStore {
         replaceKey,
         ttlMs: ttlMs === undefined ? undefined : BigInt(ttlMs),
       });
-      return await this.client.sendMessageWith(type, json, options);
+      const id = await this.client.sendMessageWith(type, json, options);
+      if (ttlMs !== undefined) this.withTtl.add(id);
+      return id;
     } catch (e) {
       throw toException(e);
     }
@@ -423,12 +442,14 @@ export class TetherStore {
 
   /**
    * Takes back a queued message that is not on its way yet: true when it was removed and
-   * will never be sent; false when it is no longer queued (acked, expired, replaced,
-   * cancelled) or already written to the socket and waiting for the ack.
+   * will not be sent again; false when it is no longer queued (acked, expired, replaced,
+   * cancelled) or written to the open connection and waiting for the ack.
    */
   cancelMessage = async (id: string): Promise<boolean> => {
     try {
-      return await this.client.cancelMessage(id);
+      const removed = await this.client.cancelMessage(id);
+      if (removed) this.withTtl.delete(id);
+      return removed;
     } catch (e) {
       throw toException(e);
     }
@@ -475,6 +496,8 @@ export class TetherStore {
     this.messageHandlers.clear();
     this.ackHandlers.clear();
     this.replacedHandlers.clear();
+    this.expiredHandlers.clear();
+    this.withTtl.clear();
   }
 
   private call(f: () => void): void {

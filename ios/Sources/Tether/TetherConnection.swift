@@ -113,16 +113,24 @@ public final class TetherConnection: @unchecked Sendable {
     public func send(
         type: String, json: String, replaceKey: String? = nil, ttl: TimeInterval? = nil
     ) async throws -> String {
-        // A time to live that is not positive (or not a number) goes to the core as 0,
-        // which refuses it with `.invalidMessage`.
-        let ttlMs: UInt64? = ttl.map { $0 > 0 && $0.isFinite ? max(1, UInt64(($0 * 1000).rounded(.down))) : 0 }
+        let ttlMs: UInt64? = ttl.map(Self.milliseconds)
         let options = SendOptions(replaceKey: replaceKey, ttlMs: ttlMs)
         return try await client.sendMessageWith(type: type, dataJson: json, options: options)
     }
 
+    /// A time to live in whole milliseconds, at least one. Not positive (or not a number)
+    /// gives 0, which the core refuses with `.invalidMessage`; beyond `UInt64` (or
+    /// infinite) gives the largest value, which the age limit bounds anyway.
+    static func milliseconds(_ seconds: TimeInterval) -> UInt64 {
+        guard seconds > 0 else { return 0 }
+        let ms = (seconds * 1000).rounded(.down)
+        if ms >= 1.8e19 { return UInt64.max }
+        return max(1, UInt64(ms))
+    }
+
     /// Takes back a queued message that is not on its way yet: true when it was removed
-    /// and will never be sent; false when it is no longer queued (acked, expired,
-    /// replaced, cancelled) or already written to the socket and waiting for the ack.
+    /// and will not be sent again; false when it is no longer queued (acked, expired,
+    /// replaced, cancelled) or written to the open connection and waiting for the ack.
     public func cancel(_ id: String) async throws -> Bool {
         try await client.cancelMessage(id: id)
     }

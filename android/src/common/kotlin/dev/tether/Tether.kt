@@ -145,8 +145,8 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
 
     /**
      * Takes back a queued message that is not on its way yet: true when it was removed
-     * and will never be sent; false when it is no longer queued (acked, expired,
-     * replaced, cancelled) or already written to the socket and waiting for the ack.
+     * and will not be sent again; false when it is no longer queued (acked, expired,
+     * replaced, cancelled) or written to the open connection and waiting for the ack.
      */
     suspend fun cancel(id: String): Boolean = client.cancelMessage(id)
 
