@@ -4,10 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on purpose
 
 use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether::error::Error;
 use tether::inbox::{Inbox, Verdict};
-use tether::queue::{Keeping, Limits, Outbox, QueueFull, QueueStore, SledStore};
+use tether::queue::{
+    Keeping, Limits, Outbox, QueueFull, QueueStore, QueuedMessage, SledStore, StorageError,
+};
 
 fn limits() -> Limits {
     Limits {
@@ -483,46 +487,44 @@ fn messages_queued_by_an_earlier_release_still_load() {
     assert_eq!(in_order(&outbox), ["old", "id-9"]);
 }
 
-/// An in-memory store that logs every call, to see what reaches the disk when.
-#[derive(Default)]
-struct LoggingStore {
-    messages: std::collections::BTreeMap<u64, tether::queue::QueuedMessage>,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+/// An in-memory store that logs every call, to see what reaches the disk when. Clones
+/// share the contents: a clone opened again is the same "disk".
+#[derive(Default, Clone)]
+struct MemoryStore {
+    messages: Arc<Mutex<BTreeMap<u64, QueuedMessage>>>,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
-impl QueueStore for LoggingStore {
-    fn load(&self) -> Result<Vec<tether::queue::QueuedMessage>, tether::queue::StorageError> {
-        Ok(self.messages.values().cloned().collect())
+impl QueueStore for MemoryStore {
+    fn load(&self) -> Result<Vec<QueuedMessage>, StorageError> {
+        Ok(self.messages.lock().unwrap().values().cloned().collect())
     }
-    fn get(
-        &self,
-        seq: u64,
-    ) -> Result<Option<tether::queue::QueuedMessage>, tether::queue::StorageError> {
-        Ok(self.messages.get(&seq).cloned())
+    fn get(&self, seq: u64) -> Result<Option<QueuedMessage>, StorageError> {
+        Ok(self.messages.lock().unwrap().get(&seq).cloned())
     }
-    fn append(
-        &mut self,
-        message: &tether::queue::QueuedMessage,
-    ) -> Result<(), tether::queue::StorageError> {
+    fn append(&mut self, message: &QueuedMessage) -> Result<(), StorageError> {
         self.log
             .lock()
             .unwrap()
             .push(format!("append {}", message.id));
-        self.messages.insert(message.seq, message.clone());
+        self.messages
+            .lock()
+            .unwrap()
+            .insert(message.seq, message.clone());
         Ok(())
     }
-    fn remove(&mut self, seq: u64) -> Result<(), tether::queue::StorageError> {
+    fn remove(&mut self, seq: u64) -> Result<(), StorageError> {
         self.log.lock().unwrap().push(format!("remove {seq}"));
-        self.messages.remove(&seq);
+        self.messages.lock().unwrap().remove(&seq);
         Ok(())
     }
-    fn inbox_cursor(&self) -> Result<u64, tether::queue::StorageError> {
+    fn inbox_cursor(&self) -> Result<u64, StorageError> {
         Ok(0)
     }
-    fn set_inbox_cursor(&mut self, _seq: u64) -> Result<(), tether::queue::StorageError> {
+    fn set_inbox_cursor(&mut self, _seq: u64) -> Result<(), StorageError> {
         Ok(())
     }
-    fn flush(&mut self) -> Result<(), tether::queue::StorageError> {
+    fn flush(&mut self) -> Result<(), StorageError> {
         self.log.lock().unwrap().push("flush".into());
         Ok(())
     }
@@ -531,7 +533,7 @@ impl QueueStore for LoggingStore {
 #[test]
 fn what_is_replaced_or_cancelled_is_flushed_before_the_app_hears_it() {
     // Told "it will never be sent", the app must not see it sent after a crash.
-    let store = LoggingStore::default();
+    let store = MemoryStore::default();
     let log = store.log.clone();
     let mut outbox = Outbox::open(Box::new(store), limits()).unwrap();
     push_keyed(&mut outbox, 0, keyed("where", None));
@@ -543,4 +545,165 @@ fn what_is_replaced_or_cancelled_is_flushed_before_the_app_hears_it() {
     log.lock().unwrap().clear();
     assert!(outbox.cancel("id-1", |_| true).unwrap());
     assert_eq!(log.lock().unwrap().as_slice(), ["remove 2", "flush"]);
+}
+
+/// One step of the queue property below.
+#[derive(Debug, Clone)]
+enum QueueOp {
+    /// Queue a message: replace key (one of three, or none), time to live, payload size.
+    Push(Option<u8>, Option<u64>, usize),
+    /// Write the n-th queued message (mod the length) to the socket: on its way.
+    Send(usize),
+    /// Cancel the n-th queued message (mod the length), or an unknown id.
+    Cancel(Option<usize>),
+    /// The gateway acks the n-th queued message (mod the length).
+    Ack(usize),
+    /// Time passes, then the expiry sweep runs.
+    Expire(u64),
+    /// The connection ends: nothing is on its way any more.
+    Drop,
+    /// The process restarts: the queue is opened again from the store.
+    Reopen,
+}
+
+fn queue_op() -> impl Strategy<Value = QueueOp> {
+    prop_oneof![
+        6 => (proptest::option::of(0u8..3), proptest::option::of(1u64..5_000), 0usize..60)
+            .prop_map(|(k, t, n)| QueueOp::Push(k, t, n)),
+        2 => (0usize..8).prop_map(QueueOp::Send),
+        2 => proptest::option::of(0usize..8).prop_map(QueueOp::Cancel),
+        2 => (0usize..8).prop_map(QueueOp::Ack),
+        2 => (0u64..4_000).prop_map(QueueOp::Expire),
+        1 => Just(QueueOp::Drop),
+        1 => Just(QueueOp::Reopen),
+    ]
+}
+
+/// What the model knows of one queued message.
+#[derive(Debug, Clone)]
+struct Modelled {
+    id: String,
+    key: Option<u8>,
+    size: u64,
+    deadline: u64,
+    on_its_way: bool,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The queue against a model, over random pushes (with and without replace keys and
+    /// times to live), sends, cancels, acks, expiry sweeps, dropped connections and
+    /// restarts: the same messages in the same order, limits never passed (a replacement
+    /// counts what it removes), messages on their way never replaced, cancelled or expired,
+    /// and the next deadline the model's.
+    #[test]
+    fn the_queue_keeps_latest_wins_ttl_and_cancel_consistent_with_a_model(
+        ops in proptest::collection::vec(queue_op(), 1..40),
+    ) {
+        let limits = Limits { max_count: 6, max_bytes: 200, max_age: Duration::from_secs(60) };
+        let store = MemoryStore::default();
+        let mut outbox = Outbox::open(Box::new(store.clone()), limits).unwrap();
+        let mut model: Vec<Modelled> = Vec::new();
+        let mut now = 1_000u64;
+        let mut next = 0u32;
+        for op in ops {
+            let on_way: std::collections::HashSet<u64> = model
+                .iter()
+                .filter(|m| m.on_its_way)
+                .map(|m| outbox.seq_of(&m.id).unwrap())
+                .collect();
+            let waiting = |seq: u64| !on_way.contains(&seq);
+            match op {
+                QueueOp::Push(key, ttl, n) => {
+                    let id = format!("m{next:03}");
+                    next += 1;
+                    let data = "x".repeat(n);
+                    let size = (id.len() + "t".len() + n) as u64;
+                    let victims: Vec<usize> = (0..model.len())
+                        .filter(|&i| key.is_some() && model[i].key == key && !model[i].on_its_way)
+                        .collect();
+                    let count_after = model.len() - victims.len();
+                    let bytes_after: u64 = model.iter().map(|m| m.size).sum::<u64>()
+                        - victims.iter().map(|&i| model[i].size).sum::<u64>();
+                    let keeping = Keeping {
+                        replace_key: key.map(|k| format!("k{k}")),
+                        expires_ms: ttl.map(|t| now + t),
+                    };
+                    let result = outbox.push_keeping(id.clone(), "t".into(), data, now, keeping, waiting);
+                    if count_after >= 6 {
+                        prop_assert!(matches!(result, Err(Error::QueueFull(QueueFull::Count { .. }))), "{result:?}");
+                    } else if bytes_after + size > 200 {
+                        prop_assert!(matches!(result, Err(Error::QueueFull(QueueFull::Bytes { .. }))), "{result:?}");
+                    } else {
+                        let pushed = result.unwrap();
+                        let replaced: Vec<String> = victims.iter().map(|&i| model[i].id.clone()).collect();
+                        prop_assert_eq!(&pushed.replaced, &replaced);
+                        prop_assert!(pushed.failed.is_none());
+                        model.retain(|m| !replaced.contains(&m.id));
+                        let aged = now + 60_000;
+                        model.push(Modelled {
+                            id,
+                            key,
+                            size,
+                            deadline: ttl.map_or(aged, |t| (now + t).min(aged)),
+                            on_its_way: false,
+                        });
+                    }
+                }
+                QueueOp::Send(i) if !model.is_empty() => {
+                    let len = model.len();
+                    model[i % len].on_its_way = true;
+                }
+                QueueOp::Cancel(Some(i)) if !model.is_empty() => {
+                    let len = model.len();
+                    let target = model[i % len].clone();
+                    let removed = outbox.cancel(&target.id, waiting).unwrap();
+                    prop_assert_eq!(removed, !target.on_its_way);
+                    if removed {
+                        model.retain(|m| m.id != target.id);
+                    }
+                }
+                QueueOp::Cancel(_) => {
+                    prop_assert!(!outbox.cancel("unknown", waiting).unwrap());
+                }
+                QueueOp::Ack(i) if !model.is_empty() => {
+                    let len = model.len();
+                    let target = model.remove(i % len);
+                    prop_assert!(outbox.ack(&target.id).unwrap().is_some());
+                }
+                QueueOp::Expire(passed) => {
+                    now += passed;
+                    let (ids, failed) = outbox.expire(now, waiting);
+                    prop_assert!(failed.is_none());
+                    let want: Vec<String> = model
+                        .iter()
+                        .filter(|m| now > m.deadline && !m.on_its_way)
+                        .map(|m| m.id.clone())
+                        .collect();
+                    prop_assert_eq!(&ids, &want);
+                    model.retain(|m| !want.contains(&m.id));
+                }
+                QueueOp::Drop => model.iter_mut().for_each(|m| m.on_its_way = false),
+                QueueOp::Reopen => {
+                    drop(outbox);
+                    outbox = Outbox::open(Box::new(store.clone()), limits).unwrap();
+                    model.iter_mut().for_each(|m| m.on_its_way = false);
+                }
+                _ => {}
+            }
+            prop_assert_eq!(in_order(&outbox), model.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+            prop_assert_eq!(outbox.len(), model.len());
+            prop_assert_eq!(outbox.bytes(), model.iter().map(|m| m.size).sum::<u64>());
+            let on_way: std::collections::HashSet<u64> = model
+                .iter()
+                .filter(|m| m.on_its_way)
+                .map(|m| outbox.seq_of(&m.id).unwrap())
+                .collect();
+            prop_assert_eq!(
+                outbox.next_deadline_ms(|seq| !on_way.contains(&seq)),
+                model.iter().filter(|m| !m.on_its_way).map(|m| m.deadline).min()
+            );
+        }
+    }
 }
