@@ -56,6 +56,12 @@ pub struct ClientConfig {
     /// elsewhere.
     #[uniffi(default = None)]
     pub tls_root_ca_pem: Option<String>,
+    /// Other addresses of the same gateway cluster (another load balancer, DNS name or
+    /// zone; the same Redis behind them), tried in order after an attempt at the current
+    /// one fails in a way another address could fix (network, timeout, 5xx). The SDK goes
+    /// back to `url` at the first attempt 10 minutes after it left it. Same rules as `url`.
+    #[uniffi(default = [])]
+    pub fallback_urls: Vec<String>,
 }
 
 impl ClientConfig {
@@ -81,6 +87,7 @@ impl ClientConfig {
             max_message_bytes: 65_536,
             max_message_age_s: MAX_MESSAGE_AGE_S,
             tls_root_ca_pem: None,
+            fallback_urls: Vec::new(),
         }
     }
 }
@@ -90,6 +97,8 @@ impl ClientConfig {
 pub struct Settings {
     /// The gateway URL without query (the transport adds `app`, `device`, `since`).
     pub url: Url,
+    /// The fallback addresses, checked like `url`, in the app's order.
+    pub fallback_urls: Vec<Url>,
     /// App name.
     pub app: String,
     /// Device id.
@@ -118,6 +127,31 @@ pub struct Settings {
     pub tls_root_ca_pem: Option<String>,
 }
 
+/// Most fallback addresses: each failed one costs an attempt and a backoff step.
+pub const MAX_FALLBACK_URLS: usize = 8;
+
+/// Checks a gateway address (`name` says which field in errors): ws or wss, a host, the
+/// `/ws` path when none is given, no query or fragment.
+fn gateway_url(name: &str, text: &str) -> Result<Url, Error> {
+    let mut url = Url::parse(text)
+        .map_err(|e| Error::Config(format!("{name} {text:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "ws" | "wss") {
+        return Err(Error::Config(format!(
+            "{name} must start with wss:// (or ws:// for local tests), got {}://",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::Config(format!("{name} has no host")));
+    }
+    if url.path().is_empty() || url.path() == "/" {
+        url.set_path(tether_protocol::WS_PATH);
+    }
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url)
+}
+
 fn positive(name: &str, value: u64) -> Result<Duration, Error> {
     if value == 0 {
         return Err(Error::Config(format!("{name} must be above 0")));
@@ -128,22 +162,19 @@ fn positive(name: &str, value: u64) -> Result<Duration, Error> {
 impl Settings {
     /// Checks every rule; the error names the field and the rule.
     pub fn from_config(config: &ClientConfig) -> Result<Settings, Error> {
-        let mut url = Url::parse(&config.url)
-            .map_err(|e| Error::Config(format!("url {:?} is not a URL: {e}", config.url)))?;
-        if !matches!(url.scheme(), "ws" | "wss") {
+        let url = gateway_url("url", &config.url)?;
+        let fallback_urls = config
+            .fallback_urls
+            .iter()
+            .enumerate()
+            .map(|(i, text)| gateway_url(&format!("fallback_urls[{i}]"), text))
+            .collect::<Result<Vec<Url>, Error>>()?;
+        if fallback_urls.len() > MAX_FALLBACK_URLS {
             return Err(Error::Config(format!(
-                "url must start with wss:// (or ws:// for local tests), got {}://",
-                url.scheme()
+                "fallback_urls holds {} addresses, at most {MAX_FALLBACK_URLS}",
+                fallback_urls.len()
             )));
         }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(Error::Config("url has no host".into()));
-        }
-        if url.path().is_empty() || url.path() == "/" {
-            url.set_path(tether_protocol::WS_PATH);
-        }
-        url.set_query(None);
-        url.set_fragment(None);
         names::validate_app(&config.app).map_err(|e| Error::Config(e.to_string()))?;
         names::validate_device(&config.device_id).map_err(|e| Error::Config(e.to_string()))?;
         if config.storage_dir.trim().is_empty() {
@@ -173,6 +204,7 @@ impl Settings {
         }
         Ok(Settings {
             url,
+            fallback_urls,
             app: config.app.clone(),
             device_id: config.device_id.clone(),
             storage_dir: config.storage_dir.clone().into(),
@@ -234,6 +266,18 @@ mod tests {
                 "max_message_age_s",
             ),
             (|c| c.max_message_bytes = 10, "max_message_bytes"),
+            (
+                |c| c.fallback_urls = vec!["wss://ok/ws".into(), "http://x".into()],
+                "fallback_urls[1] must start with wss://",
+            ),
+            (
+                |c| c.fallback_urls = vec!["wss://".into()],
+                "fallback_urls[0]",
+            ),
+            (
+                |c| c.fallback_urls = vec!["wss://x/ws".into(); MAX_FALLBACK_URLS + 1],
+                "at most 8",
+            ),
         ];
         for (breaks, field) in cases {
             let mut c = config();

@@ -105,8 +105,8 @@ pub trait Connector: Send + Sync + 'static {
 }
 
 /// Builds `…/ws?app=&device=&since=`.
-pub fn connect_url(settings: &Settings, since: u64) -> Url {
-    let mut url = settings.url.clone();
+pub fn connect_url(base: &Url, settings: &Settings, since: u64) -> Url {
+    let mut url = base.clone();
     url.query_pairs_mut()
         .append_pair("app", &settings.app)
         .append_pair("device", &settings.device_id)

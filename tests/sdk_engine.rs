@@ -1423,3 +1423,67 @@ async fn a_retryable_refusal_does_not_make_messages_on_their_way_cancellable() {
         h.recorder.replaced()
     );
 }
+
+/// The host of each connection attempt so far.
+fn attempted_hosts(h: &Harness) -> Vec<String> {
+    h.gateway
+        .attempts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, request)| request.url.host_str().unwrap().to_owned())
+        .collect()
+}
+
+fn refused(status: u16) -> ConnectError {
+    ConnectError::Refused {
+        status,
+        code: None,
+        message: "refused".into(),
+        retry_after: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_move_to_a_fallback_address_and_back_to_the_primary_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.fallback_urls = vec!["wss://backup.test".into()];
+    let mut h = start_with(cfg, dir, Tokens::fixed("t"));
+    // No route to the primary; the backup is shutting down; the primary again answers
+    // 429 (the same anywhere: it stays), then lets the client in.
+    h.gateway
+        .refuse([network_error(), refused(503), refused(429)]);
+    h.client.connect();
+    let socket = h.connected(600_000).await;
+    assert_eq!(
+        attempted_hosts(&h),
+        [
+            "gateway.test",
+            "backup.test",
+            "gateway.test",
+            "gateway.test"
+        ]
+    );
+    let url = h.gateway.attempts.lock().unwrap()[1].1.url.clone();
+    assert_eq!(url.path(), "/ws", "{url}");
+    assert!(url.query().unwrap().contains("app=shoofi-app"), "{url}");
+
+    // The primary fails again: the client settles on the backup, and a dropped session
+    // comes back there ...
+    socket.close(None).await;
+    h.gateway.refuse([network_error()]);
+    let socket = h.connected(600_000).await;
+    socket.close(None).await;
+    let _socket = h.connected(600_000).await;
+    assert_eq!(
+        attempted_hosts(&h)[4..],
+        ["gateway.test", "backup.test", "backup.test"]
+    );
+
+    // ... until ten minutes after it left the primary: the next attempt tries it again.
+    tokio::time::advance(tether::engine::hosts::BACK_TO_PRIMARY).await;
+    h.client.reconnect();
+    let _socket = h.connected(600_000).await;
+    assert_eq!(attempted_hosts(&h).last().unwrap(), "gateway.test");
+}

@@ -103,8 +103,13 @@ impl Engine {
         self.token_digest = Some(super::refresh::digest(&token));
         self.connect_generation += 1;
         let generation = self.connect_generation;
+        let host = self.hosts.for_attempt(Instant::now());
+        let base = match host {
+            0 => &self.settings.url,
+            n => &self.settings.fallback_urls[n - 1],
+        };
         let request = ConnectRequest {
-            url: connect_url(&self.settings, self.inbox.on_connect()),
+            url: connect_url(base, &self.settings, self.inbox.on_connect()),
             token,
         };
         info!(url = %request.url, "connecting");
@@ -176,6 +181,9 @@ impl Engine {
                         });
                     }
                     Err(e) => {
+                        if self.hosts.failed(&e, Instant::now()) {
+                            info!(error = %e, "the next attempt tries another gateway address");
+                        }
                         let failure = classify(&e);
                         self.apply(Event::ConnectFailed(failure));
                     }

@@ -7,6 +7,7 @@ pub mod backoff;
 mod connect;
 pub mod dispatch;
 pub mod heartbeat;
+pub mod hosts;
 mod inbound;
 mod outbound;
 pub mod presence;
@@ -244,6 +245,8 @@ pub struct Engine {
     grace_at: Option<Instant>,
     stable_at: Option<Instant>,
     sweep_at: Option<Instant>,
+    /// Which gateway address the next attempt uses.
+    hosts: hosts::Hosts,
     sessions_established: u64,
     stopping: bool,
     shutdown_reply: Option<oneshot::Sender<()>>,
@@ -306,6 +309,7 @@ impl Engine {
         durable.send_replace(inbox.since());
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let machine = Machine::new(timings, seed);
+        let hosts = hosts::Hosts::new(1 + settings.fallback_urls.len());
         let mut engine = Engine {
             snapshot: Snapshot::new(machine.status().clone()),
             settings,
@@ -337,6 +341,7 @@ impl Engine {
             grace_at: None,
             stable_at: None,
             sweep_at: None,
+            hosts,
             sessions_established: 0,
             stopping: false,
             shutdown_reply: None,

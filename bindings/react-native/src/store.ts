@@ -154,6 +154,12 @@ export interface TetherOptions {
   maxMessageAgeS?: number;
   /** PEM of the only CA to trust (private deployments, tests). */
   tlsRootCaPem?: string;
+  /**
+   * Other addresses of the same gateway cluster (another load balancer or DNS name, the
+   * same Redis behind it), tried in turn after a network failure, a timeout or a 5xx;
+   * back to `url` 10 minutes after leaving it. At most 8.
+   */
+  fallbackUrls?: string[];
 }
 
 /** The one error type: `kind` says what to do, `message` what happened. */
@@ -282,6 +288,7 @@ function clientConfig(o: TetherOptions): ClientConfig {
     maxMessageBytes: o.maxMessageBytes,
     maxMessageAgeS: big(o.maxMessageAgeS),
     tlsRootCaPem: o.tlsRootCaPem,
+    fallbackUrls: o.fallbackUrls === undefined ? undefined : [...o.fallbackUrls],
   };
   const set = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined));
   return ClientConfig.create({ url: o.url, app: o.app, deviceId: o.deviceId, storageDir: o.storageDir, ...set });

@@ -165,6 +165,24 @@ describe('TetherStore against a real gateway', () => {
     }
   });
 
+  test('a dead primary address falls back to the next one', async () => {
+    const options = testOptions(gateway, newUser('fallback'));
+    // Port 9 on loopback: nothing listens, the attempt fails at once.
+    const store = new TetherStore({ ...options, url: 'ws://127.0.0.1:9/ws', fallbackUrls: [options.url] });
+    try {
+      const seen = statuses(store);
+      store.connect();
+      await until(store, 'connected');
+      assert.ok(seen.includes('reconnecting'), JSON.stringify(seen));
+    } finally {
+      await store.shutdown();
+    }
+    assert.throws(
+      () => new TetherStore({ ...testOptions(gateway, 'x'), fallbackUrls: ['https://not-a-websocket'] }),
+      (e: unknown) => e instanceof TetherException && e.kind === 'invalidConfig' && e.message.includes('fallback_urls[0]'),
+    );
+  });
+
   test('refusals are TetherExceptions with a kind', async () => {
     const store = new TetherStore(testOptions(gateway, newUser('refuse')));
     try {

@@ -177,6 +177,26 @@ class ConnectionTest : GatewayTest() {
             statuses.stop()
         }
     }
+
+    @Test
+    fun `a dead primary address falls back to the next one`() = runBlocking {
+        val user = newUser("fallback")
+        val config = testConfig(gateway)
+        // Port 9 on loopback: nothing listens, the attempt fails at once.
+        Tether(config.copy(url = "ws://127.0.0.1:9/ws", fallbackUrls = listOf(config.url)), tokens = { Gateway.token(user) })
+            .use { tether ->
+                val statuses = record(tether.status)
+                tether.connect()
+                statuses.until { it is ConnectionStatus.Connected }
+                assertTrue(statuses.seen.any { it is ConnectionStatus.Reconnecting }, "${statuses.seen}")
+                statuses.stop()
+            }
+        val refused = assertThrows<TetherException> {
+            Tether(config.copy(fallbackUrls = listOf("https://not-a-websocket")), tokens = { null })
+        }
+        assertEquals(ErrorKind.INVALID_CONFIG, refused.kind())
+        assertTrue("fallback_urls[0]" in refused.message(), refused.message())
+    }
 }
 
 /** Retries [check] for up to 10 s (for state the gateway applies asynchronously). */

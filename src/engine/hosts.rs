@@ -1,0 +1,129 @@
+//! Which gateway address the next connection attempt uses. The primary `url` first;
+//! after an attempt fails in a way another address of the same cluster could fix (no
+//! network path to it, a timeout, a 5xx such as `unavailable` or `shutting_down`), the
+//! next fallback, round robin. A refusal about the client itself (401, 403, 400, 429)
+//! would be the same anywhere, so it stays. Once [`BACK_TO_PRIMARY`] has passed since the
+//! client left the primary, the next attempt tries the primary again (a working session
+//! is never dropped for it). Pure: the engine passes the clock in.
+
+use crate::transport::ConnectError;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long the client stays on fallbacks before trying the primary again (Ably's
+/// `fallbackRetryTimeout` is the same 10 minutes).
+pub const BACK_TO_PRIMARY: Duration = Duration::from_secs(600);
+
+/// The address in use among `count` (index 0 is the primary).
+#[derive(Debug, Clone)]
+pub struct Hosts {
+    count: usize,
+    current: usize,
+    left_primary_at: Option<Instant>,
+}
+
+impl Hosts {
+    /// `count` addresses: the primary and the fallbacks.
+    pub fn new(count: usize) -> Self {
+        Hosts {
+            count: count.max(1),
+            current: 0,
+            left_primary_at: None,
+        }
+    }
+
+    /// The address the attempt starting at `now` uses.
+    pub fn for_attempt(&mut self, now: Instant) -> usize {
+        if self
+            .left_primary_at
+            .is_some_and(|left| now.saturating_duration_since(left) >= BACK_TO_PRIMARY)
+        {
+            self.current = 0;
+            self.left_primary_at = None;
+        }
+        self.current
+    }
+
+    /// The attempt at the current address failed with `error` at `now`: moves on when
+    /// another address could answer differently. Whether it moved.
+    pub fn failed(&mut self, error: &ConnectError, now: Instant) -> bool {
+        if self.count < 2 || !another_address_could_help(error) {
+            return false;
+        }
+        if self.current == 0 {
+            self.left_primary_at = Some(now);
+        }
+        self.current = (self.current + 1) % self.count;
+        if self.current == 0 {
+            self.left_primary_at = None;
+        }
+        true
+    }
+}
+
+fn another_address_could_help(error: &ConnectError) -> bool {
+    match error {
+        ConnectError::Network(_) | ConnectError::Timeout(_) => true,
+        ConnectError::Refused { status, .. } => (500..600).contains(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16) -> ConnectError {
+        ConnectError::Refused {
+            status,
+            code: None,
+            message: "no".into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn failures_another_address_could_fix_move_round_robin() {
+        let t0 = Instant::now();
+        let mut hosts = Hosts::new(3);
+        assert_eq!(hosts.for_attempt(t0), 0);
+        assert!(hosts.failed(&ConnectError::Network("refused".into()), t0));
+        assert_eq!(hosts.for_attempt(t0), 1);
+        assert!(hosts.failed(&refused(503), t0));
+        assert_eq!(hosts.for_attempt(t0), 2);
+        assert!(hosts.failed(&ConnectError::Timeout(Duration::from_secs(10)), t0));
+        assert_eq!(hosts.for_attempt(t0), 0, "round robin");
+    }
+
+    #[test]
+    fn refusals_about_the_client_stay() {
+        let t0 = Instant::now();
+        let mut hosts = Hosts::new(2);
+        for status in [400, 401, 403, 429] {
+            assert!(!hosts.failed(&refused(status), t0), "{status}");
+            assert_eq!(hosts.for_attempt(t0), 0);
+        }
+    }
+
+    #[test]
+    fn one_address_never_moves() {
+        let mut hosts = Hosts::new(1);
+        assert!(!hosts.failed(&ConnectError::Network("x".into()), Instant::now()));
+        assert_eq!(hosts.for_attempt(Instant::now()), 0);
+    }
+
+    #[test]
+    fn the_primary_is_tried_again_ten_minutes_after_leaving_it() {
+        let t0 = Instant::now();
+        let mut hosts = Hosts::new(2);
+        hosts.failed(&ConnectError::Network("x".into()), t0);
+        assert_eq!(
+            hosts.for_attempt(t0 + BACK_TO_PRIMARY - Duration::from_secs(1)),
+            1
+        );
+        assert_eq!(hosts.for_attempt(t0 + BACK_TO_PRIMARY), 0);
+        // Leaving it again starts a new ten minutes.
+        let t1 = t0 + BACK_TO_PRIMARY;
+        hosts.failed(&ConnectError::Network("x".into()), t1);
+        assert_eq!(hosts.for_attempt(t1 + Duration::from_secs(300)), 1);
+    }
+}
