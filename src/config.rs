@@ -58,8 +58,10 @@ pub struct ClientConfig {
     pub tls_root_ca_pem: Option<String>,
     /// Other addresses of the same gateway cluster (another load balancer, DNS name or
     /// zone; the same Redis behind them), tried in order after an attempt at the current
-    /// one fails in a way another address could fix (network, timeout, 5xx). The SDK goes
-    /// back to `url` at the first attempt 10 minutes after it left it. Same rules as `url`.
+    /// one fails in a way another address could fix (network, timeout, a refusal that is
+    /// not about the client: 5xx, 404, 421). The SDK goes back to `url` at the first attempt
+    /// 10 minutes after it left it, when the network returns and on foreground. Same rules
+    /// as `url`; no repeats, and not `url` itself.
     #[uniffi(default = [])]
     pub fallback_urls: Vec<String>,
 }
@@ -175,6 +177,20 @@ impl Settings {
                 fallback_urls.len()
             )));
         }
+        for (i, fallback) in fallback_urls.iter().enumerate() {
+            // A repeated address would spend an attempt and a backoff step on a host
+            // that just failed.
+            if *fallback == url {
+                return Err(Error::Config(format!(
+                    "fallback_urls[{i}] is the same address as url"
+                )));
+            }
+            if let Some(j) = fallback_urls[..i].iter().position(|f| f == fallback) {
+                return Err(Error::Config(format!(
+                    "fallback_urls[{i}] repeats fallback_urls[{j}]"
+                )));
+            }
+        }
         names::validate_app(&config.app).map_err(|e| Error::Config(e.to_string()))?;
         names::validate_device(&config.device_id).map_err(|e| Error::Config(e.to_string()))?;
         if config.storage_dir.trim().is_empty() {
@@ -277,6 +293,14 @@ mod tests {
             (
                 |c| c.fallback_urls = vec!["wss://x/ws".into(); MAX_FALLBACK_URLS + 1],
                 "at most 8",
+            ),
+            (
+                |c| c.fallback_urls = vec!["wss://b/ws".into(), "wss://b/ws".into()],
+                "fallback_urls[1] repeats fallback_urls[0]",
+            ),
+            (
+                |c| c.fallback_urls = vec!["wss://gw.example/ws".into()],
+                "fallback_urls[0] is the same address as url",
             ),
         ];
         for (breaks, field) in cases {

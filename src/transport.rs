@@ -74,6 +74,10 @@ pub enum ConnectError {
     /// DNS, TCP, TLS or WebSocket handshake failure.
     #[error("{0}")]
     Network(String),
+    /// The client could not build the upgrade request (a token with characters a header
+    /// cannot hold): nothing reached any gateway.
+    #[error("could not build the connect request: {0}")]
+    Request(String),
 }
 
 /// What the engine asks for.
@@ -213,9 +217,13 @@ impl Connector for WsConnector {
                 .url
                 .as_str()
                 .into_client_request()
-                .map_err(|e| ConnectError::Network(format!("bad request: {e}")))?;
-            let mut bearer = HeaderValue::from_str(&format!("Bearer {}", request.token))
-                .map_err(|_| ConnectError::Network("token holds invalid characters".into()))?;
+                .map_err(|e| ConnectError::Request(e.to_string()))?;
+            let mut bearer =
+                HeaderValue::from_str(&format!("Bearer {}", request.token)).map_err(|_| {
+                    ConnectError::Request(
+                        "the token holds characters an HTTP header cannot carry".into(),
+                    )
+                })?;
             bearer.set_sensitive(true);
             http.headers_mut().insert(header::AUTHORIZATION, bearer);
             let attempt = tokio_tungstenite::connect_async_tls_with_config(

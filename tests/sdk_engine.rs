@@ -1487,3 +1487,53 @@ async fn attempts_move_to_a_fallback_address_and_back_to_the_primary_later() {
     let _socket = h.connected(600_000).await;
     assert_eq!(attempted_hosts(&h).last().unwrap(), "gateway.test");
 }
+
+fn with_backup() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.fallback_urls = vec!["wss://backup.test".into()];
+    start_with(cfg, dir, Tokens::fixed("t"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upgrade_that_never_completes_counts_against_its_address() {
+    let mut h = with_backup();
+    h.client.connect();
+    // The primary upgrades, then says nothing (a balancer holding the socket, a wedged
+    // node): once the connect timeout passes, the next attempt goes to the backup.
+    let _silent = h.socket().await;
+    let _next = h.socket().await;
+    assert_eq!(attempted_hosts(&h), ["gateway.test", "backup.test"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_network_returning_or_the_app_returning_sends_the_next_attempt_to_the_primary() {
+    let mut h = with_backup();
+    // Offline before the OS says so: the primary "fails", the client moves to the backup.
+    h.gateway.refuse([network_error()]);
+    h.client.connect();
+    let _socket = h.connected(600_000).await;
+    h.client.set_network(NetworkState::down());
+    h.status(|s| *s == ConnectionStatus::WaitingForNetwork)
+        .await;
+    h.client.set_network(NetworkState::up(NetworkKind::Wifi));
+    let _socket = h.connected(600_000).await;
+    assert_eq!(
+        attempted_hosts(&h),
+        ["gateway.test", "backup.test", "gateway.test"]
+    );
+
+    // On the backup again; the app sleeps in the background (the monotonic clock may
+    // stand still) and comes back: the primary first.
+    h.gateway.refuse([network_error()]);
+    h.client.reconnect();
+    let _socket = h.connected(600_000).await;
+    h.client.set_app_state(AppState::Background);
+    h.status(|s| *s == ConnectionStatus::Suspended).await;
+    h.client.set_app_state(AppState::Foreground);
+    let _socket = h.connected(600_000).await;
+    assert_eq!(
+        attempted_hosts(&h)[3..],
+        ["gateway.test", "backup.test", "gateway.test"]
+    );
+}

@@ -53,10 +53,12 @@ pub fn classify(error: &ConnectError) -> ConnectFailure {
             reason: error.to_string(),
             retry_after: *retry_after,
         },
-        ConnectError::Timeout(_) | ConnectError::Network(_) => ConnectFailure::Retryable {
-            reason: error.to_string(),
-            retry_after: None,
-        },
+        ConnectError::Timeout(_) | ConnectError::Network(_) | ConnectError::Request(_) => {
+            ConnectFailure::Retryable {
+                reason: error.to_string(),
+                retry_after: None,
+            }
+        }
     }
 }
 

@@ -1,10 +1,15 @@
 //! Which gateway address the next connection attempt uses. The primary `url` first;
 //! after an attempt fails in a way another address of the same cluster could fix (no
-//! network path to it, a timeout, a 5xx such as `unavailable` or `shutting_down`), the
-//! next fallback, round robin. A refusal about the client itself (401, 403, 400, 429)
-//! would be the same anywhere, so it stays. Once [`BACK_TO_PRIMARY`] has passed since the
+//! network path to it, a timeout, an upgrade that never completes, any refusal but those
+//! about the client: a 5xx such as `unavailable`/`shutting_down`, a 404 or 421 from a
+//! misrouted balancer), the next fallback, round robin. A refusal about the client itself
+//! (400, 401, 403, 429) would be the same anywhere, and a request the client could not
+//! even build goes nowhere: both stay. Once [`BACK_TO_PRIMARY`] has passed since the
 //! client left the primary, the next attempt tries the primary again (a working session
-//! is never dropped for it). Pure: the engine passes the clock in.
+//! is never dropped for it), and so does the first attempt after the network comes back
+//! or the app returns to the foreground ([`Hosts::start_over`]): a failure seen while the
+//! phone was offline says nothing about the primary, and a monotonic clock does not run
+//! while the phone sleeps. Pure: the engine passes the clock in.
 
 use crate::transport::ConnectError;
 use std::time::Duration;
@@ -44,6 +49,13 @@ impl Hosts {
         self.current
     }
 
+    /// The network came back or the app returned to the foreground: the next attempt
+    /// tries the primary.
+    pub fn start_over(&mut self) {
+        self.current = 0;
+        self.left_primary_at = None;
+    }
+
     /// The attempt at the current address failed with `error` at `now`: moves on when
     /// another address could answer differently. Whether it moved.
     pub fn failed(&mut self, error: &ConnectError, now: Instant) -> bool {
@@ -64,7 +76,8 @@ impl Hosts {
 fn another_address_could_help(error: &ConnectError) -> bool {
     match error {
         ConnectError::Network(_) | ConnectError::Timeout(_) => true,
-        ConnectError::Refused { status, .. } => (500..600).contains(status),
+        ConnectError::Refused { status, .. } => !matches!(status, 400 | 401 | 403 | 429),
+        ConnectError::Request(_) => false,
     }
 }
 
@@ -92,6 +105,34 @@ mod tests {
         assert_eq!(hosts.for_attempt(t0), 2);
         assert!(hosts.failed(&ConnectError::Timeout(Duration::from_secs(10)), t0));
         assert_eq!(hosts.for_attempt(t0), 0, "round robin");
+        for status in [404, 421, 302, 502] {
+            assert!(hosts.failed(&refused(status), t0), "{status}");
+        }
+    }
+
+    #[test]
+    fn a_request_the_client_could_not_build_stays() {
+        let mut hosts = Hosts::new(2);
+        let bad = ConnectError::Request("token holds invalid characters".into());
+        assert!(!hosts.failed(&bad, Instant::now()));
+        assert_eq!(hosts.for_attempt(Instant::now()), 0);
+    }
+
+    #[test]
+    fn starting_over_goes_back_to_the_primary_at_once() {
+        let t0 = Instant::now();
+        let mut hosts = Hosts::new(3);
+        hosts.failed(&ConnectError::Network("offline".into()), t0);
+        assert_eq!(hosts.for_attempt(t0), 1);
+        hosts.start_over();
+        assert_eq!(hosts.for_attempt(t0), 0);
+        // Leaving it again starts a new ten minutes from then.
+        let t1 = t0 + Duration::from_secs(60);
+        hosts.failed(&ConnectError::Network("x".into()), t1);
+        assert_eq!(
+            hosts.for_attempt(t1 + BACK_TO_PRIMARY - Duration::from_secs(1)),
+            1
+        );
     }
 
     #[test]

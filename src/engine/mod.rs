@@ -26,7 +26,7 @@ use crate::inbox::Inbox;
 use crate::lifecycle::{AppState, NetworkState};
 use crate::queue::Outbox;
 use crate::send_options::SendOptions;
-use crate::transport::{Connection, Connector};
+use crate::transport::{ConnectError, Connection, Connector};
 use crate::transport::{Incoming, Outgoing};
 use backoff::Backoff;
 use dispatch::HostEvent;
@@ -539,12 +539,22 @@ impl Engine {
             Command::RoomPresence { room, reply } => self.ask_presence(room, reply),
             Command::Network(state) => {
                 info!(available = state.available, kind = ?state.kind, "network");
+                if state.available {
+                    // Failures seen on the old path (or with none) say nothing about the
+                    // primary.
+                    self.hosts.start_over();
+                }
                 self.apply(Event::NetworkChanged {
                     available: state.available,
                 });
             }
             Command::AppState(state) => {
                 info!(?state, "app state");
+                if state == AppState::Foreground {
+                    // The monotonic clock stood still while the phone slept: the ten
+                    // minutes on a fallback may long be over.
+                    self.hosts.start_over();
+                }
                 self.apply(Event::AppStateChanged(state));
             }
             Command::Shutdown(reply) => {
@@ -600,6 +610,10 @@ impl Engine {
             return;
         };
         if !session.established && session.establish_by <= now {
+            let waited = ConnectError::Timeout(self.settings.connect_timeout);
+            if self.hosts.failed(&waited, now) {
+                info!("the next attempt tries another gateway address");
+            }
             self.drop_session();
             self.apply(Event::Lost(
                 "the gateway upgraded but sent no connection_established".into(),

@@ -156,8 +156,9 @@ export interface TetherOptions {
   tlsRootCaPem?: string;
   /**
    * Other addresses of the same gateway cluster (another load balancer or DNS name, the
-   * same Redis behind it), tried in turn after a network failure, a timeout or a 5xx;
-   * back to `url` 10 minutes after leaving it. At most 8.
+   * same Redis behind it), tried in turn after a network failure, a timeout or a refusal
+   * that is not about the client (5xx, 404, 421); back to `url` 10 minutes after leaving
+   * it, when the network returns and on foreground. At most 8, no repeats, not `url`.
    */
   fallbackUrls?: string[];
 }
