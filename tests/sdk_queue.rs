@@ -5,12 +5,14 @@
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether::error::Error;
 use tether::inbox::{Inbox, Verdict};
 use tether::queue::{
-    Keeping, Limits, Outbox, QueueFull, QueueStore, QueuedMessage, SledStore, StorageError,
+    Keeping, Limits, Outbox, QueueFull, QueueStore, QueuedMessage, RemovalFailed, SledStore,
+    StorageError,
 };
 
 fn limits() -> Limits {
@@ -493,6 +495,9 @@ fn messages_queued_by_an_earlier_release_still_load() {
 struct MemoryStore {
     messages: Arc<Mutex<BTreeMap<u64, QueuedMessage>>>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Make `remove` / `flush` fail (a full or failing disk).
+    failing_remove: Arc<AtomicBool>,
+    failing_flush: Arc<AtomicBool>,
 }
 
 impl QueueStore for MemoryStore {
@@ -514,6 +519,9 @@ impl QueueStore for MemoryStore {
         Ok(())
     }
     fn remove(&mut self, seq: u64) -> Result<(), StorageError> {
+        if self.failing_remove.load(Ordering::SeqCst) {
+            return Err(StorageError::new("removing a message", "disk failing"));
+        }
         self.log.lock().unwrap().push(format!("remove {seq}"));
         self.messages.lock().unwrap().remove(&seq);
         Ok(())
@@ -525,6 +533,9 @@ impl QueueStore for MemoryStore {
         Ok(())
     }
     fn flush(&mut self) -> Result<(), StorageError> {
+        if self.failing_flush.load(Ordering::SeqCst) {
+            return Err(StorageError::new("flushing", "disk failing"));
+        }
         self.log.lock().unwrap().push("flush".into());
         Ok(())
     }
@@ -545,6 +556,60 @@ fn what_is_replaced_or_cancelled_is_flushed_before_the_app_hears_it() {
     log.lock().unwrap().clear();
     assert!(outbox.cancel("id-1", |_| true).unwrap());
     assert_eq!(log.lock().unwrap().as_slice(), ["remove 2", "flush"]);
+}
+
+#[test]
+fn a_removal_that_is_not_flushed_is_told_apart_from_one_that_did_not_happen() {
+    let store = MemoryStore::default();
+    let (failing_remove, failing_flush) =
+        (store.failing_remove.clone(), store.failing_flush.clone());
+    let mut outbox = Outbox::open(Box::new(store), limits()).unwrap();
+    push_keyed(&mut outbox, 0, keyed("where", None));
+
+    // Removed but not flushed: it is gone here (the app hears "replaced"), with a warning.
+    failing_flush.store(true, Ordering::SeqCst);
+    let pushed = outbox
+        .push_keeping(
+            "id-1".into(),
+            "location".into(),
+            "1".into(),
+            1_000,
+            keyed("where", None),
+            |_| true,
+        )
+        .unwrap();
+    assert_eq!(pushed.replaced, ["id-0"]);
+    assert!(matches!(pushed.failed, Some(RemovalFailed::NotFlushed(_))));
+    assert!(matches!(
+        outbox.cancel("id-1", |_| true),
+        Err(RemovalFailed::NotFlushed(_))
+    ));
+    assert!(
+        in_order(&outbox).is_empty(),
+        "cancelled as far as this process goes"
+    );
+
+    // Not removed at all: it stays queued and will be sent.
+    failing_flush.store(false, Ordering::SeqCst);
+    push_keyed(&mut outbox, 2, keyed("where", None));
+    failing_remove.store(true, Ordering::SeqCst);
+    let pushed = outbox
+        .push_keeping(
+            "id-3".into(),
+            "location".into(),
+            "3".into(),
+            1_000,
+            keyed("where", None),
+            |_| true,
+        )
+        .unwrap();
+    assert!(pushed.replaced.is_empty());
+    assert!(matches!(pushed.failed, Some(RemovalFailed::NotRemoved(_))));
+    assert!(matches!(
+        outbox.cancel("id-2", |_| true),
+        Err(RemovalFailed::NotRemoved(_))
+    ));
+    assert_eq!(in_order(&outbox), ["id-2", "id-3"]);
 }
 
 /// One step of the queue property below.

@@ -4,7 +4,7 @@
 use super::dispatch::HostEvent;
 use super::{wall_ms, Engine};
 use crate::error::{Error, ErrorKind, TetherError};
-use crate::queue::Keeping;
+use crate::queue::{Keeping, RemovalFailed};
 use crate::send_options::SendOptions;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -83,11 +83,11 @@ impl Engine {
         let pushed =
             self.outbox
                 .push_keeping(id, kind, data_json, now_ms, keeping, waiting(written))?;
-        if let Some(e) = pushed.failed {
+        if let Some(failed) = pushed.failed {
             self.report(TetherError::new(
                 ErrorKind::Storage,
                 format!(
-                    "message {} is queued, but an older one with its replace key could not be removed and will be sent too: {e}",
+                    "message {} is queued; replacing an older one with its replace key: {failed}",
                     pushed.message.id
                 ),
             ));
@@ -108,7 +108,18 @@ impl Engine {
     /// `cancel_message`: removes a queued message that is not on its way yet.
     pub(super) fn cancel(&mut self, id: &str) -> Result<bool, Error> {
         let written = self.session.as_ref().map(|s| &s.written);
-        let removed = self.outbox.cancel(id, waiting(written))?;
+        let removed = match self.outbox.cancel(id, waiting(written)) {
+            Ok(removed) => removed,
+            Err(RemovalFailed::NotRemoved(e)) => return Err(e.into()),
+            Err(failed @ RemovalFailed::NotFlushed(_)) => {
+                // Cancelled as far as this process goes: say so, and warn.
+                self.report(TetherError::new(
+                    ErrorKind::Storage,
+                    format!("message {id} is cancelled; {failed}"),
+                ));
+                true
+            }
+        };
         if removed {
             debug!(%id, "cancelled before it was sent");
         }

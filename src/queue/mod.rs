@@ -30,6 +30,21 @@ impl StorageError {
     }
 }
 
+/// What a removal the app is told about (replace, cancel) left undone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemovalFailed {
+    /// The store refused to remove it: it (and any after it) stays queued and is sent.
+    #[error("it could not be removed and will be sent: {0}")]
+    NotRemoved(StorageError),
+    /// Removed from the queue, but the removal could not be flushed: this process will
+    /// not send it; if the app is killed before a later flush succeeds, it may come back
+    /// and be sent after the restart.
+    #[error(
+        "it was removed, but the removal is not on disk yet and may be undone by a crash: {0}"
+    )]
+    NotFlushed(StorageError),
+}
+
 /// The queue is at its limit; the message was not stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueFull {
@@ -130,8 +145,8 @@ pub struct Pushed {
     pub message: QueuedMessage,
     /// Ids of the messages it replaced (same replace key), oldest first.
     pub replaced: Vec<String>,
-    /// Removing a replaced message failed: it (and any after it) stays queued.
-    pub failed: Option<StorageError>,
+    /// Removing the replaced messages did not fully succeed.
+    pub failed: Option<RemovalFailed>,
 }
 
 /// The queue: a store plus an in-memory index of what it holds (ids, sizes, ages), so
@@ -257,7 +272,8 @@ impl Outbox {
         self.store.append(&message)?;
         self.index_message(&message);
         // The new message is on disk: the caller is told it is queued whatever happens
-        // next. A replaced message that cannot be removed stays and is sent as well.
+        // next. A replaced message that cannot be removed stays and is sent as well; one
+        // removed but not flushed is gone unless the app is killed before the next flush.
         let (replaced, failed) = self.remove_durably(victims);
         Ok(Pushed {
             message,
@@ -267,33 +283,40 @@ impl Outbox {
     }
 
     /// Removes `seqs` and flushes, so that what the app was told is gone does not come
-    /// back after a crash; the ids removed, and the failure that stopped it, if any.
-    fn remove_durably(&mut self, seqs: Vec<u64>) -> (Vec<String>, Option<StorageError>) {
+    /// back after a crash; the ids removed (even when the flush failed), and what was
+    /// left undone, if anything.
+    fn remove_durably(&mut self, seqs: Vec<u64>) -> (Vec<String>, Option<RemovalFailed>) {
         let mut removed = Vec::with_capacity(seqs.len());
+        let mut failed = None;
         for seq in seqs {
             match self.remove(seq) {
                 Ok(Some(id)) => removed.push(id),
                 Ok(None) => {}
-                Err(e) => return (removed, Some(e)),
+                Err(e) => {
+                    failed = Some(RemovalFailed::NotRemoved(e));
+                    break;
+                }
             }
         }
-        if removed.is_empty() {
-            return (removed, None);
+        if !removed.is_empty() {
+            if let Err(e) = self.store.flush() {
+                // What was removed is reported as such; a refusal to remove outranks it.
+                failed = failed.or(Some(RemovalFailed::NotFlushed(e)));
+            }
         }
-        let failed = self.store.flush().err();
         (removed, failed)
     }
 
     /// Forgets message `id` when `removable` allows it (it is not on its way already).
-    /// Whether it was removed.
+    /// Whether it was removed; [`RemovalFailed::NotFlushed`] means it was.
     pub fn cancel(
         &mut self,
         id: &str,
         removable: impl Fn(u64) -> bool,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<bool, RemovalFailed> {
         match self.by_id.get(id).copied() {
             Some(seq) if removable(seq) => match self.remove_durably(vec![seq]) {
-                (_, Some(e)) => Err(e),
+                (_, Some(failed)) => Err(failed),
                 (removed, None) => Ok(!removed.is_empty()),
             },
             _ => Ok(false),
