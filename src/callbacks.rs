@@ -39,7 +39,9 @@ pub trait EventListener: Send + Sync {
     /// Something failed; the SDK already does what it can (retries, backs off).
     fn on_error(&self, error: Arc<TetherError>);
     /// Message `id` from `send_message` was older than `max_message_age_s` (or its
-    /// `ttl_ms`) before it could be delivered, and was dropped.
+    /// `ttl_ms`) before it could be delivered, and was dropped: it will not be sent
+    /// (again; one written to an earlier connection that ended before its ack may have
+    /// reached the gateway all the same).
     fn on_expired(&self, id: String);
     /// Message `id` was still waiting to be sent when message `by` with the same
     /// `replace_key` was stored (latest wins), and was dropped: it will not be sent (again;

@@ -1410,6 +1410,9 @@ async fn a_retryable_refusal_does_not_make_messages_on_their_way_cancellable() {
             r#"{{"type":"error","data":{{"code":"unavailable","message":"try again","ref":"{first}"}}}}"#
         ))
         .await;
+    // Let the engine take the refusal in before anything else (time is paused: the
+    // clock moves only once every task waits), so the checks below see its effect.
+    tokio::time::sleep(Duration::from_millis(1)).await;
     let third = send_latest(&h.client, "3", latest("where")).await;
     assert!(!h.client.cancel_message(second.clone()).await.unwrap());
     assert!(!h.client.cancel_message(first.clone()).await.unwrap());

@@ -312,7 +312,6 @@ export class TetherStore {
   private readonly replacedHandlers = new Set<(id: string, by: string) => void>();
   private readonly expiredHandlers = new Set<(id: string) => void>();
   /** Ids sent with a `ttlMs` by this store and not settled yet: their expiry was asked for. */
-  private readonly withTtl = new Set<string>();
 
   /** @throws TetherException (`invalidConfig`, `storage`) */
   constructor(options: TetherOptions) {
@@ -333,20 +332,18 @@ export class TetherStore {
         for (const handler of store.messageHandlers) store.guard(() => handler(message));
       },
       onAck(id) {
-        store.withTtl.delete(id);
         for (const handler of store.ackHandlers) store.guard(() => handler(id));
       },
       onError(e) {
         store.update({ error: errorText(e) });
       },
       onExpired(id) {
-        // A time to live the app set is not an error; the age limit (days) is.
-        if (!store.withTtl.delete(id)) store.update({ error: `expired: message ${id} was too old to send` });
+        // Both limits (ttlMs, maxMessageAgeS) are the app's own: not an error, as on
+        // Kotlin and Swift. The handlers and getStats().expired report it.
         for (const handler of store.expiredHandlers) store.guard(() => handler(id));
       },
       onReplaced(id, by) {
         // Latest wins was asked for: not an error.
-        store.withTtl.delete(id);
         for (const handler of store.replacedHandlers) store.guard(() => handler(id, by));
       },
     };
@@ -404,8 +401,10 @@ export class TetherStore {
   }
 
   /**
-   * Messages dropped unsent because they grew older than `maxMessageAgeS` (which also
-   * sets `error`) or their `ttlMs` (which does not).
+   * Messages dropped unsent because they grew older than `maxMessageAgeS` or their
+   * `ttlMs`. Neither sets `error`: both are limits the app chose. They will not be sent
+   * (again; one written to an earlier connection that ended before its ack may have
+   * reached the gateway all the same).
    */
   onExpired(handler: (id: string) => void): () => void {
     this.expiredHandlers.add(handler);
@@ -423,7 +422,7 @@ export class TetherStore {
    * - `replaceKey`: latest wins: queued messages with the same key that are not on their
    *   way yet (written to the socket, waiting for the ack) are dropped and reported to
    *   {@link onReplaced}; e.g. `'location'`. 1 to 256 bytes.
-   * - `ttlMs`: dropped (reported to {@link onExpired}, not as `error`) instead of sent once
+   * - `ttlMs`: dropped (reported to {@link onExpired}) instead of sent once
    *   queued this long; `maxMessageAgeS` still applies when shorter. A whole number, at
    *   least 1.
    */
@@ -440,9 +439,7 @@ export class TetherStore {
         replaceKey,
         ttlMs: ttlMs === undefined ? undefined : BigInt(ttlMs),
       });
-      const id = await this.client.sendMessageWith(type, json, options);
-      if (ttlMs !== undefined) this.withTtl.add(id);
-      return id;
+      return await this.client.sendMessageWith(type, json, options);
     } catch (e) {
       throw toException(e);
     }
@@ -455,9 +452,7 @@ export class TetherStore {
    */
   cancelMessage = async (id: string): Promise<boolean> => {
     try {
-      const removed = await this.client.cancelMessage(id);
-      if (removed) this.withTtl.delete(id);
-      return removed;
+      return await this.client.cancelMessage(id);
     } catch (e) {
       throw toException(e);
     }
@@ -505,7 +500,6 @@ export class TetherStore {
     this.ackHandlers.clear();
     this.replacedHandlers.clear();
     this.expiredHandlers.clear();
-    this.withTtl.clear();
   }
 
   private call(f: () => void): void {
