@@ -85,6 +85,10 @@ pub enum HttpErrorCode {
     InvalidRequest,
     /// 404: no such route.
     NotFound,
+    /// 409: a request with the same `Idempotency-Key` is still being processed.
+    IdempotencyInProgress,
+    /// 422: the `Idempotency-Key` was used with a different request.
+    IdempotencyKeyReused,
     /// 500: the gateway failed.
     Internal,
 }
@@ -105,6 +109,8 @@ impl HttpErrorCode {
             HttpErrorCode::Unauthorized => "unauthorized",
             HttpErrorCode::InvalidRequest => "invalid_request",
             HttpErrorCode::NotFound => "not_found",
+            HttpErrorCode::IdempotencyInProgress => "idempotency_in_progress",
+            HttpErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             HttpErrorCode::Internal => "internal",
         }
     }
@@ -118,6 +124,8 @@ impl HttpErrorCode {
             | HttpErrorCode::Unauthorized => 401,
             HttpErrorCode::OriginForbidden | HttpErrorCode::AppForbidden => 403,
             HttpErrorCode::NotFound => 404,
+            HttpErrorCode::IdempotencyInProgress => 409,
+            HttpErrorCode::IdempotencyKeyReused => 422,
             HttpErrorCode::TooManyConnections | HttpErrorCode::RateLimited => 429,
             HttpErrorCode::Internal => 500,
             HttpErrorCode::ShuttingDown | HttpErrorCode::Unavailable => 503,
@@ -134,6 +142,7 @@ impl HttpErrorCode {
                 | HttpErrorCode::RateLimited
                 | HttpErrorCode::ShuttingDown
                 | HttpErrorCode::Unavailable
+                | HttpErrorCode::IdempotencyInProgress
                 | HttpErrorCode::Internal
         )
     }

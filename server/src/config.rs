@@ -238,6 +238,15 @@ pub struct Cli {
         default_value_t = 604_800
     )]
     pub ws_dedup_ttl: u64,
+    /// How long the answer to a `/v1/send/*` request with an `Idempotency-Key` is kept
+    /// for retries of that request, in seconds (1 to 604800).
+    #[arg(
+        long = "api-idempotency-ttl",
+        env = "API_IDEMPOTENCY_TTL",
+        value_name = "API_IDEMPOTENCY_TTL",
+        default_value_t = 3_600
+    )]
+    pub api_idempotency_ttl: u64,
     /// Comma-separated origins allowed to open a WebSocket (`*` as a wildcard inside one entry).
     /// Unset: any request carrying an Origin header is refused (native apps send none).
     #[arg(
@@ -484,6 +493,8 @@ pub struct Config {
     pub max_queue_per_user: u32,
     /// Dedup window for client message ids, seconds.
     pub dedup_ttl_s: u64,
+    /// How long `Idempotency-Key` answers of the backend API are kept, seconds.
+    pub idempotency_ttl_s: u64,
     /// Allowed `Origin` values (empty: refuse any request with an Origin).
     pub allowed_origins: Vec<String>,
     /// Room patterns whose members get join and leave events (empty: none).
@@ -577,6 +588,12 @@ impl Config {
         if cli.ws_dedup_ttl == 0 {
             return Err(invalid("WS_DEDUP_TTL", "must be at least 1 second"));
         }
+        if !(1..=604_800).contains(&cli.api_idempotency_ttl) {
+            return Err(invalid(
+                "API_IDEMPOTENCY_TTL",
+                "must be 1 to 604800 seconds (7 days)",
+            ));
+        }
         if cli.ws_outbound_queue < 8 {
             return Err(invalid("WS_OUTBOUND_QUEUE", "must be at least 8"));
         }
@@ -634,6 +651,7 @@ impl Config {
             message_ttl_s: cli.ws_message_ttl,
             max_queue_per_user: cli.ws_max_queue_per_user,
             dedup_ttl_s: cli.ws_dedup_ttl,
+            idempotency_ttl_s: cli.api_idempotency_ttl,
             allowed_origins: cli
                 .ws_allowed_origins
                 .iter()
@@ -674,6 +692,7 @@ impl Config {
             message_ttl_s: 604_800,
             max_queue_per_user: 1000,
             dedup_ttl_s: 604_800,
+            idempotency_ttl_s: 3_600,
             allowed_origins: Vec::new(),
             presence_events: Vec::new(),
             outbound_queue: 1024,
@@ -993,6 +1012,7 @@ mod tests {
         assert_eq!(config.message_ttl_s, 604_800);
         assert_eq!(config.max_queue_per_user, 1000);
         assert_eq!(config.dedup_ttl_s, 604_800);
+        assert_eq!(config.idempotency_ttl_s, 3_600);
         assert_eq!(config.jwt.leeway_s, 5);
         assert!(config.allowed_origins.is_empty());
         assert_eq!(config.log_format, LogFormat::Pretty);
@@ -1016,6 +1036,10 @@ mod tests {
         assert!(err.starts_with("WS_CONNECTION_TIMEOUT:"), "{err}");
         let err = parse(&["--jwt-secret", SECRET, "--log-format", "xml"]).unwrap_err();
         assert!(err.contains("LOG_FORMAT"), "{err}");
+        for ttl in ["0", "604801"] {
+            let err = parse(&["--jwt-secret", SECRET, "--api-idempotency-ttl", ttl]).unwrap_err();
+            assert!(err.starts_with("API_IDEMPOTENCY_TTL:"), "{err}");
+        }
     }
 
     #[test]

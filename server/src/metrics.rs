@@ -86,6 +86,10 @@ fn describe() {
         "tether_api_requests_total",
         "Backend API requests, by route and status"
     );
+    describe_counter!(
+        "tether_api_idempotency_total",
+        "Backend sends with an Idempotency-Key, by outcome (first, replayed, in_progress, reused, not_recorded)"
+    );
 }
 
 /// Handles for the counters touched per frame or per delivery.

@@ -194,3 +194,91 @@ async fn api_requests_are_counted_by_route_and_status() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retried_send_deliver_once() {
+    let gw = TestGateway::start().await;
+    let mut client = gw.connect("u1", "d").await;
+    let join = client
+        .request(json!({"type": "join_room", "data": {"room": "orders:1"}}))
+        .await;
+    assert_eq!(join["type"], "room_joined");
+    let to_user = json!({"userId": "u1", "app": APP, "message": {"type": "order_update", "data": {"orderId": 123, "status": "delivered"}}});
+    let (status, first, replayed) = gw
+        .api_idempotent("/v1/send/user", &to_user, "order-123-delivered")
+        .await;
+    assert_eq!((status, replayed), (200, false), "{first}");
+    assert_eq!(client.recv().await["seq"], first["seq"]);
+    // The backend timed out and retries, with the body written out differently: the same
+    // answer, nothing sent.
+    let relaid = json!({"message": {"data": {"status": "delivered", "orderId": 123}, "type": "order_update"}, "app": APP, "userId": "u1"});
+    let (status, again, replayed) = gw
+        .api_idempotent("/v1/send/user", &relaid, "order-123-delivered")
+        .await;
+    assert_eq!((status, replayed), (200, true));
+    assert_eq!(again, first);
+    // The key names that request only.
+    let mut other = to_user.clone();
+    other["message"]["data"]["status"] = json!("returned");
+    let (status, error, _) = gw
+        .api_idempotent("/v1/send/user", &other, "order-123-delivered")
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(error["error"]["code"], "idempotency_key_reused");
+    let (status, _, _) = gw
+        .api_idempotent("/v1/send/room", &to_user, "order-123-delivered")
+        .await;
+    assert_eq!(status, 400, "checked before the key: not a room send");
+    client.silent_for(200).await;
+
+    // Room and app sends, and a new key for a new send.
+    let to_room = json!({"room": "orders:1", "app": APP, "message": {"type": "eta", "data": 5}});
+    let to_app = json!({"app": APP, "message": {"type": "notice"}});
+    for (path, body) in [("/v1/send/room", &to_room), ("/v1/send/app", &to_app)] {
+        // A key belongs to one request of the app: each path its own.
+        let (once, twice) = (format!("{path}#1"), format!("{path}#2"));
+        let (_, first, _) = gw.api_idempotent(path, body, &once).await;
+        let (status, again, replayed) = gw.api_idempotent(path, body, &once).await;
+        assert_eq!((status, replayed, &again), (200, true, &first), "{path}");
+        assert_eq!(client.recv().await["id"], first["id"], "{path}");
+        client.silent_for(200).await;
+        let (status, fresh, replayed) = gw.api_idempotent(path, body, &twice).await;
+        assert_eq!((status, replayed), (200, false));
+        assert_ne!(fresh["id"], first["id"]);
+        assert_eq!(client.recv().await["id"], fresh["id"]);
+    }
+    // Keys are per app.
+    let (status, _, replayed) = gw
+        .api_idempotent(
+            "/v1/send/app",
+            &json!({"app": "other-app", "message": {"type": "notice"}}),
+            "/v1/send/app#1",
+        )
+        .await;
+    assert_eq!((status, replayed), (200, false));
+    // (The recorder is the process's: other tests may add to it, never take away.)
+    let metrics = gw.api(Method::GET, "/metrics", None).await.1;
+    let replayed: f64 = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"tether_api_idempotency_total{outcome="replayed"} "#))
+        .expect("the replay counter")
+        .parse()
+        .unwrap();
+    assert!(replayed >= 3.0, "{replayed}");
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_400() {
+    let gw = TestGateway::start().await;
+    let body = json!({"app": APP, "message": {"type": "notice"}});
+    for key in ["has space", &"k".repeat(256)] {
+        let (status, error, _) = gw.api_idempotent("/v1/send/app", &body, key).await;
+        assert_eq!(status, 400, "{key}");
+        assert!(error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"));
+    }
+}

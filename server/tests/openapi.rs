@@ -214,6 +214,7 @@ fn percent_decode(text: &str) -> String {
 struct Answer {
     status: u16,
     body: Value,
+    headers: reqwest::header::HeaderMap,
 }
 
 /// Calls the API and checks every answer against the document, remembering which
@@ -234,11 +235,26 @@ impl Caller<'_> {
         body: Option<Vec<u8>>,
         key: Option<&str>,
     ) -> Answer {
+        self.call_with(method, path, body, key, None).await
+    }
+
+    /// [`Caller::call`] with an `Idempotency-Key`.
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        key: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Answer {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.base));
         if let Some(key) = key {
             request = request.bearer_auth(key);
+        }
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("idempotency-key", idempotency_key);
         }
         if let Some(body) = body {
             request = request
@@ -247,6 +263,7 @@ impl Caller<'_> {
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let content_type = response
             .headers()
             .get("content-type")
@@ -272,7 +289,24 @@ impl Caller<'_> {
             .lock()
             .unwrap()
             .insert((route.to_owned(), verb, status));
-        Answer { status, body }
+        Answer {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// An admin POST with an `Idempotency-Key`.
+    async fn keyed(&self, path: &str, body: &Value, idempotency_key: &str) -> Answer {
+        let body = serde_json::to_vec(body).unwrap();
+        self.call_with(
+            Method::POST,
+            path,
+            Some(body),
+            Some(ADMIN_KEY),
+            Some(idempotency_key),
+        )
+        .await
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
@@ -526,6 +560,22 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
         .await;
     assert_eq!(answer.status, 200);
 
+    // An Idempotency-Key: a retry gets the first answer, marked; another request with
+    // the key is refused.
+    for (path, body) in idempotent_sends("orders:1") {
+        let first = caller.keyed(path, &body, &format!("embedded{path}")).await;
+        assert_eq!(first.status, 200, "{path}: {}", first.body);
+        assert!(first.headers.get("idempotent-replayed").is_none());
+        let retry = caller.keyed(path, &body, &format!("embedded{path}")).await;
+        assert_eq!((retry.status, &retry.body), (200, &first.body), "{path}");
+        assert_eq!(retry.headers["idempotent-replayed"], "true", "{path}");
+        let mut other = body.clone();
+        other["message"]["data"] = json!("something else");
+        let reused = caller.keyed(path, &other, &format!("embedded{path}")).await;
+        assert_eq!(reused.status, 422, "{path}: {}", reused.body);
+        assert_eq!(reused.body["error"]["code"], "idempotency_key_reused");
+    }
+
     // Bodies the gateway refuses, each also refused by the schema.
     let long = "x".repeat(129);
     for body in [
@@ -712,6 +762,51 @@ async fn exercise_without_key(caller: &Caller<'_>) {
     assert_eq!(answer.status, 200);
 }
 
+/// One valid body per send endpoint, for the `Idempotency-Key` checks.
+fn idempotent_sends(room: &str) -> [(&'static str, Value); 3] {
+    let message = json!({"type": "n", "data": {"orderId": 1}});
+    [
+        (
+            "/v1/send/user",
+            json!({"userId": "alice", "app": APP, "message": message}),
+        ),
+        (
+            "/v1/send/room",
+            json!({"room": room, "app": APP, "message": message}),
+        ),
+        ("/v1/send/app", json!({"app": APP, "message": message})),
+    ]
+}
+
+/// A request whose first attempt is still running (its pending record in Redis, as the
+/// gateway that took it wrote it) is answered 409 with `Retry-After`.
+async fn exercise_in_progress(caller: &Caller<'_>, redis: &RedisServer) {
+    for (path, body) in idempotent_sends("r") {
+        let key = format!("running{path}");
+        let fingerprint =
+            tether_server::api::idempotency::fingerprint(path, &serde_json::to_vec(&body).unwrap())
+                .unwrap();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let record = format!("tether:{{i:{APP}:{}}}:idem", key.replace('/', "%2F"));
+        redis
+            .cli(&[
+                "SET",
+                &record,
+                &format!("p:{now_ms}:{fingerprint}"),
+                "PX",
+                "60000",
+            ])
+            .unwrap();
+        let answer = caller.keyed(path, &body, &key).await;
+        assert_eq!(answer.status, 409, "{path}: {}", answer.body);
+        assert_eq!(answer.body["error"]["code"], "idempotency_in_progress");
+        assert_eq!(answer.headers["retry-after"], "1");
+    }
+}
+
 async fn exercise_redis_down(caller: &Caller<'_>, redis: &mut RedisServer) {
     let answer = caller.call(Method::GET, "/health", None, None).await;
     assert_eq!(answer.status, 200);
@@ -772,6 +867,7 @@ async fn real_answers_match_the_document_and_cover_every_documented_status() {
     exercise_without_key(&caller(&keyless)).await;
     let mut redis = RedisServer::start();
     let on_redis = TestGateway::redis(&redis.url(), |_| {}).await;
+    exercise_in_progress(&caller(&on_redis), &redis).await;
     exercise_redis_down(&caller(&on_redis), &mut redis).await;
 
     let seen = seen.into_inner().unwrap();

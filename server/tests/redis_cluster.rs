@@ -30,6 +30,23 @@ async fn nodes_on_a_redis_cluster_deliver_all_three_kinds_and_keep_the_rules() {
         assert_eq!(m["seq"], 1, "{user}");
         assert_eq!(m["data"], json!(user));
     }
+    // Idempotency records, each key in its own slot: a retry through the other node is
+    // answered from the first send.
+    for user in ["alice", "bob", "carol"] {
+        let body = json!({"userId": user, "app": APP, "message": {"type": "n", "data": 2}});
+        let key = format!("second-for-{user}");
+        let (status, first, replayed) = a.api_idempotent("/v1/send/user", &body, &key).await;
+        assert_eq!((status, replayed), (200, false), "{first}");
+        let (status, again, replayed) = b.api_idempotent("/v1/send/user", &body, &key).await;
+        assert_eq!((status, replayed, &again), (200, true, &first));
+        assert_eq!(first["seq"], 2);
+    }
+    for (user, client) in clients
+        .iter_mut()
+        .filter(|(u, _)| ["alice", "bob", "carol"].contains(&u.as_str()))
+    {
+        assert_eq!(client.recv().await["seq"], 2, "{user}");
+    }
 
     for (_, client) in clients.iter_mut() {
         let joined = client

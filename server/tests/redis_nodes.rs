@@ -423,3 +423,74 @@ async fn concurrent_sends_to_many_users_share_script_runs_and_each_inbox_stays_i
         client.silent_for(100).await;
     }
 }
+
+#[tokio::test]
+async fn a_send_retried_through_another_node_with_its_idempotency_key_is_delivered_once() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let b = a.sibling().await;
+    let mut on_b = b.connect("u1", "phone").await;
+    let body = json!({"userId": "u1", "app": APP, "message": {"type": "order_update", "data": {"orderId": 9}}});
+    let (status, first, replayed) = a.api_idempotent("/v1/send/user", &body, "order-9").await;
+    assert_eq!((status, replayed), (200, false), "{first}");
+    // The backend's load balancer sends the retry to the other node.
+    let (status, again, replayed) = b.api_idempotent("/v1/send/user", &body, "order-9").await;
+    assert_eq!((status, replayed, &again), (200, true, &first));
+    assert_eq!(on_b.recv().await["seq"], first["seq"]);
+    on_b.silent_for(300).await;
+    let inbox = format!("tether:{{u:{APP}:u1}}:inbox");
+    assert_eq!(redis.cli(&["LLEN", &inbox]).unwrap().trim(), "1");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_freed_by_a_failed_send_and_taken_over_from_a_dead_one() {
+    let redis = RedisServer::start();
+    let gw = TestGateway::redis(&redis.url(), |_| {}).await;
+    let mut client = gw.connect("u1", "phone").await;
+    let body = json!({"userId": "u1", "app": APP, "message": {"type": "n", "data": 1}});
+    let fingerprint = tether_server::api::idempotency::fingerprint(
+        "/v1/send/user",
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .unwrap();
+    // The user's inbox key holds something that is not an inbox: the send fails (503,
+    // nothing sent) and must not keep the key.
+    let inbox = format!("tether:{{u:{APP}:u1}}:inbox");
+    redis.cli(&["SET", &inbox, "not a list"]).unwrap();
+    let (status, error, _) = gw.api_idempotent("/v1/send/user", &body, "k-fail").await;
+    assert_eq!(status, 503, "{error}");
+    redis.cli(&["DEL", &inbox]).unwrap();
+    let (status, sent, replayed) = gw.api_idempotent("/v1/send/user", &body, "k-fail").await;
+    assert_eq!((status, replayed), (200, false), "{sent}");
+    assert_eq!(client.recv().await["id"], sent["id"]);
+
+    // A claim left by a gateway that died mid-request 31 s ago (Redis's clock) is dead:
+    // the retry sends. One claimed just now is still running: 409.
+    let time = redis.cli(&["TIME"]).unwrap();
+    let now_ms: u64 = time
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1000;
+    for (key, at) in [("k-dead", now_ms - 31_000), ("k-running", now_ms + 1_000)] {
+        let record = format!("tether:{{i:{APP}:{key}}}:idem");
+        redis
+            .cli(&[
+                "SET",
+                &record,
+                &format!("p:{at}:{fingerprint}"),
+                "PX",
+                "60000",
+            ])
+            .unwrap();
+    }
+    let (status, taken, replayed) = gw.api_idempotent("/v1/send/user", &body, "k-dead").await;
+    assert_eq!((status, replayed), (200, false), "{taken}");
+    assert_eq!(client.recv().await["id"], taken["id"]);
+    let (status, error, _) = gw.api_idempotent("/v1/send/user", &body, "k-running").await;
+    assert_eq!(status, 409, "{error}");
+    assert_eq!(error["error"]["code"], "idempotency_in_progress");
+    client.silent_for(200).await;
+}

@@ -5,6 +5,7 @@
 //! lists it, so the OpenAPI test (`server/tests/openapi.rs`) sees exactly what is served.
 
 pub mod error;
+pub mod idempotency;
 pub mod inbound;
 pub mod observe;
 pub mod openapi;

@@ -1,13 +1,17 @@
 //! `POST /v1/send/user|room|app` and `DELETE /v1/connections`: how the backend reaches
 //! users. Each message is validated and encoded once ([`crate::outgoing`]) and handed to
-//! the broker.
+//! the broker, once per `Idempotency-Key` when the request carries one
+//! ([`super::idempotency`]).
 
 use super::error::{json_body, ApiError};
+use super::idempotency::{self, Keyed};
 use crate::outgoing::{check_app, check_room, check_user, encode, Invalid};
 use crate::state::Shared;
 use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -25,57 +29,72 @@ impl From<Invalid> for ApiError {
 /// `POST /v1/send/user`: durable, into the user's inbox and live to their connections.
 pub async fn to_user(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<SentToUser>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: SendToUser = json_body(&body)?;
     check_app(&request.app)?;
     check_user(&request.user_id)?;
+    let keyed = Keyed::from_request(&headers, "/v1/send/user", &body)?;
     let message = encode(request.message, None)?;
-    let delivery = shared
-        .broker
-        .send_to_user(&request.app, &request.user_id, &message.body)
-        .await?;
-    debug!(app = %request.app, user = %request.user_id, seq = delivery.seq, delivered = delivery.delivered, "sent to user");
-    Ok(Json(SentToUser {
-        id: message.id,
-        seq: delivery.seq,
-        delivered: delivery.delivered,
-        queued: true,
-    }))
+    idempotency::once(&shared, &request.app, keyed, || async {
+        let delivery = shared
+            .broker
+            .send_to_user(&request.app, &request.user_id, &message.body)
+            .await?;
+        debug!(app = %request.app, user = %request.user_id, seq = delivery.seq, delivered = delivery.delivered, "sent to user");
+        Ok(SentToUser {
+            id: message.id,
+            seq: delivery.seq,
+            delivered: delivery.delivered,
+            queued: true,
+        })
+    })
+    .await
 }
 
 /// `POST /v1/send/room`: live to the room's members.
 pub async fn to_room(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<SentToRoom>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: SendToRoom = json_body(&body)?;
     check_app(&request.app)?;
     check_room(&request.room)?;
+    let keyed = Keyed::from_request(&headers, "/v1/send/room", &body)?;
     let message = encode(request.message, Some(&request.room))?;
-    let delivered = shared
-        .broker
-        .send_to_room(&request.app, &request.room, Utf8Bytes::from(message.body))
-        .await?;
-    Ok(Json(SentToRoom {
-        id: message.id,
-        delivered,
-    }))
+    idempotency::once(&shared, &request.app, keyed, || async {
+        let delivered = shared
+            .broker
+            .send_to_room(&request.app, &request.room, Utf8Bytes::from(message.body))
+            .await?;
+        Ok(SentToRoom {
+            id: message.id,
+            delivered,
+        })
+    })
+    .await
 }
 
 /// `POST /v1/send/app`: live to every connection of the app.
 pub async fn to_app(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<SentToApp>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: SendToApp = json_body(&body)?;
     check_app(&request.app)?;
+    let keyed = Keyed::from_request(&headers, "/v1/send/app", &body)?;
     let message = encode(request.message, None)?;
-    shared
-        .broker
-        .send_to_app(&request.app, Utf8Bytes::from(message.body))
-        .await?;
-    Ok(Json(SentToApp { id: message.id }))
+    idempotency::once(&shared, &request.app, keyed, || async {
+        shared
+            .broker
+            .send_to_app(&request.app, Utf8Bytes::from(message.body))
+            .await?;
+        Ok(SentToApp { id: message.id })
+    })
+    .await
 }
 
 /// Query of `DELETE /v1/connections`.

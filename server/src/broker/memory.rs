@@ -2,6 +2,7 @@
 //! `tether-server` runs when no Redis is configured, so a newcomer can start the gateway
 //! with one command. Nothing survives a restart (the log says so at start).
 
+use super::idempotency;
 use super::inbound::InboundLog;
 use super::inbox::{Inbox, Retention};
 use super::presence;
@@ -44,6 +45,7 @@ pub struct MemoryBroker {
     leases: Mutex<HashMap<UserKey, Vec<Lease>>>,
     inboxes: Mutex<HashMap<UserKey, Inbox>>,
     inbound: Mutex<InboundLog>,
+    idempotency: Mutex<idempotency::Records>,
 }
 
 impl MemoryBroker {
@@ -55,6 +57,7 @@ impl MemoryBroker {
             leases: Mutex::default(),
             inboxes: Mutex::default(),
             inbound: Mutex::default(),
+            idempotency: Mutex::default(),
         }
     }
 
@@ -207,6 +210,42 @@ impl Broker for MemoryBroker {
         Ok(self
             .hub
             .close_user(app, user, close::KICKED, "kicked by the backend"))
+    }
+
+    async fn claim_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, BrokerError> {
+        Ok(self
+            .idempotency
+            .lock()
+            .claim(app, key, fingerprint, ttl_ms, now_ms()))
+    }
+
+    async fn complete_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: &str,
+    ) -> Result<(), BrokerError> {
+        self.idempotency
+            .lock()
+            .complete(app, key, fingerprint, answer, now_ms());
+        Ok(())
+    }
+
+    async fn release_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), BrokerError> {
+        self.idempotency.lock().release(app, key, fingerprint);
+        Ok(())
     }
 
     async fn open_inbox(

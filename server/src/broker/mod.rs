@@ -6,6 +6,7 @@
 //! what `tether-server` runs without Redis) and the Redis one. The gateway code only
 //! sees this trait. A broker delivers to this node's connections through the [`Hub`].
 
+pub mod idempotency;
 pub mod inbound;
 pub mod inbox;
 pub mod memory;
@@ -205,6 +206,35 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Closes every connection of the user with 4403 on every node; the count when known.
     async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError>;
+
+    /// Claims idempotency key `key` of `app` for a request with `fingerprint`: stores a
+    /// pending [`idempotency::Record`] kept `ttl_ms`, unless the key holds a record that
+    /// is not [abandoned](idempotency::Record::abandoned). `None` when claimed, else the
+    /// stored text.
+    async fn claim_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, BrokerError>;
+    /// The claimed request succeeded with `answer`: stores it under the key, keeping the
+    /// key's expiry (nothing when the key is gone).
+    async fn complete_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: &str,
+    ) -> Result<(), BrokerError>;
+    /// The claimed request failed with nothing sent: frees the key for a retry, unless it
+    /// holds something else than a pending request with `fingerprint` by now.
+    async fn release_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), BrokerError>;
 
     /// Positions a connecting device in the user's inbox and returns what to replay.
     async fn open_inbox(

@@ -216,6 +216,31 @@ impl TestGateway {
         )
     }
 
+    /// A POST with an `Idempotency-Key`: status, body, and whether the answer says it was
+    /// replayed (`Idempotent-Replayed: true`).
+    pub async fn api_idempotent(&self, path: &str, body: &Value, key: &str) -> (u16, Value, bool) {
+        let response = self
+            .http
+            .post(format!("http://{}{path}", self.addr))
+            .bearer_auth(ADMIN_KEY)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("http request");
+        let status = response.status().as_u16();
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true");
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            replayed,
+        )
+    }
+
     pub async fn send_to_user(&self, user: &str, kind: &str, data: Value) -> Value {
         let (status, body) = self
             .api(

@@ -109,6 +109,12 @@ pub fn inbound_seen(app: &str, user: &str, id: &str) -> String {
     )
 }
 
+/// The idempotency record of one backend request key (see `broker::idempotency`); each
+/// key in a slot of its own.
+pub fn idempotency(app: &str, key: &str) -> String {
+    format!("tether:{{i:{}:{}}}:idem", escape(app), escape(key))
+}
+
 /// Live nodes: a sorted set, member = node id, score = expiry ms.
 pub const NODES: &str = "tether:{nodes}:live";
 

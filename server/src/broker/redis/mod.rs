@@ -22,6 +22,7 @@ pub mod scripts;
 pub mod sentinel;
 mod subscriber;
 
+use super::idempotency;
 use super::inbox::Retention;
 use super::{
     AckOutcome, Admission, Broker, BrokerError, ClusterStats, InboundMessage, Lease, Replay,
@@ -451,6 +452,69 @@ impl Broker for RedisBroker {
 
     async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError> {
         ops::kick(&self.inner.main, app, user).await
+    }
+
+    async fn claim_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, BrokerError> {
+        self.inner
+            .main
+            .invoke(
+                scripts::IDEMPOTENCY_CLAIM
+                    .key(keys::idempotency(app, key))
+                    .arg(fingerprint)
+                    .arg(ttl_ms)
+                    .arg(idempotency::ABANDONED_AFTER_MS),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn complete_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: &str,
+    ) -> Result<(), BrokerError> {
+        let done = idempotency::Record::Done {
+            fingerprint: fingerprint.to_owned(),
+            answer: answer.to_owned(),
+        };
+        let _: i64 = self
+            .inner
+            .main
+            .invoke_durable(
+                scripts::IDEMPOTENCY_COMPLETE
+                    .key(keys::idempotency(app, key))
+                    .arg(done.encode()),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn release_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), BrokerError> {
+        let _: i64 = self
+            .inner
+            .main
+            .invoke(
+                scripts::IDEMPOTENCY_RELEASE
+                    .key(keys::idempotency(app, key))
+                    .arg(fingerprint),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn open_inbox(

@@ -348,3 +348,48 @@ return 1
 "#,
     )
 });
+
+/// Claims an idempotency key (see `broker::idempotency` for the record format). KEYS: the
+/// record. ARGV: fingerprint, ttl ms, abandoned-after ms. Returns nothing when claimed,
+/// else the record found. A pending record older than abandoned-after (Redis's clock)
+/// belongs to a request that died and is claimed over.
+pub static IDEMPOTENCY_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{REDIS_NOW}
+local now = redis_now()
+local found = redis.call('GET', KEYS[1])
+if found then
+  local at = tonumber(string.match(found, '^p:(%d+):'))
+  if at == nil or now - at < tonumber(ARGV[3]) then return found end
+end
+redis.call('SET', KEYS[1], 'p:' .. now .. ':' .. ARGV[1], 'PX', ARGV[2])
+return false
+"#
+    ))
+});
+
+/// Stores the answer of a claimed request, keeping the key's expiry; nothing when the key
+/// is gone. KEYS: the record. ARGV: the done record. A script so it can be made durable
+/// (`WAIT`) like the send it follows.
+pub static IDEMPOTENCY_COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('SET', KEYS[1], ARGV[1], 'XX', 'KEEPTTL')
+return 1
+"#,
+    )
+});
+
+/// Frees an idempotency key whose request failed, only while it still holds that
+/// request's pending record. KEYS: the record. ARGV: fingerprint.
+pub static IDEMPOTENCY_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local found = redis.call('GET', KEYS[1])
+if found and string.match(found, '^p:%d+:(.*)$') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"#,
+    )
+});

@@ -1,0 +1,291 @@
+//! Idempotency records of the backend API (`Idempotency-Key` on `POST /v1/send/*`): what
+//! the broker keeps under one (app, key), and what a new request with that key must do.
+//! Pure; both brokers store the encoded text, the Redis one from a Lua script
+//! (`scripts::IDEMPOTENCY_CLAIM`) that reads the same format.
+//!
+//! - `p:<ms>:<fingerprint>`: a request with this fingerprint started at `<ms>` (the
+//!   broker's clock) and has not answered yet. One older than [`ABANDONED_AFTER_MS`] is
+//!   taken to be dead (its gateway crashed or lost Redis mid-request) and may be claimed
+//!   again.
+//! - `d:<fingerprint>:<answer>`: the request succeeded; `<answer>` is its JSON body.
+//!
+//! A fingerprint is 64 hex digits, so it never holds the `:` that ends it.
+
+use std::collections::HashMap;
+
+/// How long a claimed request may run before another with the same key may take over.
+/// Far above any send (milliseconds), below any sensible client retry schedule's patience.
+pub const ABANDONED_AFTER_MS: u64 = 30_000;
+
+/// What is stored under one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A request with `fingerprint` is running since `at_ms`.
+    Pending {
+        /// When it was claimed (ms, the broker's clock).
+        at_ms: u64,
+        /// Its request's fingerprint.
+        fingerprint: String,
+    },
+    /// A request with `fingerprint` succeeded.
+    Done {
+        /// Its request's fingerprint.
+        fingerprint: String,
+        /// The JSON body it answered.
+        answer: String,
+    },
+}
+
+impl Record {
+    /// The stored text.
+    pub fn encode(&self) -> String {
+        match self {
+            Record::Pending { at_ms, fingerprint } => format!("p:{at_ms}:{fingerprint}"),
+            Record::Done {
+                fingerprint,
+                answer,
+            } => format!("d:{fingerprint}:{answer}"),
+        }
+    }
+
+    /// Reads stored text; `None` when it is not a record (then the key is treated as
+    /// free to claim by nobody: see [`Verdict::Corrupt`]).
+    pub fn decode(text: &str) -> Option<Record> {
+        if let Some(rest) = text.strip_prefix("p:") {
+            let (at, fingerprint) = rest.split_once(':')?;
+            return Some(Record::Pending {
+                at_ms: at.parse().ok()?,
+                fingerprint: fingerprint.to_owned(),
+            });
+        }
+        let rest = text.strip_prefix("d:")?;
+        let (fingerprint, answer) = rest.split_once(':')?;
+        Some(Record::Done {
+            fingerprint: fingerprint.to_owned(),
+            answer: answer.to_owned(),
+        })
+    }
+
+    /// Whether a claim at `now_ms` may replace this record: only a pending request that
+    /// has run for [`ABANDONED_AFTER_MS`].
+    pub fn abandoned(&self, now_ms: u64) -> bool {
+        matches!(self, Record::Pending { at_ms, .. }
+            if now_ms.saturating_sub(*at_ms) >= ABANDONED_AFTER_MS)
+    }
+}
+
+/// What a request with `fingerprint` does when the key already holds a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The same request succeeded before: answer what it answered.
+    Replay(String),
+    /// The same request is running now: try again shortly.
+    InProgress,
+    /// The key belongs to a different request.
+    Reused,
+    /// The stored text is not a record (written by something else).
+    Corrupt,
+}
+
+/// The verdict for a request with `fingerprint` that found `stored` under its key.
+pub fn verdict(stored: &str, fingerprint: &str) -> Verdict {
+    match Record::decode(stored) {
+        None => Verdict::Corrupt,
+        Some(Record::Done {
+            fingerprint: f,
+            answer,
+        }) if f == fingerprint => Verdict::Replay(answer),
+        Some(Record::Pending { fingerprint: f, .. }) if f == fingerprint => Verdict::InProgress,
+        Some(_) => Verdict::Reused,
+    }
+}
+
+/// The records in one process's memory (the embedded broker), with their expiry.
+#[derive(Debug, Default)]
+pub struct Records {
+    by_key: HashMap<(String, String), (String, u64)>,
+    /// Expired records are dropped when the map has doubled since the last sweep, so the
+    /// sweep costs O(1) per claim on average.
+    swept_at_len: usize,
+}
+
+impl Records {
+    /// [`Broker::claim_idempotency`](super::Broker::claim_idempotency) at `now_ms`.
+    pub fn claim(
+        &mut self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Option<String> {
+        self.sweep(now_ms);
+        let slot = (app.to_owned(), key.to_owned());
+        if let Some((stored, expires_ms)) = self.by_key.get(&slot) {
+            let alive = *expires_ms > now_ms;
+            let abandoned = Record::decode(stored).is_some_and(|r| r.abandoned(now_ms));
+            if alive && !abandoned {
+                return Some(stored.clone());
+            }
+        }
+        let pending = Record::Pending {
+            at_ms: now_ms,
+            fingerprint: fingerprint.to_owned(),
+        };
+        self.by_key
+            .insert(slot, (pending.encode(), now_ms.saturating_add(ttl_ms)));
+        None
+    }
+
+    /// [`Broker::complete_idempotency`](super::Broker::complete_idempotency).
+    pub fn complete(&mut self, app: &str, key: &str, fingerprint: &str, answer: &str, now_ms: u64) {
+        let slot = (app.to_owned(), key.to_owned());
+        if let Some((stored, expires_ms)) = self.by_key.get_mut(&slot) {
+            if *expires_ms > now_ms {
+                *stored = Record::Done {
+                    fingerprint: fingerprint.to_owned(),
+                    answer: answer.to_owned(),
+                }
+                .encode();
+            }
+        }
+    }
+
+    /// [`Broker::release_idempotency`](super::Broker::release_idempotency).
+    pub fn release(&mut self, app: &str, key: &str, fingerprint: &str) {
+        let slot = (app.to_owned(), key.to_owned());
+        let ours = self.by_key.get(&slot).is_some_and(|(stored, _)| {
+            matches!(Record::decode(stored), Some(Record::Pending { fingerprint: f, .. }) if f == fingerprint)
+        });
+        if ours {
+            self.by_key.remove(&slot);
+        }
+    }
+
+    /// Records held (expired ones included until the next sweep).
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    fn sweep(&mut self, now_ms: u64) {
+        if self.by_key.len() < 2 * self.swept_at_len.max(512) {
+            return;
+        }
+        self.by_key
+            .retain(|_, (_, expires_ms)| *expires_ms > now_ms);
+        self.swept_at_len = self.by_key.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_memory_a_key_is_claimed_once_completed_released_and_expires() {
+        let mut records = Records::default();
+        let other = "f".repeat(64);
+        assert_eq!(records.claim("shop", "k", FP, 60_000, 1_000), None);
+        let pending = records.claim("shop", "k", FP, 60_000, 1_001).unwrap();
+        assert_eq!(verdict(&pending, FP), Verdict::InProgress);
+        // Another app's key of the same name is its own.
+        assert_eq!(records.claim("blog", "k", FP, 60_000, 1_001), None);
+        // Someone else's pending claim is not released by us.
+        records.release("shop", "k", &other);
+        assert!(records.claim("shop", "k", FP, 60_000, 1_002).is_some());
+        records.complete("shop", "k", FP, "{\"id\":\"m\"}", 1_003);
+        let done = records.claim("shop", "k", &other, 60_000, 1_004).unwrap();
+        assert_eq!(verdict(&done, FP), Verdict::Replay("{\"id\":\"m\"}".into()));
+        assert_eq!(verdict(&done, &other), Verdict::Reused);
+        // A completed record is not released; it expires with its key.
+        records.release("shop", "k", FP);
+        assert!(records.claim("shop", "k", FP, 60_000, 60_999).is_some());
+        assert_eq!(records.claim("shop", "k", FP, 60_000, 61_000), None);
+        // Released: free for the retry at once.
+        records.release("shop", "k", FP);
+        assert_eq!(records.claim("shop", "k", FP, 60_000, 61_001), None);
+    }
+
+    #[test]
+    fn in_memory_an_abandoned_claim_is_taken_over() {
+        let mut records = Records::default();
+        assert_eq!(records.claim("shop", "k", FP, 600_000, 0), None);
+        assert!(records
+            .claim("shop", "k", FP, 600_000, ABANDONED_AFTER_MS - 1)
+            .is_some());
+        assert_eq!(
+            records.claim("shop", "k", FP, 600_000, ABANDONED_AFTER_MS),
+            None
+        );
+    }
+
+    #[test]
+    fn in_memory_expired_records_are_swept() {
+        let mut records = Records::default();
+        for n in 0..2_000 {
+            records.claim("shop", &n.to_string(), FP, 10, n);
+        }
+        assert!(records.len() < 1_100, "{}", records.len());
+    }
+
+    const FP: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn records_survive_their_text() {
+        for record in [
+            Record::Pending {
+                at_ms: 1_764_000_000_000,
+                fingerprint: FP.into(),
+            },
+            Record::Done {
+                fingerprint: FP.into(),
+                answer: r#"{"id":"a:b","seq":3}"#.into(),
+            },
+        ] {
+            assert_eq!(Record::decode(&record.encode()), Some(record));
+        }
+        for junk in ["", "x", "p:", "p:abc:f", "d:nocolon", "q:1:f"] {
+            assert_eq!(Record::decode(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn a_retry_replays_waits_or_is_refused() {
+        let done = Record::Done {
+            fingerprint: FP.into(),
+            answer: "{}".into(),
+        }
+        .encode();
+        let pending = Record::Pending {
+            at_ms: 5,
+            fingerprint: FP.into(),
+        }
+        .encode();
+        let other = "f".repeat(64);
+        assert_eq!(verdict(&done, FP), Verdict::Replay("{}".into()));
+        assert_eq!(verdict(&done, &other), Verdict::Reused);
+        assert_eq!(verdict(&pending, FP), Verdict::InProgress);
+        assert_eq!(verdict(&pending, &other), Verdict::Reused);
+        assert_eq!(verdict("1", FP), Verdict::Corrupt);
+    }
+
+    #[test]
+    fn only_a_pending_request_that_ran_too_long_is_abandoned() {
+        let pending = Record::Pending {
+            at_ms: 1_000,
+            fingerprint: FP.into(),
+        };
+        assert!(!pending.abandoned(1_000 + ABANDONED_AFTER_MS - 1));
+        assert!(pending.abandoned(1_000 + ABANDONED_AFTER_MS));
+        let done = Record::Done {
+            fingerprint: FP.into(),
+            answer: "{}".into(),
+        };
+        assert!(!done.abandoned(u64::MAX));
+    }
+}
