@@ -17,7 +17,11 @@
 //!
 //! Behind Redis Sentinel, [`Publisher::connect_sentinel`] finds the master through the
 //! sentinels and follows it through failovers, as the gateways do.
+//!
+//! [`Publisher::once`] sends at most once per idempotency key, sharing the records of the
+//! gateway's `Idempotency-Key` header: a retry after a timeout cannot deliver twice.
 
+use crate::broker::idempotency::{self, Outcome};
 use crate::broker::inbox::Retention;
 use crate::broker::redis::appender::Appender;
 use crate::broker::redis::connection::{self, Conn, Target};
@@ -28,10 +32,15 @@ use crate::clock::now_ms;
 use crate::hub::Topic;
 use crate::outgoing::{check_app, check_room, check_user, encode, Invalid};
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tether_protocol::api::{Kicked, OutgoingMessage, SentToApp, SentToRoom, SentToUser};
+use tether_protocol::api::{
+    Kicked, OutgoingMessage, SendToApp, SendToRoom, SendToUser, SentToApp, SentToRoom, SentToUser,
+};
 use thiserror::Error;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -44,6 +53,14 @@ pub enum PublishError {
     /// Redis could not be reached or refused; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// ([`Publisher::once`]) A send with the same idempotency key is still running;
+    /// nothing was sent by this one. Retry in a second.
+    #[error("a send with this idempotency key is still being processed; retry shortly")]
+    InProgress,
+    /// ([`Publisher::once`]) The idempotency key was used with a different request;
+    /// nothing was sent.
+    #[error("this idempotency key was used with a different request; use a new key")]
+    KeyReused,
 }
 
 impl From<Invalid> for PublishError {
@@ -71,6 +88,8 @@ pub struct Publisher {
     /// Inbox count changes (for the gateways' `totalQueuedMessages`), written in batches
     /// by a background task rather than with every message.
     queued: Arc<Counters>,
+    /// How long idempotency records are kept ([`Publisher::once`]), ms.
+    idempotency_ttl_ms: u64,
     /// Stops the background tasks (following a Sentinel master) with the last handle.
     _stop: Arc<DropGuard>,
 }
@@ -163,6 +182,7 @@ impl Publisher {
             conn,
             retention,
             queued,
+            idempotency_ttl_ms: 3_600_000,
             _stop: Arc::new(stop.drop_guard()),
         }
     }
@@ -178,6 +198,25 @@ impl Publisher {
         self
     }
 
+    /// Sets how long idempotency records are kept for [`Publisher::once`]: use the
+    /// gateways' `API_IDEMPOTENCY_TTL` (seconds; default 3600).
+    pub fn with_idempotency_ttl(mut self, ttl_s: u64) -> Publisher {
+        self.idempotency_ttl_ms = ttl_s.max(1).saturating_mul(1000);
+        self
+    }
+
+    /// The sends below, at most once per `idempotency_key` (1 to 255 visible ASCII
+    /// characters, scoped by app), exactly as `Idempotency-Key` on the gateway's
+    /// `/v1/send/*`, sharing its records: a retry after a timeout, from this process or
+    /// through the HTTP API, gets the first answer ([`Replayable::replayed`]) and sends
+    /// nothing. See [`PublishError::InProgress`] and [`PublishError::KeyReused`].
+    pub fn once<'a>(&'a self, idempotency_key: &'a str) -> Once<'a> {
+        Once {
+            publisher: self,
+            key: idempotency_key,
+        }
+    }
+
     /// Durable message to a user: into their inbox and live to every connection.
     pub async fn send_to_user(
         &self,
@@ -187,6 +226,15 @@ impl Publisher {
     ) -> Result<SentToUser, PublishError> {
         check_app(app)?;
         check_user(user_id)?;
+        self.user_send(app, user_id, message).await
+    }
+
+    async fn user_send(
+        &self,
+        app: &str,
+        user_id: &str,
+        message: OutgoingMessage,
+    ) -> Result<SentToUser, PublishError> {
         let message = encode(message, None)?;
         let now = now_ms();
         let appended = self
@@ -215,6 +263,15 @@ impl Publisher {
     ) -> Result<SentToRoom, PublishError> {
         check_app(app)?;
         check_room(room)?;
+        self.room_send(app, room, message).await
+    }
+
+    async fn room_send(
+        &self,
+        app: &str,
+        room: &str,
+        message: OutgoingMessage,
+    ) -> Result<SentToRoom, PublishError> {
         let message = encode(message, Some(room))?;
         let topic = Topic::Room {
             app: Arc::from(app),
@@ -234,6 +291,14 @@ impl Publisher {
         message: OutgoingMessage,
     ) -> Result<SentToApp, PublishError> {
         check_app(app)?;
+        self.app_send(app, message).await
+    }
+
+    async fn app_send(
+        &self,
+        app: &str,
+        message: OutgoingMessage,
+    ) -> Result<SentToApp, PublishError> {
         let message = encode(message, None)?;
         ops::publish_frame(
             &self.conn,
@@ -253,5 +318,154 @@ impl Publisher {
         Ok(Kicked {
             kicked: ops::kick(&self.conn, app, user_id).await?,
         })
+    }
+}
+
+/// An answer of [`Publisher::once`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayable<T> {
+    /// The send's answer: this call's, or the first call's with the same key.
+    pub answer: T,
+    /// True when the answer is the first call's: nothing was sent this time.
+    pub replayed: bool,
+}
+
+/// [`Publisher::once`]: the sends, at most once per idempotency key.
+pub struct Once<'a> {
+    publisher: &'a Publisher,
+    key: &'a str,
+}
+
+impl Once<'_> {
+    /// [`Publisher::send_to_user`], at most once per key.
+    pub async fn send_to_user(
+        &self,
+        app: &str,
+        user_id: &str,
+        message: OutgoingMessage,
+    ) -> Result<Replayable<SentToUser>, PublishError> {
+        check_app(app)?;
+        check_user(user_id)?;
+        let request = SendToUser {
+            user_id: user_id.to_owned(),
+            app: app.to_owned(),
+            message,
+        };
+        let fingerprint = idempotency::fingerprint("/v1/send/user", &request);
+        self.run(app, &fingerprint, || {
+            self.publisher.user_send(app, user_id, request.message)
+        })
+        .await
+    }
+
+    /// [`Publisher::send_to_room`], at most once per key.
+    pub async fn send_to_room(
+        &self,
+        app: &str,
+        room: &str,
+        message: OutgoingMessage,
+    ) -> Result<Replayable<SentToRoom>, PublishError> {
+        check_app(app)?;
+        check_room(room)?;
+        let request = SendToRoom {
+            room: room.to_owned(),
+            app: app.to_owned(),
+            message,
+        };
+        let fingerprint = idempotency::fingerprint("/v1/send/room", &request);
+        self.run(app, &fingerprint, || {
+            self.publisher.room_send(app, room, request.message)
+        })
+        .await
+    }
+
+    /// [`Publisher::send_to_app`], at most once per key.
+    pub async fn send_to_app(
+        &self,
+        app: &str,
+        message: OutgoingMessage,
+    ) -> Result<Replayable<SentToApp>, PublishError> {
+        check_app(app)?;
+        let request = SendToApp {
+            app: app.to_owned(),
+            message,
+        };
+        let fingerprint = idempotency::fingerprint("/v1/send/app", &request);
+        self.run(app, &fingerprint, || {
+            self.publisher.app_send(app, request.message)
+        })
+        .await
+    }
+
+    async fn run<T, F, Fut>(
+        &self,
+        app: &str,
+        fingerprint: &str,
+        send: F,
+    ) -> Result<Replayable<T>, PublishError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, PublishError>>,
+    {
+        idempotency::check_key(self.key).map_err(PublishError::Invalid)?;
+        let records = Records(&self.publisher.conn);
+        let ttl_ms = self.publisher.idempotency_ttl_ms;
+        match idempotency::once(&records, app, self.key, fingerprint, ttl_ms, send).await? {
+            Outcome::Sent(answer) => Ok(Replayable {
+                answer,
+                replayed: false,
+            }),
+            Outcome::Replayed(text) => serde_json::from_str(&text)
+                .map(|answer| Replayable {
+                    answer,
+                    replayed: true,
+                })
+                .map_err(|e| {
+                    PublishError::Unavailable(format!(
+                        "the answer kept under this idempotency key is unreadable: {e}"
+                    ))
+                }),
+            Outcome::InProgress => Err(PublishError::InProgress),
+            Outcome::Reused => Err(PublishError::KeyReused),
+            Outcome::Corrupt => Err(PublishError::Unavailable(
+                "the record under this idempotency key is unreadable; nothing was sent".into(),
+            )),
+        }
+    }
+}
+
+/// The idempotency records in the Redis the publisher writes to (the gateways' own).
+struct Records<'a>(&'a Conn);
+
+#[async_trait::async_trait]
+impl idempotency::Store for Records<'_> {
+    async fn claim_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, BrokerError> {
+        ops::claim_idempotency(self.0, app, key, fingerprint, ttl_ms).await
+    }
+
+    async fn complete_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: &str,
+    ) -> Result<(), BrokerError> {
+        ops::complete_idempotency(self.0, app, key, fingerprint, answer).await
+    }
+
+    async fn release_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), BrokerError> {
+        ops::release_idempotency(self.0, app, key, fingerprint).await
     }
 }

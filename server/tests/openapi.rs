@@ -783,9 +783,7 @@ fn idempotent_sends(room: &str) -> [(&'static str, Value); 3] {
 async fn exercise_in_progress(caller: &Caller<'_>, redis: &RedisServer) {
     for (path, body) in idempotent_sends("r") {
         let key = format!("running{path}");
-        let fingerprint =
-            tether_server::api::idempotency::fingerprint(path, &serde_json::to_vec(&body).unwrap())
-                .unwrap();
+        let fingerprint = tether_server::broker::idempotency::fingerprint(path, &body);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

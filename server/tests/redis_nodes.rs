@@ -448,11 +448,7 @@ async fn an_idempotency_key_is_freed_by_a_failed_send_and_taken_over_from_a_dead
     let gw = TestGateway::redis(&redis.url(), |_| {}).await;
     let mut client = gw.connect("u1", "phone").await;
     let body = json!({"userId": "u1", "app": APP, "message": {"type": "n", "data": 1}});
-    let fingerprint = tether_server::api::idempotency::fingerprint(
-        "/v1/send/user",
-        &serde_json::to_vec(&body).unwrap(),
-    )
-    .unwrap();
+    let fingerprint = tether_server::broker::idempotency::fingerprint("/v1/send/user", &body);
     // The user's inbox key holds something that is not an inbox: the send fails (503,
     // nothing sent) and must not keep the key.
     let inbox = format!("tether:{{u:{APP}:u1}}:inbox");
@@ -493,4 +489,66 @@ async fn an_idempotency_key_is_freed_by_a_failed_send_and_taken_over_from_a_dead
     assert_eq!(status, 409, "{error}");
     assert_eq!(error["error"]["code"], "idempotency_in_progress");
     client.silent_for(200).await;
+}
+
+#[tokio::test]
+async fn a_rust_backend_and_the_http_api_share_idempotency_keys() {
+    use tether_protocol::api::OutgoingMessage;
+    use tether_server::publisher::{PublishError, Publisher};
+    let redis = RedisServer::start();
+    let gw = TestGateway::redis(&redis.url(), |_| {}).await;
+    let mut client = gw.connect("u1", "phone").await;
+    join(&mut client, "orders:9").await;
+    let publisher = Publisher::connect(&redis.url()).await.unwrap();
+    let delivered = || OutgoingMessage::new("order_update", &json!({"orderId": 9}));
+
+    let first = publisher
+        .once("order-9")
+        .send_to_user(APP, "u1", delivered())
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    let again = publisher
+        .once("order-9")
+        .send_to_user(APP, "u1", delivered())
+        .await
+        .unwrap();
+    assert_eq!((again.replayed, &again.answer), (true, &first.answer));
+    // The same request through the HTTP API is the same request.
+    let body = json!({"userId": "u1", "app": APP, "message": {"type": "order_update", "data": {"orderId": 9}}});
+    let (status, answer, replayed) = gw.api_idempotent("/v1/send/user", &body, "order-9").await;
+    assert_eq!((status, replayed), (200, true), "{answer}");
+    assert_eq!(answer["seq"], first.answer.seq);
+    assert_eq!(client.recv().await["seq"], first.answer.seq);
+
+    let other = publisher
+        .once("order-9")
+        .send_to_user(APP, "u1", OutgoingMessage::new("order_update", &json!(10)))
+        .await;
+    assert!(matches!(other, Err(PublishError::KeyReused)), "{other:?}");
+    let room = publisher
+        .once("eta-9")
+        .send_to_room(APP, "orders:9", delivered())
+        .await
+        .unwrap();
+    let room_again = publisher
+        .once("eta-9")
+        .send_to_room(APP, "orders:9", delivered())
+        .await
+        .unwrap();
+    assert!(room_again.replayed && room_again.answer == room.answer);
+    assert_eq!(client.recv().await["id"], room.answer.id.as_str());
+    let app = publisher
+        .once("notice-1")
+        .send_to_app(APP, OutgoingMessage::new("notice", &json!(1)))
+        .await
+        .unwrap();
+    assert!(!app.replayed);
+    assert_eq!(client.recv().await["id"], app.answer.id.as_str());
+    let bad = publisher
+        .once("has space")
+        .send_to_app(APP, OutgoingMessage::new("notice", &json!(1)))
+        .await;
+    assert!(matches!(bad, Err(PublishError::Invalid(_))), "{bad:?}");
+    client.silent_for(300).await;
 }

@@ -35,7 +35,7 @@ pub async fn to_user(
     let request: SendToUser = json_body(&body)?;
     check_app(&request.app)?;
     check_user(&request.user_id)?;
-    let keyed = Keyed::from_request(&headers, "/v1/send/user", &body)?;
+    let keyed = Keyed::from_request(&headers, "/v1/send/user", &request)?;
     let message = encode(request.message, None)?;
     idempotency::once(&shared, &request.app, keyed, || async {
         let delivery = shared
@@ -62,7 +62,7 @@ pub async fn to_room(
     let request: SendToRoom = json_body(&body)?;
     check_app(&request.app)?;
     check_room(&request.room)?;
-    let keyed = Keyed::from_request(&headers, "/v1/send/room", &body)?;
+    let keyed = Keyed::from_request(&headers, "/v1/send/room", &request)?;
     let message = encode(request.message, Some(&request.room))?;
     idempotency::once(&shared, &request.app, keyed, || async {
         let delivered = shared
@@ -85,7 +85,7 @@ pub async fn to_app(
 ) -> Result<Response, ApiError> {
     let request: SendToApp = json_body(&body)?;
     check_app(&request.app)?;
-    let keyed = Keyed::from_request(&headers, "/v1/send/app", &body)?;
+    let keyed = Keyed::from_request(&headers, "/v1/send/app", &request)?;
     let message = encode(request.message, None)?;
     idempotency::once(&shared, &request.app, keyed, || async {
         shared

@@ -1,7 +1,9 @@
 //! Idempotency records of the backend API (`Idempotency-Key` on `POST /v1/send/*`): what
 //! the broker keeps under one (app, key), and what a new request with that key must do.
-//! Pure; both brokers store the encoded text, the Redis one from a Lua script
-//! (`scripts::IDEMPOTENCY_CLAIM`) that reads the same format.
+//! The record logic is pure; both brokers and the Rust `Publisher` store the encoded
+//! text ([`Store`]), the Redis ones from a Lua script (`scripts::IDEMPOTENCY_CLAIM`) that
+//! reads the same format. [`once`] is the whole flow, shared by the HTTP API and the
+//! `Publisher`.
 //!
 //! - `p:<ms>:<fingerprint>`: a request with this fingerprint started at `<ms>` (the
 //!   broker's clock) and has not answered yet. One older than [`ABANDONED_AFTER_MS`] is
@@ -11,7 +13,164 @@
 //!
 //! A fingerprint is 64 hex digits, so it never holds the `:` that ends it.
 
+use super::BrokerError;
+use async_trait::async_trait;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use tracing::warn;
+
+/// Longest key accepted (a UUID is 36; Stripe allows 255).
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Where the records live: the broker (every gateway of the cluster sees them), or the
+/// Redis a `Publisher` writes to.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Claims `key` of `app` for a request with `fingerprint`: stores a pending
+    /// [`Record`] kept `ttl_ms`, unless the key holds a record that is not
+    /// [abandoned](Record::abandoned). `None` when claimed, else the stored text.
+    async fn claim_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, BrokerError>;
+    /// The claimed request succeeded with `answer`: stores it under the key, keeping the
+    /// key's expiry (nothing when the key is gone).
+    async fn complete_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: &str,
+    ) -> Result<(), BrokerError>;
+    /// The claimed request failed with nothing sent: frees the key for a retry, unless it
+    /// holds something else than a pending request with `fingerprint` by now.
+    async fn release_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), BrokerError>;
+}
+
+/// Checks a key: 1 to [`MAX_KEY_LEN`] visible ASCII characters.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+        ))
+    }
+}
+
+/// SHA-256 (hex) of the operation's `path`, a newline, and `request` as canonical JSON
+/// (object keys sorted, no whitespace: serde_json's maps are ordered by key). The typed
+/// request, not the bytes that carried it: a retry whose JSON differs in layout, key
+/// order or an absent-versus-null optional field is the same request, and a `Publisher`
+/// and the HTTP API agree on it.
+pub fn fingerprint<T: Serialize>(path: &str, request: &T) -> String {
+    let canonical = serde_json::to_value(request)
+        .map(|value| value.to_string())
+        .unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in hasher.finalize() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// What one keyed request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// It claimed the key and sent; its answer is recorded (or, if recording failed, it
+    /// was logged and counted as `not_recorded`).
+    Sent(T),
+    /// The same request succeeded before: its answer (JSON). Nothing was sent.
+    Replayed(String),
+    /// The same request is running now. Nothing was sent.
+    InProgress,
+    /// The key belongs to a different request. Nothing was sent.
+    Reused,
+    /// The key holds something that is not a record. Nothing was sent.
+    Corrupt,
+}
+
+/// Runs `send` at most once per (app, key): claims the key, sends, records the answer;
+/// or reports what the key holds. A failed `send` frees the key (it sent nothing), so a
+/// retry runs. Counts `tether_api_idempotency_total{outcome}`.
+pub async fn once<S, T, E, F, Fut>(
+    store: &S,
+    app: &str,
+    key: &str,
+    fingerprint: &str,
+    ttl_ms: u64,
+    send: F,
+) -> Result<Outcome<T>, E>
+where
+    S: Store + ?Sized,
+    T: Serialize,
+    E: From<BrokerError>,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    if let Some(stored) = store
+        .claim_idempotency(app, key, fingerprint, ttl_ms)
+        .await?
+    {
+        let outcome = match verdict(&stored, fingerprint) {
+            Verdict::Replay(answer) => Outcome::Replayed(answer),
+            Verdict::InProgress => Outcome::InProgress,
+            Verdict::Reused => Outcome::Reused,
+            Verdict::Corrupt => Outcome::Corrupt,
+        };
+        counted(match outcome {
+            Outcome::Replayed(_) => "replayed",
+            Outcome::InProgress => "in_progress",
+            Outcome::Reused => "reused",
+            _ => "corrupt",
+        });
+        return Ok(outcome);
+    }
+    counted("first");
+    match send().await {
+        Ok(answer) => {
+            let recorded = match serde_json::to_string(&answer) {
+                Ok(text) => store
+                    .complete_idempotency(app, key, fingerprint, &text)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = recorded {
+                // Sent: the caller must hear so. A retry now finds the claim pending
+                // (in progress) until it counts as abandoned, then sends again.
+                warn!(%app, error = %e, "sent, but the idempotency record could not be completed");
+                counted("not_recorded");
+            }
+            Ok(Outcome::Sent(answer))
+        }
+        Err(e) => {
+            if let Err(release) = store.release_idempotency(app, key, fingerprint).await {
+                warn!(%app, error = %release, "a failed idempotent request could not free its key");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn counted(outcome: &'static str) {
+    metrics::counter!("tether_api_idempotency_total", "outcome" => outcome).increment(1);
+}
 
 /// How long a claimed request may run before another with the same key may take over.
 /// Far above any send (milliseconds), below any sensible client retry schedule's patience.
@@ -110,7 +269,7 @@ pub struct Records {
 }
 
 impl Records {
-    /// [`Broker::claim_idempotency`](super::Broker::claim_idempotency) at `now_ms`.
+    /// [`Store::claim_idempotency`] at `now_ms`.
     pub fn claim(
         &mut self,
         app: &str,
@@ -137,7 +296,7 @@ impl Records {
         None
     }
 
-    /// [`Broker::complete_idempotency`](super::Broker::complete_idempotency).
+    /// [`Store::complete_idempotency`].
     pub fn complete(&mut self, app: &str, key: &str, fingerprint: &str, answer: &str, now_ms: u64) {
         let slot = (app.to_owned(), key.to_owned());
         if let Some((stored, expires_ms)) = self.by_key.get_mut(&slot) {
@@ -151,7 +310,7 @@ impl Records {
         }
     }
 
-    /// [`Broker::release_idempotency`](super::Broker::release_idempotency).
+    /// [`Store::release_idempotency`].
     pub fn release(&mut self, app: &str, key: &str, fingerprint: &str) {
         let slot = (app.to_owned(), key.to_owned());
         let ours = self.by_key.get(&slot).is_some_and(|(stored, _)| {
@@ -185,6 +344,27 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fingerprint_is_the_typed_request_not_its_layout() {
+        use tether_protocol::api::SendToUser;
+        let parse = |text: &str| serde_json::from_str::<SendToUser>(text).unwrap();
+        let a =
+            parse(r#"{"app":"shop","userId":"u","message":{"type":"n","data":{"x":1,"y":[2,3]}}}"#);
+        let b = parse(
+            "{ \"userId\": \"u\",\n \"message\": {\"data\": {\"y\": [2, 3], \"x\": 1}, \"type\": \"n\"}, \"app\": \"shop\" }",
+        );
+        let path = "/v1/send/user";
+        assert_eq!(fingerprint(path, &a), fingerprint(path, &b));
+        assert_eq!(fingerprint(path, &a).len(), 64);
+        let null_data = parse(r#"{"app":"shop","userId":"u","message":{"type":"n","data":null}}"#);
+        let no_data = parse(r#"{"app":"shop","userId":"u","message":{"type":"n"}}"#);
+        assert_eq!(fingerprint(path, &null_data), fingerprint(path, &no_data));
+        let other =
+            parse(r#"{"app":"shop","userId":"u","message":{"type":"n","data":{"x":1,"y":[3,2]}}}"#);
+        assert_ne!(fingerprint(path, &a), fingerprint(path, &other));
+        assert_ne!(fingerprint(path, &a), fingerprint("/v1/send/room", &a));
+    }
 
     #[test]
     fn in_memory_a_key_is_claimed_once_completed_released_and_expires() {

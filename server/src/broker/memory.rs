@@ -212,42 +212,6 @@ impl Broker for MemoryBroker {
             .close_user(app, user, close::KICKED, "kicked by the backend"))
     }
 
-    async fn claim_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        fingerprint: &str,
-        ttl_ms: u64,
-    ) -> Result<Option<String>, BrokerError> {
-        Ok(self
-            .idempotency
-            .lock()
-            .claim(app, key, fingerprint, ttl_ms, now_ms()))
-    }
-
-    async fn complete_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        fingerprint: &str,
-        answer: &str,
-    ) -> Result<(), BrokerError> {
-        self.idempotency
-            .lock()
-            .complete(app, key, fingerprint, answer, now_ms());
-        Ok(())
-    }
-
-    async fn release_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<(), BrokerError> {
-        self.idempotency.lock().release(app, key, fingerprint);
-        Ok(())
-    }
-
     async fn open_inbox(
         &self,
         app: &str,
@@ -344,4 +308,43 @@ impl Broker for MemoryBroker {
     }
 
     fn halt(&self) {}
+}
+
+#[async_trait]
+impl idempotency::Store for MemoryBroker {
+    async fn claim_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, BrokerError> {
+        Ok(self
+            .idempotency
+            .lock()
+            .claim(app, key, fingerprint, ttl_ms, now_ms()))
+    }
+
+    async fn complete_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: &str,
+    ) -> Result<(), BrokerError> {
+        self.idempotency
+            .lock()
+            .complete(app, key, fingerprint, answer, now_ms());
+        Ok(())
+    }
+
+    async fn release_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), BrokerError> {
+        self.idempotency.lock().release(app, key, fingerprint);
+        Ok(())
+    }
 }

@@ -149,9 +149,10 @@ pub struct ClusterStats {
     pub nodes: u64,
 }
 
-/// The cross-node backplane.
+/// The cross-node backplane; also where the backend API's `Idempotency-Key` records live
+/// ([`idempotency::Store`]), so every gateway of the cluster sees them.
 #[async_trait]
-pub trait Broker: Send + Sync + 'static {
+pub trait Broker: idempotency::Store + Send + Sync + 'static {
     /// `memory` or `redis`.
     fn name(&self) -> &'static str;
 
@@ -206,35 +207,6 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Closes every connection of the user with 4403 on every node; the count when known.
     async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError>;
-
-    /// Claims idempotency key `key` of `app` for a request with `fingerprint`: stores a
-    /// pending [`idempotency::Record`] kept `ttl_ms`, unless the key holds a record that
-    /// is not [abandoned](idempotency::Record::abandoned). `None` when claimed, else the
-    /// stored text.
-    async fn claim_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        fingerprint: &str,
-        ttl_ms: u64,
-    ) -> Result<Option<String>, BrokerError>;
-    /// The claimed request succeeded with `answer`: stores it under the key, keeping the
-    /// key's expiry (nothing when the key is gone).
-    async fn complete_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        fingerprint: &str,
-        answer: &str,
-    ) -> Result<(), BrokerError>;
-    /// The claimed request failed with nothing sent: frees the key for a retry, unless it
-    /// holds something else than a pending request with `fingerprint` by now.
-    async fn release_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<(), BrokerError>;
 
     /// Positions a connecting device in the user's inbox and returns what to replay.
     async fn open_inbox(

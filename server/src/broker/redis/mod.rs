@@ -454,69 +454,6 @@ impl Broker for RedisBroker {
         ops::kick(&self.inner.main, app, user).await
     }
 
-    async fn claim_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        fingerprint: &str,
-        ttl_ms: u64,
-    ) -> Result<Option<String>, BrokerError> {
-        self.inner
-            .main
-            .invoke(
-                scripts::IDEMPOTENCY_CLAIM
-                    .key(keys::idempotency(app, key))
-                    .arg(fingerprint)
-                    .arg(ttl_ms)
-                    .arg(idempotency::ABANDONED_AFTER_MS),
-            )
-            .await
-            .map_err(unavailable)
-    }
-
-    async fn complete_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        fingerprint: &str,
-        answer: &str,
-    ) -> Result<(), BrokerError> {
-        let done = idempotency::Record::Done {
-            fingerprint: fingerprint.to_owned(),
-            answer: answer.to_owned(),
-        };
-        let _: i64 = self
-            .inner
-            .main
-            .invoke_durable(
-                scripts::IDEMPOTENCY_COMPLETE
-                    .key(keys::idempotency(app, key))
-                    .arg(done.encode()),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn release_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<(), BrokerError> {
-        let _: i64 = self
-            .inner
-            .main
-            .invoke(
-                scripts::IDEMPOTENCY_RELEASE
-                    .key(keys::idempotency(app, key))
-                    .arg(fingerprint),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
     async fn open_inbox(
         &self,
         app: &str,
@@ -814,4 +751,36 @@ fn inbound_record(entry: redis::streams::StreamId) -> Option<InboundRecord> {
         data,
         ts: text("ts")?.parse().ok()?,
     })
+}
+
+#[async_trait]
+impl idempotency::Store for RedisBroker {
+    async fn claim_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>, BrokerError> {
+        ops::claim_idempotency(&self.inner.main, app, key, fingerprint, ttl_ms).await
+    }
+
+    async fn complete_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: &str,
+    ) -> Result<(), BrokerError> {
+        ops::complete_idempotency(&self.inner.main, app, key, fingerprint, answer).await
+    }
+
+    async fn release_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(), BrokerError> {
+        ops::release_idempotency(&self.inner.main, app, key, fingerprint).await
+    }
 }

@@ -6,7 +6,7 @@ use super::connection::Conn;
 use super::keys::UserKeys;
 use super::{int, keys, scripts, unavailable};
 use crate::broker::inbox::Retention;
-use crate::broker::{BrokerError, UserDelivery};
+use crate::broker::{idempotency, BrokerError, UserDelivery};
 use crate::hub::Topic;
 use redis::Value;
 
@@ -215,4 +215,65 @@ pub fn queued_deltas(retention: Retention, added_at: u64, trimmed_at: &[u64]) ->
         }
     }
     deltas
+}
+
+/// [`idempotency::Store::claim_idempotency`] on Redis (one script, Redis's clock).
+pub async fn claim_idempotency(
+    conn: &Conn,
+    app: &str,
+    key: &str,
+    fingerprint: &str,
+    ttl_ms: u64,
+) -> Result<Option<String>, BrokerError> {
+    conn.invoke(
+        scripts::IDEMPOTENCY_CLAIM
+            .key(keys::idempotency(app, key))
+            .arg(fingerprint)
+            .arg(ttl_ms)
+            .arg(idempotency::ABANDONED_AFTER_MS),
+    )
+    .await
+    .map_err(unavailable)
+}
+
+/// [`idempotency::Store::complete_idempotency`] on Redis, durable like the send it
+/// follows.
+pub async fn complete_idempotency(
+    conn: &Conn,
+    app: &str,
+    key: &str,
+    fingerprint: &str,
+    answer: &str,
+) -> Result<(), BrokerError> {
+    let done = idempotency::Record::Done {
+        fingerprint: fingerprint.to_owned(),
+        answer: answer.to_owned(),
+    };
+    let _: i64 = conn
+        .invoke_durable(
+            scripts::IDEMPOTENCY_COMPLETE
+                .key(keys::idempotency(app, key))
+                .arg(done.encode()),
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// [`idempotency::Store::release_idempotency`] on Redis.
+pub async fn release_idempotency(
+    conn: &Conn,
+    app: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<(), BrokerError> {
+    let _: i64 = conn
+        .invoke(
+            scripts::IDEMPOTENCY_RELEASE
+                .key(keys::idempotency(app, key))
+                .arg(fingerprint),
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(())
 }
