@@ -140,6 +140,20 @@ async fn a_full_disk_gives_storage_errors_never_a_false_ok() {
             }
         }
     }
+    // A burst of calls at once: stored together with one sync, so all of them or none
+    // (each answer says which).
+    let burst = futures_util::future::join_all(
+        (0..20).map(|_| sdk.send_message("rel.disk".into(), payload.clone())),
+    )
+    .await;
+    let burst_ok = burst.iter().filter(|r| r.is_ok()).count();
+    for answer in burst {
+        match answer {
+            Ok(id) => ok.push(id),
+            Err(e) => errors.push(e),
+        }
+    }
+    println!("disk full: burst of 20 at once: {burst_ok} Ok");
     assert!(
         !errors.is_empty(),
         "{} sends succeeded on a full disk",
@@ -170,6 +184,12 @@ async fn a_full_disk_gives_storage_errors_never_a_false_ok() {
     for id in &ok {
         assert!(on_disk.contains(id), "{id} got Ok but is not on disk");
     }
+    // And nothing that got an error came back to be sent after all.
+    assert_eq!(
+        on_disk.len(),
+        ok.len(),
+        "a message that got an error is on disk"
+    );
 }
 
 /// Setup: a client's database on a tmpfs.

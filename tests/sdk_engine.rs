@@ -1540,3 +1540,40 @@ async fn the_network_returning_or_the_app_returning_sends_the_next_attempt_to_th
         ["gateway.test", "backup.test", "gateway.test"]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn sends_made_at_the_same_moment_keep_their_call_order_and_latest_wins() {
+    let mut h = start();
+    // Five calls at once, before the engine runs: plain ones are stored together (one
+    // sync), a latest-wins one in between first stores those before it.
+    let client = &h.client;
+    let plain = |n: u32| {
+        Box::pin(client.send_message("chat".into(), n.to_string()))
+            as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>
+    };
+    let keyed = |n: u32| {
+        Box::pin(client.send_message_with("location".into(), n.to_string(), latest("where")))
+            as std::pin::Pin<Box<dyn std::future::Future<Output = _>>>
+    };
+    let ids: Vec<String> =
+        futures_util::future::join_all([plain(0), keyed(1), plain(2), keyed(3), plain(4)])
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    wait_for(&mut h.seen, LONG, |s| matches!(s, Seen::Replaced { .. })).await;
+    assert_eq!(h.recorder.replaced(), [(ids[1].clone(), ids[3].clone())]);
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    let mut sent = Vec::new();
+    for _ in 0..4 {
+        let frame = loop {
+            let frame = socket.next_frame().await;
+            if frame["type"] == "chat" || frame["type"] == "location" {
+                break frame;
+            }
+        };
+        sent.push(frame["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(sent, [&*ids[0], &*ids[2], &*ids[3], &*ids[4]]);
+}

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tether::error::Error;
 use tether::inbox::{Inbox, Verdict};
 use tether::queue::{
-    Keeping, Limits, Outbox, QueueFull, QueueStore, QueuedMessage, RemovalFailed, SledStore,
-    StorageError,
+    Keeping, Limits, NewMessage, Outbox, QueueFull, QueueStore, QueuedMessage, RemovalFailed,
+    SledStore, StorageError,
 };
 
 fn limits() -> Limits {
@@ -162,7 +162,7 @@ fn the_store_writes_to_disk_before_append_returns() {
         replace_key: Some("where".into()),
         expires_ms: Some(9),
     };
-    store.append(&message).unwrap();
+    store.append_all(std::slice::from_ref(&message)).unwrap();
     drop(store);
     let store = SledStore::open(dir.path()).unwrap();
     assert_eq!(store.load().unwrap(), [message]);
@@ -495,7 +495,8 @@ fn messages_queued_by_an_earlier_release_still_load() {
 struct MemoryStore {
     messages: Arc<Mutex<BTreeMap<u64, QueuedMessage>>>,
     log: Arc<Mutex<Vec<String>>>,
-    /// Make `remove` / `flush` fail (a full or failing disk).
+    /// Make `append_all` / `remove` / `flush` fail (a full or failing disk).
+    failing_append: Arc<AtomicBool>,
     failing_remove: Arc<AtomicBool>,
     failing_flush: Arc<AtomicBool>,
 }
@@ -507,15 +508,19 @@ impl QueueStore for MemoryStore {
     fn get(&self, seq: u64) -> Result<Option<QueuedMessage>, StorageError> {
         Ok(self.messages.lock().unwrap().get(&seq).cloned())
     }
-    fn append(&mut self, message: &QueuedMessage) -> Result<(), StorageError> {
+    fn append_all(&mut self, messages: &[QueuedMessage]) -> Result<(), StorageError> {
+        if self.failing_append.load(Ordering::SeqCst) {
+            return Err(StorageError::new("writing messages", "disk full"));
+        }
+        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
         self.log
             .lock()
             .unwrap()
-            .push(format!("append {}", message.id));
-        self.messages
-            .lock()
-            .unwrap()
-            .insert(message.seq, message.clone());
+            .push(format!("append {}", ids.join(" ")));
+        let mut stored = self.messages.lock().unwrap();
+        for message in messages {
+            stored.insert(message.seq, message.clone());
+        }
         Ok(())
     }
     fn remove(&mut self, seq: u64) -> Result<(), StorageError> {
@@ -610,6 +615,86 @@ fn a_removal_that_is_not_flushed_is_told_apart_from_one_that_did_not_happen() {
         Err(RemovalFailed::NotRemoved(_))
     ));
     assert_eq!(in_order(&outbox), ["id-2", "id-3"]);
+}
+
+fn new_message(n: u32, size: usize) -> NewMessage {
+    NewMessage {
+        id: format!("id-{n}"),
+        kind: "chat".into(),
+        data_json: "x".repeat(size),
+        expires_ms: None,
+    }
+}
+
+#[test]
+fn a_burst_is_stored_in_one_write_and_the_limits_count_the_burst() {
+    let store = MemoryStore::default();
+    let log = store.log.clone();
+    let limits = Limits {
+        max_count: 3,
+        max_bytes: 1_000,
+        max_age: Duration::from_secs(60),
+    };
+    let mut outbox = Outbox::open(Box::new(store), limits).unwrap();
+    push(&mut outbox, 0, 1_000);
+    let answers = outbox.push_all(
+        vec![
+            new_message(1, 1),
+            new_message(2, 990),
+            new_message(3, 1),
+            new_message(4, 1),
+        ],
+        2_000,
+    );
+    let ok: Vec<String> = answers
+        .iter()
+        .map(|a| match a {
+            Ok(m) => m.id.clone(),
+            Err(Error::QueueFull(QueueFull::Bytes { .. })) => "bytes".into(),
+            Err(Error::QueueFull(QueueFull::Count { .. })) => "count".into(),
+            Err(e) => format!("{e}"),
+        })
+        .collect();
+    // id-2 would pass the bytes limit; id-4 the count (id-0, id-1, id-3 fill it).
+    assert_eq!(ok, ["id-1", "bytes", "id-3", "count"]);
+    assert_eq!(
+        log.lock().unwrap().as_slice(),
+        ["append id-0", "append id-1 id-3"],
+        "one write for the burst"
+    );
+    assert_eq!(in_order(&outbox), ["id-0", "id-1", "id-3"]);
+    let seqs: Vec<u64> = answers.iter().flatten().map(|m| m.seq).collect();
+    assert_eq!(seqs, [2, 3], "seqs follow on, in call order");
+}
+
+#[test]
+fn a_burst_the_store_refuses_is_stored_not_at_all() {
+    let store = MemoryStore::default();
+    let failing = store.failing_append.clone();
+    let mut outbox = Outbox::open(Box::new(store), limits()).unwrap();
+    failing.store(true, Ordering::SeqCst);
+    let answers = outbox.push_all(vec![new_message(1, 1), new_message(2, 1)], 1_000);
+    assert!(answers
+        .iter()
+        .all(|a| matches!(a, Err(Error::Storage(e)) if e.reason == "disk full")));
+    assert!(in_order(&outbox).is_empty());
+    assert_eq!(outbox.len(), 0);
+    failing.store(false, Ordering::SeqCst);
+    let answers = outbox.push_all(vec![new_message(3, 1)], 1_000);
+    assert!(answers[0].is_ok());
+    assert_eq!(in_order(&outbox), ["id-3"]);
+}
+
+#[test]
+fn a_burst_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut outbox = open(dir.path(), limits());
+        let answers = outbox.push_all((0..5).map(|n| new_message(n, 3)).collect(), 1_000);
+        assert!(answers.iter().all(Result::is_ok));
+    }
+    let outbox = open(dir.path(), limits());
+    assert_eq!(in_order(&outbox), ["id-0", "id-1", "id-2", "id-3", "id-4"]);
 }
 
 /// One step of the queue property below.

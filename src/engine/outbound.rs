@@ -2,9 +2,9 @@
 //! within the send window, expiry, and what to do when the gateway refuses a message.
 
 use super::dispatch::HostEvent;
-use super::{wall_ms, Engine};
+use super::{wall_ms, Engine, Reply, StagedSend};
 use crate::error::{Error, ErrorKind, TetherError};
-use crate::queue::{Keeping, RemovalFailed};
+use crate::queue::{Keeping, NewMessage, RemovalFailed};
 use crate::send_options::SendOptions;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -57,23 +57,7 @@ impl Engine {
         data_json: String,
         options: SendOptions,
     ) -> Result<String, Error> {
-        validate_app_type(&kind)?;
-        let data = raw_json(&data_json)
-            .map_err(|e| Error::Message(format!("data_json is not valid JSON: {e}")))?;
-        let id = uuid::Uuid::now_v7().to_string();
-        let frame = ClientMessage::App(AppMessage {
-            kind: kind.clone(),
-            id: id.clone(),
-            data: Some(data),
-        })
-        .to_json();
-        if frame.len() > self.settings.max_message_bytes {
-            return Err(Error::Message(format!(
-                "message is {} bytes encoded, above max_message_bytes ({})",
-                frame.len(),
-                self.settings.max_message_bytes
-            )));
-        }
+        let id = self.check_message(&kind, &data_json)?;
         let now_ms = wall_ms();
         let keeping = Keeping {
             replace_key: options.replace_key,
@@ -103,6 +87,78 @@ impl Engine {
         self.schedule_sweep();
         debug!(id = %pushed.message.id, seq = pushed.message.seq, "queued");
         Ok(pushed.message.id)
+    }
+
+    /// The checks every app message passes before it is stored (type, JSON, encoded
+    /// size); the id it gets.
+    fn check_message(&self, kind: &str, data_json: &str) -> Result<String, Error> {
+        validate_app_type(kind)?;
+        let data = raw_json(data_json)
+            .map_err(|e| Error::Message(format!("data_json is not valid JSON: {e}")))?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let frame = ClientMessage::App(AppMessage {
+            kind: kind.to_owned(),
+            id: id.clone(),
+            data: Some(data),
+        })
+        .to_json();
+        if frame.len() > self.settings.max_message_bytes {
+            return Err(Error::Message(format!(
+                "message is {} bytes encoded, above max_message_bytes ({})",
+                frame.len(),
+                self.settings.max_message_bytes
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Checks a `send_message` that replaces nothing and puts it with the others that
+    /// came at the same moment ([`Engine::store_staged`] writes them with one sync), or
+    /// answers at once when a check fails.
+    pub(super) fn stage(&mut self, send: StagedSend, staged: &mut Vec<(NewMessage, Reply)>) {
+        let StagedSend {
+            kind,
+            data_json,
+            ttl_ms,
+            reply,
+        } = send;
+        match self.check_message(&kind, &data_json) {
+            Ok(id) => staged.push((
+                NewMessage {
+                    id,
+                    kind,
+                    data_json,
+                    expires_ms: ttl_ms.map(|ttl| wall_ms().saturating_add(ttl)),
+                },
+                reply,
+            )),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Stores the staged sends in one write, then answers each: its id once it is on
+    /// disk (after the snapshot counts it), or why not; then sends what the window allows.
+    pub(super) fn store_staged(&mut self, staged: &mut Vec<(NewMessage, Reply)>) {
+        if staged.is_empty() {
+            return;
+        }
+        let (batch, replies): (Vec<NewMessage>, Vec<Reply>) = staged.drain(..).unzip();
+        let answers = self.outbox.push_all(batch, wall_ms());
+        let stored = answers.iter().filter(|a| a.is_ok()).count();
+        if stored > 0 {
+            self.schedule_sweep();
+            debug!(stored, "queued");
+        }
+        // Publish first: once send_message returns, stats() counts the message.
+        self.publish();
+        for (answer, reply) in answers.into_iter().zip(replies) {
+            let _ = reply.send(answer.map(|message| message.id));
+        }
+        if stored > 0 {
+            self.pump();
+        }
     }
 
     /// `cancel_message`: removes a queued message that is not on its way yet.

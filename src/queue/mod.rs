@@ -90,14 +90,14 @@ impl QueuedMessage {
 }
 
 /// Durable storage of the queue and the inbox cursor. Implementations must make
-/// `append` and `set_inbox_cursor` durable (on disk) before returning.
+/// `append_all` and `set_inbox_cursor` durable (on disk) before returning.
 pub trait QueueStore: Send {
     /// Every queued message, in `seq` order.
     fn load(&self) -> Result<Vec<QueuedMessage>, StorageError>;
     /// One message.
     fn get(&self, seq: u64) -> Result<Option<QueuedMessage>, StorageError>;
-    /// Stores a message durably.
-    fn append(&mut self, message: &QueuedMessage) -> Result<(), StorageError>;
+    /// Stores messages durably, all or none, with one sync for all of them.
+    fn append_all(&mut self, messages: &[QueuedMessage]) -> Result<(), StorageError>;
     /// Forgets a message. Need not be durable at once: a message removed but resent after
     /// a crash is de-duplicated by the gateway.
     fn remove(&mut self, seq: u64) -> Result<(), StorageError>;
@@ -127,6 +127,19 @@ struct Entry {
     created_ms: u64,
     replace_key: Option<String>,
     expires_ms: Option<u64>,
+}
+
+/// A message for [`Outbox::push_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Its id (a UUIDv7).
+    pub id: String,
+    /// Message type.
+    pub kind: String,
+    /// Payload, valid JSON text.
+    pub data_json: String,
+    /// Dropped instead of sent from this time on (ms since the epoch).
+    pub expires_ms: Option<u64>,
 }
 
 /// What `send_message` asks of the queue beyond the message itself.
@@ -212,6 +225,61 @@ impl Outbox {
         );
     }
 
+    /// Stores new messages that replace nothing (no replace key) durably, in one write
+    /// with one sync: what a burst of `send_message` calls costs. Each gets its own
+    /// answer: stored, or refused by a limit (counting the ones before it in the batch);
+    /// the ones within limits are stored together, or, when the store fails, none is.
+    pub fn push_all(
+        &mut self,
+        batch: Vec<NewMessage>,
+        now_ms: u64,
+    ) -> Vec<Result<QueuedMessage, crate::error::Error>> {
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<QueuedMessage> = Vec::with_capacity(batch.len());
+        let mut bytes = self.bytes;
+        for new in batch {
+            let message = QueuedMessage {
+                seq: self.next_seq + accepted.len() as u64,
+                id: new.id,
+                kind: new.kind,
+                data_json: new.data_json,
+                created_ms: now_ms,
+                replace_key: None,
+                expires_ms: new.expires_ms,
+            };
+            if self.index.len() + accepted.len() >= self.limits.max_count as usize {
+                answers.push(Err(QueueFull::Count {
+                    limit: self.limits.max_count,
+                }
+                .into()));
+            } else if bytes + message.size() > self.limits.max_bytes {
+                answers.push(Err(QueueFull::Bytes {
+                    limit: self.limits.max_bytes,
+                }
+                .into()));
+            } else {
+                bytes += message.size();
+                accepted.push(message.clone());
+                answers.push(Ok(message));
+            }
+        }
+        if accepted.is_empty() {
+            return answers;
+        }
+        match self.store.append_all(&accepted) {
+            Ok(()) => {
+                for message in &accepted {
+                    self.index_message(message);
+                }
+                answers
+            }
+            Err(e) => answers
+                .into_iter()
+                .map(|answer| answer.and_then(|_| Err(e.clone().into())))
+                .collect(),
+        }
+    }
+
     /// Stores a new message durably; fails when a limit would be passed.
     pub fn push(
         &mut self,
@@ -269,7 +337,7 @@ impl Outbox {
             }
             .into());
         }
-        self.store.append(&message)?;
+        self.store.append_all(std::slice::from_ref(&message))?;
         self.index_message(&message);
         // The new message is on disk: the caller is told it is queued whatever happens
         // next. A replaced message that cannot be removed stays and is sent as well; one

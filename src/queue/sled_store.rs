@@ -48,8 +48,8 @@ pub struct SledStore {
 struct State {
     /// The database and its outbox tree; `None` after a failure, until reopened.
     open: Option<(sled::Db, sled::Tree)>,
-    /// A message whose append failed, to remove at the next opening.
-    undo: Option<u64>,
+    /// Messages whose append failed, to remove at the next opening.
+    undo: Vec<u64>,
 }
 
 /// How long opening waits for sled's directory lock, and how often it looks again. When a
@@ -133,7 +133,7 @@ impl SledStore {
             dir: dir.to_path_buf(),
             state: Mutex::new(State {
                 open: Some(open),
-                undo: None,
+                undo: Vec::new(),
             }),
         })
     }
@@ -143,18 +143,20 @@ impl SledStore {
     fn with<T>(
         &self,
         context: &'static str,
-        undo_on_failure: Option<u64>,
+        undo_on_failure: &[u64],
         op: impl FnOnce(&sled::Db, &sled::Tree) -> Result<T, sled::Error>,
     ) -> Result<T, StorageError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.open.is_none() {
             let (db, outbox) = open_db(&self.dir)?;
-            if let Some(seq) = state.undo {
-                outbox
-                    .remove(seq.to_be_bytes())
-                    .and_then(|_| db.flush())
+            if !state.undo.is_empty() {
+                state
+                    .undo
+                    .iter()
+                    .try_for_each(|seq| outbox.remove(seq.to_be_bytes()).map(|_| ()))
+                    .and_then(|_| db.flush().map(|_| ()))
                     .map_err(|e| StorageError::new("removing a message that failed to store", e))?;
-                state.undo = None;
+                state.undo.clear();
             }
             state.open = Some((db, outbox));
         }
@@ -165,9 +167,7 @@ impl SledStore {
             Ok(value) => Ok(value),
             Err(e) => {
                 state.open = None;
-                if undo_on_failure.is_some() {
-                    state.undo = undo_on_failure;
-                }
+                state.undo.extend_from_slice(undo_on_failure);
                 Err(StorageError::new(context, e))
             }
         }
@@ -194,7 +194,7 @@ impl SledStore {
 
 impl QueueStore for SledStore {
     fn load(&self) -> Result<Vec<QueuedMessage>, StorageError> {
-        let pairs = self.with("reading the outbox", None, |_, outbox| {
+        let pairs = self.with("reading the outbox", &[], |_, outbox| {
             outbox.iter().collect::<Result<Vec<_>, _>>()
         })?;
         pairs
@@ -205,37 +205,46 @@ impl QueueStore for SledStore {
 
     fn get(&self, seq: u64) -> Result<Option<QueuedMessage>, StorageError> {
         let key = seq.to_be_bytes();
-        self.with("reading a queued message", None, |_, outbox| {
-            outbox.get(key)
-        })?
-        .map(|value| Self::decode(&key, &value))
-        .transpose()
+        self.with("reading a queued message", &[], |_, outbox| outbox.get(key))?
+            .map(|value| Self::decode(&key, &value))
+            .transpose()
     }
 
-    fn append(&mut self, message: &QueuedMessage) -> Result<(), StorageError> {
-        let value = serde_json::to_vec(&Stored {
-            id: message.id.clone(),
-            kind: message.kind.clone(),
-            data: message.data_json.clone(),
-            created_ms: message.created_ms,
-            replace_key: message.replace_key.clone(),
-            expires_ms: message.expires_ms,
-        })
-        .map_err(|e| StorageError::new("encoding a message", e))?;
-        self.with("writing a message", Some(message.seq), |db, outbox| {
-            outbox.insert(message.seq.to_be_bytes(), value)?;
+    fn append_all(&mut self, messages: &[QueuedMessage]) -> Result<(), StorageError> {
+        let mut encoded = Vec::with_capacity(messages.len());
+        for message in messages {
+            let value = serde_json::to_vec(&Stored {
+                id: message.id.clone(),
+                kind: message.kind.clone(),
+                data: message.data_json.clone(),
+                created_ms: message.created_ms,
+                replace_key: message.replace_key.clone(),
+                expires_ms: message.expires_ms,
+            })
+            .map_err(|e| StorageError::new("encoding a message", e))?;
+            encoded.push((message.seq.to_be_bytes(), value));
+        }
+        let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+        // Plain inserts (a sled batch costs more per message), then one flush for all: a
+        // burst of sends costs one sync, not one each. All or none: when any step fails,
+        // every one of them is removed at the next opening (`undo`), and the caller
+        // indexes none.
+        self.with("writing messages", &seqs, |db, outbox| {
+            for (key, value) in encoded {
+                outbox.insert(key, value)?;
+            }
             db.flush().map(|_| ())
         })
     }
 
     fn remove(&mut self, seq: u64) -> Result<(), StorageError> {
-        self.with("removing a message", None, |_, outbox| {
+        self.with("removing a message", &[], |_, outbox| {
             outbox.remove(seq.to_be_bytes()).map(|_| ())
         })
     }
 
     fn inbox_cursor(&self) -> Result<u64, StorageError> {
-        match self.with("reading the inbox cursor", None, |db, _| {
+        match self.with("reading the inbox cursor", &[], |db, _| {
             db.get(INBOX_CURSOR_KEY)
         })? {
             None => Ok(0),
@@ -246,13 +255,13 @@ impl QueueStore for SledStore {
     }
 
     fn set_inbox_cursor(&mut self, seq: u64) -> Result<(), StorageError> {
-        self.with("writing the inbox cursor", None, |db, _| {
+        self.with("writing the inbox cursor", &[], |db, _| {
             db.insert(INBOX_CURSOR_KEY, &seq.to_be_bytes())?;
             db.flush().map(|_| ())
         })
     }
 
     fn flush(&mut self) -> Result<(), StorageError> {
-        self.with("flushing to disk", None, |db, _| db.flush().map(|_| ()))
+        self.with("flushing to disk", &[], |db, _| db.flush().map(|_| ()))
     }
 }
