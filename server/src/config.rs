@@ -2,6 +2,7 @@
 //! and a command-line flag of the same name (PROTOCOL.md §10). Parsing happens once at
 //! start; a bad value stops start-up with a message that names the variable.
 
+use crate::broker::idempotency::{MAX_TTL_S, MIN_TTL_S};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -239,7 +240,7 @@ pub struct Cli {
     )]
     pub ws_dedup_ttl: u64,
     /// How long the answer to a `/v1/send/*` request with an `Idempotency-Key` is kept
-    /// for retries of that request, in seconds (1 to 604800).
+    /// for retries of that request, in seconds (60 to 604800).
     #[arg(
         long = "api-idempotency-ttl",
         env = "API_IDEMPOTENCY_TTL",
@@ -588,10 +589,13 @@ impl Config {
         if cli.ws_dedup_ttl == 0 {
             return Err(invalid("WS_DEDUP_TTL", "must be at least 1 second"));
         }
-        if !(1..=604_800).contains(&cli.api_idempotency_ttl) {
+        if !(MIN_TTL_S..=MAX_TTL_S).contains(&cli.api_idempotency_ttl) {
             return Err(invalid(
                 "API_IDEMPOTENCY_TTL",
-                "must be 1 to 604800 seconds (7 days)",
+                format!(
+                    "must be {MIN_TTL_S} to {MAX_TTL_S} seconds (above the 30 s after which \
+                     a running send's claim counts as dead; at most 7 days)"
+                ),
             ));
         }
         if cli.ws_outbound_queue < 8 {
@@ -1036,7 +1040,7 @@ mod tests {
         assert!(err.starts_with("WS_CONNECTION_TIMEOUT:"), "{err}");
         let err = parse(&["--jwt-secret", SECRET, "--log-format", "xml"]).unwrap_err();
         assert!(err.contains("LOG_FORMAT"), "{err}");
-        for ttl in ["0", "604801"] {
+        for ttl in ["0", "59", "604801"] {
             let err = parse(&["--jwt-secret", SECRET, "--api-idempotency-ttl", ttl]).unwrap_err();
             assert!(err.starts_with("API_IDEMPOTENCY_TTL:"), "{err}");
         }

@@ -88,7 +88,7 @@ fn describe() {
     );
     describe_counter!(
         "tether_api_idempotency_total",
-        "Backend sends with an Idempotency-Key, by outcome (first, replayed, in_progress, reused, not_recorded)"
+        "Backend sends with an Idempotency-Key, by outcome (first, replayed, in_progress, reused, corrupt, not_recorded)"
     );
 }
 

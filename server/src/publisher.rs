@@ -30,7 +30,7 @@ use crate::broker::redis::sentinel::{self, SentinelTarget};
 use crate::broker::BrokerError;
 use crate::clock::now_ms;
 use crate::hub::Topic;
-use crate::outgoing::{check_app, check_room, check_user, encode, Invalid};
+use crate::outgoing::{check_app, check_room, check_user, encode, Encoded, Invalid};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -199,9 +199,11 @@ impl Publisher {
     }
 
     /// Sets how long idempotency records are kept for [`Publisher::once`]: use the
-    /// gateways' `API_IDEMPOTENCY_TTL` (seconds; default 3600).
+    /// gateways' `API_IDEMPOTENCY_TTL` (seconds; default 3600, 60 to 604800).
     pub fn with_idempotency_ttl(mut self, ttl_s: u64) -> Publisher {
-        self.idempotency_ttl_ms = ttl_s.max(1).saturating_mul(1000);
+        self.idempotency_ttl_ms = ttl_s
+            .clamp(idempotency::MIN_TTL_S, idempotency::MAX_TTL_S)
+            .saturating_mul(1000);
         self
     }
 
@@ -226,16 +228,15 @@ impl Publisher {
     ) -> Result<SentToUser, PublishError> {
         check_app(app)?;
         check_user(user_id)?;
-        self.user_send(app, user_id, message).await
+        self.user_send(app, user_id, encode(message, None)?).await
     }
 
     async fn user_send(
         &self,
         app: &str,
         user_id: &str,
-        message: OutgoingMessage,
+        message: Encoded,
     ) -> Result<SentToUser, PublishError> {
-        let message = encode(message, None)?;
         let now = now_ms();
         let appended = self
             .appender
@@ -263,16 +264,16 @@ impl Publisher {
     ) -> Result<SentToRoom, PublishError> {
         check_app(app)?;
         check_room(room)?;
-        self.room_send(app, room, message).await
+        self.room_send(app, room, encode(message, Some(room))?)
+            .await
     }
 
     async fn room_send(
         &self,
         app: &str,
         room: &str,
-        message: OutgoingMessage,
+        message: Encoded,
     ) -> Result<SentToRoom, PublishError> {
-        let message = encode(message, Some(room))?;
         let topic = Topic::Room {
             app: Arc::from(app),
             room: Arc::from(room),
@@ -291,15 +292,10 @@ impl Publisher {
         message: OutgoingMessage,
     ) -> Result<SentToApp, PublishError> {
         check_app(app)?;
-        self.app_send(app, message).await
+        self.app_send(app, encode(message, None)?).await
     }
 
-    async fn app_send(
-        &self,
-        app: &str,
-        message: OutgoingMessage,
-    ) -> Result<SentToApp, PublishError> {
-        let message = encode(message, None)?;
+    async fn app_send(&self, app: &str, message: Encoded) -> Result<SentToApp, PublishError> {
         ops::publish_frame(
             &self.conn,
             &Topic::App {
@@ -352,8 +348,11 @@ impl Once<'_> {
             message,
         };
         let fingerprint = idempotency::fingerprint("/v1/send/user", &request);
-        self.run(app, &fingerprint, || {
-            self.publisher.user_send(app, user_id, request.message)
+        // Checked before the key is claimed, as the HTTP API does.
+        let encoded = encode(request.message, None)?;
+        let (publisher, app, user) = (self.publisher.clone(), request.app, request.user_id);
+        self.run(app.clone(), fingerprint, async move {
+            publisher.user_send(&app, &user, encoded).await
         })
         .await
     }
@@ -373,8 +372,10 @@ impl Once<'_> {
             message,
         };
         let fingerprint = idempotency::fingerprint("/v1/send/room", &request);
-        self.run(app, &fingerprint, || {
-            self.publisher.room_send(app, room, request.message)
+        let encoded = encode(request.message, Some(room))?;
+        let (publisher, app, room) = (self.publisher.clone(), request.app, request.room);
+        self.run(app.clone(), fingerprint, async move {
+            publisher.room_send(&app, &room, encoded).await
         })
         .await
     }
@@ -391,27 +392,38 @@ impl Once<'_> {
             message,
         };
         let fingerprint = idempotency::fingerprint("/v1/send/app", &request);
-        self.run(app, &fingerprint, || {
-            self.publisher.app_send(app, request.message)
+        let encoded = encode(request.message, None)?;
+        let (publisher, app) = (self.publisher.clone(), request.app);
+        self.run(app.clone(), fingerprint, async move {
+            publisher.app_send(&app, encoded).await
         })
         .await
     }
 
-    async fn run<T, F, Fut>(
+    /// Claims, sends, records, on a task of its own: dropping the caller's future (a
+    /// timeout around the call) must not stop a send halfway, with the key left claimed
+    /// and the message perhaps stored.
+    async fn run<T, Fut>(
         &self,
-        app: &str,
-        fingerprint: &str,
-        send: F,
+        app: String,
+        fingerprint: String,
+        send: Fut,
     ) -> Result<Replayable<T>, PublishError>
     where
-        T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, PublishError>>,
+        T: Serialize + DeserializeOwned + Send + 'static,
+        Fut: Future<Output = Result<T, PublishError>> + Send + 'static,
     {
         idempotency::check_key(self.key).map_err(PublishError::Invalid)?;
-        let records = Records(&self.publisher.conn);
+        let records = Records(self.publisher.conn.clone());
         let ttl_ms = self.publisher.idempotency_ttl_ms;
-        match idempotency::once(&records, app, self.key, fingerprint, ttl_ms, send).await? {
+        let key = self.key.to_owned();
+        let task = tokio::spawn(async move {
+            idempotency::once(&records, &app, &key, &fingerprint, ttl_ms, || send).await
+        });
+        let outcome = task
+            .await
+            .map_err(|e| PublishError::Unavailable(format!("the send task failed: {e}")))??;
+        match outcome {
             Outcome::Sent(answer) => Ok(Replayable {
                 answer,
                 replayed: false,
@@ -436,36 +448,37 @@ impl Once<'_> {
 }
 
 /// The idempotency records in the Redis the publisher writes to (the gateways' own).
-struct Records<'a>(&'a Conn);
+struct Records(Conn);
 
 #[async_trait::async_trait]
-impl idempotency::Store for Records<'_> {
+impl idempotency::Store for Records {
     async fn claim_idempotency(
         &self,
         app: &str,
         key: &str,
+        claim: &str,
         fingerprint: &str,
         ttl_ms: u64,
-    ) -> Result<Option<String>, BrokerError> {
-        ops::claim_idempotency(self.0, app, key, fingerprint, ttl_ms).await
+    ) -> Result<idempotency::Claim, BrokerError> {
+        ops::claim_idempotency(&self.0, app, key, claim, fingerprint, ttl_ms).await
     }
 
     async fn complete_idempotency(
         &self,
         app: &str,
         key: &str,
-        fingerprint: &str,
-        answer: &str,
-    ) -> Result<(), BrokerError> {
-        ops::complete_idempotency(self.0, app, key, fingerprint, answer).await
+        pending: &str,
+        done: &str,
+    ) -> Result<bool, BrokerError> {
+        ops::complete_idempotency(&self.0, app, key, pending, done).await
     }
 
     async fn release_idempotency(
         &self,
         app: &str,
         key: &str,
-        fingerprint: &str,
+        pending: &str,
     ) -> Result<(), BrokerError> {
-        ops::release_idempotency(self.0, app, key, fingerprint).await
+        ops::release_idempotency(&self.0, app, key, pending).await
     }
 }

@@ -211,9 +211,12 @@ async fn an_idempotency_key_makes_a_retried_send_deliver_once() {
     assert_eq!(client.recv().await["seq"], first["seq"]);
     // The backend timed out and retries, with the body written out differently: the same
     // answer, nothing sent.
-    let relaid = json!({"message": {"data": {"status": "delivered", "orderId": 123}, "type": "order_update"}, "app": APP, "userId": "u1"});
+    let relaid = format!(
+        "{{ \"message\": {{\"data\": {{\"status\": \"delivered\",\n \"orderId\": 123}}, \"type\": \"order_update\"}},\n  \"app\": \"{APP}\", \"userId\": \"u1\" }}"
+    );
+    assert_ne!(relaid, to_user.to_string(), "other bytes");
     let (status, again, replayed) = gw
-        .api_idempotent("/v1/send/user", &relaid, "order-123-delivered")
+        .api_idempotent_raw("/v1/send/user", &relaid, "order-123-delivered")
         .await;
     assert_eq!((status, replayed), (200, true));
     assert_eq!(again, first);

@@ -793,7 +793,7 @@ async fn exercise_in_progress(caller: &Caller<'_>, redis: &RedisServer) {
             .cli(&[
                 "SET",
                 &record,
-                &format!("p:{now_ms}:{fingerprint}"),
+                &format!("p:{now_ms}:00000000deadbeef:{fingerprint}"),
                 "PX",
                 "60000",
             ])

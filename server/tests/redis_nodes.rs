@@ -476,7 +476,7 @@ async fn an_idempotency_key_is_freed_by_a_failed_send_and_taken_over_from_a_dead
             .cli(&[
                 "SET",
                 &record,
-                &format!("p:{at}:{fingerprint}"),
+                &format!("p:{at}:00000000deadbeef:{fingerprint}"),
                 "PX",
                 "60000",
             ])
@@ -551,4 +551,123 @@ async fn a_rust_backend_and_the_http_api_share_idempotency_keys() {
         .await;
     assert!(matches!(bad, Err(PublishError::Invalid(_))), "{bad:?}");
     client.silent_for(300).await;
+}
+
+#[tokio::test]
+async fn a_backend_that_gives_up_waiting_still_gets_the_first_answer_on_its_retry() {
+    let redis = RedisServer::start();
+    // The inbox append of this one message is held 1.5 s on its way to Redis.
+    let hold = std::time::Duration::from_millis(1500);
+    let proxy = HoldingProxy::start(redis.port, &["slow-order-5"], hold).await;
+    let gw = TestGateway::redis(&proxy.url(), |_| {}).await;
+    let mut client = gw.connect("u1", "phone").await;
+    let body =
+        json!({"userId": "u1", "app": APP, "message": {"type": "n", "data": "slow-order-5"}});
+    // The backend's HTTP client times out after 300 ms and hangs up.
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("http://{}/v1/send/user", gw.addr))
+        .bearer_auth(ADMIN_KEY)
+        .header("idempotency-key", "order-5")
+        .json(&body)
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    let first = client.recv().await;
+    // The send went on without the caller and keeps its answer: the retry gets it and
+    // sends nothing (while the answer is being recorded it hears 409 and waits, as a
+    // backend honouring Retry-After would).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (status, answer, replayed) = loop {
+        let (status, answer, replayed) = gw.api_idempotent("/v1/send/user", &body, "order-5").await;
+        if status != 409 || std::time::Instant::now() > deadline {
+            break (status, answer, replayed);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!((status, replayed), (200, true), "{answer}");
+    assert_eq!(answer["id"], first["id"]);
+    client.silent_for(300).await;
+    let inbox = format!("tether:{{u:{APP}:u1}}:inbox");
+    assert_eq!(redis.cli(&["LLEN", &inbox]).unwrap().trim(), "1");
+}
+
+#[tokio::test]
+async fn only_the_attempt_that_holds_a_claim_records_or_frees_it_in_redis() {
+    use tether_server::broker::idempotency::{Claim, Record, ABANDONED_AFTER_MS};
+    use tether_server::broker::redis::connection::{open, Target};
+    use tether_server::broker::redis::ops;
+    let redis = RedisServer::start();
+    let target = Target {
+        urls: vec![redis.url()],
+        cluster: false,
+    };
+    let conn = open(&target, None, 1).await.unwrap();
+    let fp = "ab".repeat(32);
+    let record = format!("tether:{{i:{APP}:k}}:idem");
+    // A claim from an attempt that died long ago (Redis's clock) ...
+    let time = redis.cli(&["TIME"]).unwrap();
+    let now_ms: u64 = time
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1000;
+    let dead = format!(
+        "p:{}:00000000deadbeef:{fp}",
+        now_ms - ABANDONED_AFTER_MS - 1_000
+    );
+    redis.cli(&["SET", &record, &dead, "PX", "600000"]).unwrap();
+    // ... is taken over by a new attempt.
+    let Claim::Claimed(ours) =
+        ops::claim_idempotency(&conn, APP, "k", "1111222233334444", &fp, 600_000)
+            .await
+            .unwrap()
+    else {
+        panic!("an abandoned claim is taken over");
+    };
+    assert!(ours.contains(":1111222233334444:"), "{ours}");
+    let done = |answer: &str| {
+        Record::Done {
+            fingerprint: fp.clone(),
+            answer: answer.into(),
+        }
+        .encode()
+    };
+    // The dead attempt comes back: it can neither record over the new claim nor free it.
+    assert!(
+        !ops::complete_idempotency(&conn, APP, "k", &dead, &done("late"))
+            .await
+            .unwrap()
+    );
+    ops::release_idempotency(&conn, APP, "k", &dead)
+        .await
+        .unwrap();
+    assert_eq!(redis.cli(&["GET", &record]).unwrap().trim(), ours);
+    // The holder records its answer, and the key keeps its expiry.
+    assert!(
+        ops::complete_idempotency(&conn, APP, "k", &ours, &done("{}"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(redis.cli(&["GET", &record]).unwrap().trim(), done("{}"));
+    let pttl: i64 = redis
+        .cli(&["PTTL", &record])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pttl > 500_000, "{pttl}");
+    // A claim that is gone (expired) is not recorded either.
+    redis.cli(&["DEL", &record]).unwrap();
+    assert!(
+        !ops::complete_idempotency(&conn, APP, "k", &ours, &done("{}"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(redis.cli(&["EXISTS", &record]).unwrap().trim(), "0");
 }

@@ -311,7 +311,6 @@ export class TetherStore {
   private readonly ackHandlers = new Set<(id: string) => void>();
   private readonly replacedHandlers = new Set<(id: string, by: string) => void>();
   private readonly expiredHandlers = new Set<(id: string) => void>();
-  /** Ids sent with a `ttlMs` by this store and not settled yet: their expiry was asked for. */
 
   /** @throws TetherException (`invalidConfig`, `storage`) */
   constructor(options: TetherOptions) {

@@ -19,6 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::future::Future;
+use std::sync::Arc;
 use tether_protocol::HttpErrorCode;
 
 /// The request header.
@@ -55,17 +56,20 @@ impl Keyed {
 }
 
 /// Runs `send` once per key: directly without one; with one, through the broker's
-/// records, answering as the module says.
+/// records, answering as the module says. The keyed flow runs on a task of its own: a
+/// backend that gives up waiting (its HTTP client times out, the connection drops, hyper
+/// drops this handler) must not stop it halfway, with the key left claimed and the
+/// message perhaps stored; it finishes and records its answer for the retry.
 pub async fn once<T, F, Fut>(
-    shared: &Shared,
-    app: &str,
+    shared: Arc<Shared>,
+    app: String,
     keyed: Option<Keyed>,
     send: F,
 ) -> Result<Response, ApiError>
 where
-    T: Serialize,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, ApiError>>,
+    T: Serialize + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
 {
     let Some(Keyed { key, fingerprint }) = keyed else {
         return send()
@@ -73,7 +77,15 @@ where
             .map(|answer| axum::Json(answer).into_response());
     };
     let ttl_ms = shared.config.idempotency_ttl_s.saturating_mul(1000);
-    let outcome = idempotency::once(&*shared.broker, app, &key, &fingerprint, ttl_ms, send).await?;
+    let task = tokio::spawn(async move {
+        idempotency::once(&*shared.broker, &app, &key, &fingerprint, ttl_ms, send).await
+    });
+    let outcome = task.await.map_err(|e| {
+        ApiError::new(
+            HttpErrorCode::Internal,
+            format!("the send task failed: {e}"),
+        )
+    })??;
     match outcome {
         Outcome::Sent(answer) => Ok(axum::Json(answer).into_response()),
         Outcome::Replayed(answer) => {

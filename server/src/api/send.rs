@@ -37,12 +37,11 @@ pub async fn to_user(
     check_user(&request.user_id)?;
     let keyed = Keyed::from_request(&headers, "/v1/send/user", &request)?;
     let message = encode(request.message, None)?;
-    idempotency::once(&shared, &request.app, keyed, || async {
-        let delivery = shared
-            .broker
-            .send_to_user(&request.app, &request.user_id, &message.body)
-            .await?;
-        debug!(app = %request.app, user = %request.user_id, seq = delivery.seq, delivered = delivery.delivered, "sent to user");
+    let (app, user) = (request.app, request.user_id);
+    let broker = shared.broker.clone();
+    idempotency::once(shared, app.clone(), keyed, move || async move {
+        let delivery = broker.send_to_user(&app, &user, &message.body).await?;
+        debug!(%app, %user, seq = delivery.seq, delivered = delivery.delivered, "sent to user");
         Ok(SentToUser {
             id: message.id,
             seq: delivery.seq,
@@ -64,10 +63,11 @@ pub async fn to_room(
     check_room(&request.room)?;
     let keyed = Keyed::from_request(&headers, "/v1/send/room", &request)?;
     let message = encode(request.message, Some(&request.room))?;
-    idempotency::once(&shared, &request.app, keyed, || async {
-        let delivered = shared
-            .broker
-            .send_to_room(&request.app, &request.room, Utf8Bytes::from(message.body))
+    let (app, room) = (request.app, request.room);
+    let broker = shared.broker.clone();
+    idempotency::once(shared, app.clone(), keyed, move || async move {
+        let delivered = broker
+            .send_to_room(&app, &room, Utf8Bytes::from(message.body))
             .await?;
         Ok(SentToRoom {
             id: message.id,
@@ -87,10 +87,11 @@ pub async fn to_app(
     check_app(&request.app)?;
     let keyed = Keyed::from_request(&headers, "/v1/send/app", &request)?;
     let message = encode(request.message, None)?;
-    idempotency::once(&shared, &request.app, keyed, || async {
-        shared
-            .broker
-            .send_to_app(&request.app, Utf8Bytes::from(message.body))
+    let app = request.app;
+    let broker = shared.broker.clone();
+    idempotency::once(shared, app.clone(), keyed, move || async move {
+        broker
+            .send_to_app(&app, Utf8Bytes::from(message.body))
             .await?;
         Ok(SentToApp { id: message.id })
     })

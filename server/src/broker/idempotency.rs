@@ -5,13 +5,14 @@
 //! reads the same format. [`once`] is the whole flow, shared by the HTTP API and the
 //! `Publisher`.
 //!
-//! - `p:<ms>:<fingerprint>`: a request with this fingerprint started at `<ms>` (the
-//!   broker's clock) and has not answered yet. One older than [`ABANDONED_AFTER_MS`] is
-//!   taken to be dead (its gateway crashed or lost Redis mid-request) and may be claimed
-//!   again.
+//! - `p:<ms>:<claim>:<fingerprint>`: a request with this fingerprint started at `<ms>`
+//!   (the broker's clock) and has not answered yet; `<claim>` is a random token of that
+//!   one attempt, so only it may record its answer or free the key. One older than
+//!   [`ABANDONED_AFTER_MS`] is taken to be dead (its gateway crashed or lost Redis
+//!   mid-request) and may be claimed again, by a new attempt with a new token.
 //! - `d:<fingerprint>:<answer>`: the request succeeded; `<answer>` is its JSON body.
 //!
-//! A fingerprint is 64 hex digits, so it never holds the `:` that ends it.
+//! Tokens are 16 and fingerprints 64 hex digits, so neither holds the `:` that ends it.
 
 use super::BrokerError;
 use async_trait::async_trait;
@@ -25,37 +26,56 @@ use tracing::warn;
 /// Longest key accepted (a UUID is 36; Stripe allows 255).
 pub const MAX_KEY_LEN: usize = 255;
 
+/// Shortest record lifetime (`API_IDEMPOTENCY_TTL`), s: well above
+/// [`ABANDONED_AFTER_MS`], so a pending record never expires while its attempt may still
+/// be running (a retry would then send a second time).
+pub const MIN_TTL_S: u64 = 60;
+
+/// Longest record lifetime, s (7 days, the inbox's).
+pub const MAX_TTL_S: u64 = 604_800;
+
 /// Where the records live: the broker (every gateway of the cluster sees them), or the
 /// Redis a `Publisher` writes to.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Claims `key` of `app` for a request with `fingerprint`: stores a pending
-    /// [`Record`] kept `ttl_ms`, unless the key holds a record that is not
-    /// [abandoned](Record::abandoned). `None` when claimed, else the stored text.
+    /// Claims `key` of `app` for one attempt (`claim`, a fresh token) at a request with
+    /// `fingerprint`: stores a pending [`Record`] kept `ttl_ms`, unless the key holds a
+    /// record that is not [abandoned](Record::abandoned).
     async fn claim_idempotency(
         &self,
         app: &str,
         key: &str,
+        claim: &str,
         fingerprint: &str,
         ttl_ms: u64,
-    ) -> Result<Option<String>, BrokerError>;
-    /// The claimed request succeeded with `answer`: stores it under the key, keeping the
-    /// key's expiry (nothing when the key is gone).
+    ) -> Result<Claim, BrokerError>;
+    /// The attempt that stored `pending` succeeded: replaces it with `done`, keeping the
+    /// key's expiry. False (nothing written) when the key no longer holds `pending`: it
+    /// expired, or another attempt took an abandoned claim over.
     async fn complete_idempotency(
         &self,
         app: &str,
         key: &str,
-        fingerprint: &str,
-        answer: &str,
-    ) -> Result<(), BrokerError>;
-    /// The claimed request failed with nothing sent: frees the key for a retry, unless it
-    /// holds something else than a pending request with `fingerprint` by now.
+        pending: &str,
+        done: &str,
+    ) -> Result<bool, BrokerError>;
+    /// The attempt that stored `pending` failed: frees the key for a retry, only while it
+    /// still holds `pending`.
     async fn release_idempotency(
         &self,
         app: &str,
         key: &str,
-        fingerprint: &str,
+        pending: &str,
     ) -> Result<(), BrokerError>;
+}
+
+/// What [`Store::claim_idempotency`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this attempt's: the pending record as stored.
+    Claimed(String),
+    /// The key holds this (a record of an earlier or running attempt).
+    Found(String),
 }
 
 /// Checks a key: 1 to [`MAX_KEY_LEN`] visible ASCII characters.
@@ -123,32 +143,46 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    if let Some(stored) = store
-        .claim_idempotency(app, key, fingerprint, ttl_ms)
+    let claim = format!("{:016x}", rand::random::<u64>());
+    let pending = match store
+        .claim_idempotency(app, key, &claim, fingerprint, ttl_ms)
         .await?
     {
-        let outcome = match verdict(&stored, fingerprint) {
-            Verdict::Replay(answer) => Outcome::Replayed(answer),
-            Verdict::InProgress => Outcome::InProgress,
-            Verdict::Reused => Outcome::Reused,
-            Verdict::Corrupt => Outcome::Corrupt,
-        };
-        counted(match outcome {
-            Outcome::Replayed(_) => "replayed",
-            Outcome::InProgress => "in_progress",
-            Outcome::Reused => "reused",
-            _ => "corrupt",
-        });
-        return Ok(outcome);
-    }
+        Claim::Claimed(pending) => pending,
+        Claim::Found(stored) => {
+            let outcome = match verdict(&stored, fingerprint) {
+                Verdict::Replay(answer) => Outcome::Replayed(answer),
+                Verdict::InProgress => Outcome::InProgress,
+                Verdict::Reused => Outcome::Reused,
+                Verdict::Corrupt => Outcome::Corrupt,
+            };
+            counted(match outcome {
+                Outcome::Replayed(_) => "replayed",
+                Outcome::InProgress => "in_progress",
+                Outcome::Reused => "reused",
+                _ => "corrupt",
+            });
+            return Ok(outcome);
+        }
+    };
     counted("first");
     match send().await {
         Ok(answer) => {
             let recorded = match serde_json::to_string(&answer) {
-                Ok(text) => store
-                    .complete_idempotency(app, key, fingerprint, &text)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(text) => {
+                    let done = Record::Done {
+                        fingerprint: fingerprint.to_owned(),
+                        answer: text,
+                    };
+                    match store
+                        .complete_idempotency(app, key, &pending, &done.encode())
+                        .await
+                    {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err("the claim expired or was taken over".to_owned()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = recorded {
@@ -160,7 +194,7 @@ where
             Ok(Outcome::Sent(answer))
         }
         Err(e) => {
-            if let Err(release) = store.release_idempotency(app, key, fingerprint).await {
+            if let Err(release) = store.release_idempotency(app, key, &pending).await {
                 warn!(%app, error = %release, "a failed idempotent request could not free its key");
             }
             Err(e)
@@ -183,6 +217,8 @@ pub enum Record {
     Pending {
         /// When it was claimed (ms, the broker's clock).
         at_ms: u64,
+        /// The attempt's token.
+        claim: String,
         /// Its request's fingerprint.
         fingerprint: String,
     },
@@ -199,7 +235,11 @@ impl Record {
     /// The stored text.
     pub fn encode(&self) -> String {
         match self {
-            Record::Pending { at_ms, fingerprint } => format!("p:{at_ms}:{fingerprint}"),
+            Record::Pending {
+                at_ms,
+                claim,
+                fingerprint,
+            } => format!("p:{at_ms}:{claim}:{fingerprint}"),
             Record::Done {
                 fingerprint,
                 answer,
@@ -211,9 +251,11 @@ impl Record {
     /// free to claim by nobody: see [`Verdict::Corrupt`]).
     pub fn decode(text: &str) -> Option<Record> {
         if let Some(rest) = text.strip_prefix("p:") {
-            let (at, fingerprint) = rest.split_once(':')?;
+            let (at, rest) = rest.split_once(':')?;
+            let (claim, fingerprint) = rest.split_once(':')?;
             return Some(Record::Pending {
                 at_ms: at.parse().ok()?,
+                claim: claim.to_owned(),
                 fingerprint: fingerprint.to_owned(),
             });
         }
@@ -274,49 +316,58 @@ impl Records {
         &mut self,
         app: &str,
         key: &str,
+        claim: &str,
         fingerprint: &str,
         ttl_ms: u64,
         now_ms: u64,
-    ) -> Option<String> {
+    ) -> Claim {
         self.sweep(now_ms);
         let slot = (app.to_owned(), key.to_owned());
         if let Some((stored, expires_ms)) = self.by_key.get(&slot) {
             let alive = *expires_ms > now_ms;
             let abandoned = Record::decode(stored).is_some_and(|r| r.abandoned(now_ms));
             if alive && !abandoned {
-                return Some(stored.clone());
+                return Claim::Found(stored.clone());
             }
         }
         let pending = Record::Pending {
             at_ms: now_ms,
+            claim: claim.to_owned(),
             fingerprint: fingerprint.to_owned(),
-        };
+        }
+        .encode();
         self.by_key
-            .insert(slot, (pending.encode(), now_ms.saturating_add(ttl_ms)));
-        None
+            .insert(slot, (pending.clone(), now_ms.saturating_add(ttl_ms)));
+        Claim::Claimed(pending)
     }
 
-    /// [`Store::complete_idempotency`].
-    pub fn complete(&mut self, app: &str, key: &str, fingerprint: &str, answer: &str, now_ms: u64) {
+    /// [`Store::complete_idempotency`] at `now_ms`.
+    pub fn complete(
+        &mut self,
+        app: &str,
+        key: &str,
+        pending: &str,
+        done: &str,
+        now_ms: u64,
+    ) -> bool {
         let slot = (app.to_owned(), key.to_owned());
-        if let Some((stored, expires_ms)) = self.by_key.get_mut(&slot) {
-            if *expires_ms > now_ms {
-                *stored = Record::Done {
-                    fingerprint: fingerprint.to_owned(),
-                    answer: answer.to_owned(),
-                }
-                .encode();
+        match self.by_key.get_mut(&slot) {
+            Some((stored, expires_ms)) if *expires_ms > now_ms && stored == pending => {
+                *stored = done.to_owned();
+                true
             }
+            _ => false,
         }
     }
 
     /// [`Store::release_idempotency`].
-    pub fn release(&mut self, app: &str, key: &str, fingerprint: &str) {
+    pub fn release(&mut self, app: &str, key: &str, pending: &str) {
         let slot = (app.to_owned(), key.to_owned());
-        let ours = self.by_key.get(&slot).is_some_and(|(stored, _)| {
-            matches!(Record::decode(stored), Some(Record::Pending { fingerprint: f, .. }) if f == fingerprint)
-        });
-        if ours {
+        if self
+            .by_key
+            .get(&slot)
+            .is_some_and(|(stored, _)| stored == pending)
+        {
             self.by_key.remove(&slot);
         }
     }
@@ -366,41 +417,83 @@ mod tests {
         assert_ne!(fingerprint(path, &a), fingerprint("/v1/send/room", &a));
     }
 
+    fn claimed(claim: Claim) -> String {
+        match claim {
+            Claim::Claimed(pending) => pending,
+            Claim::Found(stored) => panic!("expected a claim, found {stored}"),
+        }
+    }
+
+    fn found(claim: Claim) -> String {
+        match claim {
+            Claim::Found(stored) => stored,
+            Claim::Claimed(pending) => panic!("expected a record, claimed {pending}"),
+        }
+    }
+
     #[test]
     fn in_memory_a_key_is_claimed_once_completed_released_and_expires() {
         let mut records = Records::default();
         let other = "f".repeat(64);
-        assert_eq!(records.claim("shop", "k", FP, 60_000, 1_000), None);
-        let pending = records.claim("shop", "k", FP, 60_000, 1_001).unwrap();
-        assert_eq!(verdict(&pending, FP), Verdict::InProgress);
+        let done = |answer: &str| {
+            Record::Done {
+                fingerprint: FP.into(),
+                answer: answer.into(),
+            }
+            .encode()
+        };
+        let first = claimed(records.claim("shop", "k", "c1", FP, 60_000, 1_000));
+        assert_eq!(
+            Record::decode(&first),
+            Some(Record::Pending {
+                at_ms: 1_000,
+                claim: "c1".into(),
+                fingerprint: FP.into()
+            })
+        );
+        let running = found(records.claim("shop", "k", "c2", FP, 60_000, 1_001));
+        assert_eq!(verdict(&running, FP), Verdict::InProgress);
         // Another app's key of the same name is its own.
-        assert_eq!(records.claim("blog", "k", FP, 60_000, 1_001), None);
-        // Someone else's pending claim is not released by us.
-        records.release("shop", "k", &other);
-        assert!(records.claim("shop", "k", FP, 60_000, 1_002).is_some());
-        records.complete("shop", "k", FP, "{\"id\":\"m\"}", 1_003);
-        let done = records.claim("shop", "k", &other, 60_000, 1_004).unwrap();
-        assert_eq!(verdict(&done, FP), Verdict::Replay("{\"id\":\"m\"}".into()));
-        assert_eq!(verdict(&done, &other), Verdict::Reused);
+        claimed(records.claim("blog", "k", "c3", FP, 60_000, 1_001));
+        // Only the attempt that claimed may record or free the key.
+        let someone_else = first.replace(":c1:", ":c9:");
+        records.release("shop", "k", &someone_else);
+        assert!(!records.complete("shop", "k", &someone_else, &done("x"), 1_002));
+        found(records.claim("shop", "k", "c4", FP, 60_000, 1_002));
+        assert!(records.complete("shop", "k", &first, &done(r#"{"id":"m"}"#), 1_003));
+        let stored = found(records.claim("shop", "k", "c5", &other, 60_000, 1_004));
+        assert_eq!(
+            verdict(&stored, FP),
+            Verdict::Replay(r#"{"id":"m"}"#.into())
+        );
+        assert_eq!(verdict(&stored, &other), Verdict::Reused);
         // A completed record is not released; it expires with its key.
-        records.release("shop", "k", FP);
-        assert!(records.claim("shop", "k", FP, 60_000, 60_999).is_some());
-        assert_eq!(records.claim("shop", "k", FP, 60_000, 61_000), None);
-        // Released: free for the retry at once.
-        records.release("shop", "k", FP);
-        assert_eq!(records.claim("shop", "k", FP, 60_000, 61_001), None);
+        records.release("shop", "k", &first);
+        found(records.claim("shop", "k", "c6", FP, 60_000, 60_999));
+        let again = claimed(records.claim("shop", "k", "c7", FP, 60_000, 61_000));
+        // Released by its own attempt: free for the retry at once.
+        records.release("shop", "k", &again);
+        claimed(records.claim("shop", "k", "c8", FP, 60_000, 61_001));
     }
 
     #[test]
-    fn in_memory_an_abandoned_claim_is_taken_over() {
+    fn in_memory_an_abandoned_claim_is_taken_over_and_the_first_attempt_loses_it() {
         let mut records = Records::default();
-        assert_eq!(records.claim("shop", "k", FP, 600_000, 0), None);
-        assert!(records
-            .claim("shop", "k", FP, 600_000, ABANDONED_AFTER_MS - 1)
-            .is_some());
+        let first = claimed(records.claim("shop", "k", "c1", FP, 600_000, 0));
+        found(records.claim("shop", "k", "c2", FP, 600_000, ABANDONED_AFTER_MS - 1));
+        let second = claimed(records.claim("shop", "k", "c3", FP, 600_000, ABANDONED_AFTER_MS));
+        // The first attempt comes back late: it may neither record over the second's
+        // claim nor free it.
+        let late = Record::Done {
+            fingerprint: FP.into(),
+            answer: "{}".into(),
+        }
+        .encode();
+        assert!(!records.complete("shop", "k", &first, &late, ABANDONED_AFTER_MS + 1));
+        records.release("shop", "k", &first);
         assert_eq!(
-            records.claim("shop", "k", FP, 600_000, ABANDONED_AFTER_MS),
-            None
+            found(records.claim("shop", "k", "c4", FP, 600_000, ABANDONED_AFTER_MS + 2)),
+            second
         );
     }
 
@@ -408,7 +501,7 @@ mod tests {
     fn in_memory_expired_records_are_swept() {
         let mut records = Records::default();
         for n in 0..2_000 {
-            records.claim("shop", &n.to_string(), FP, 10, n);
+            records.claim("shop", &n.to_string(), "c", FP, 10, n);
         }
         assert!(records.len() < 1_100, "{}", records.len());
     }
@@ -420,6 +513,7 @@ mod tests {
         for record in [
             Record::Pending {
                 at_ms: 1_764_000_000_000,
+                claim: "00ff00ff00ff00ff".into(),
                 fingerprint: FP.into(),
             },
             Record::Done {
@@ -429,7 +523,15 @@ mod tests {
         ] {
             assert_eq!(Record::decode(&record.encode()), Some(record));
         }
-        for junk in ["", "x", "p:", "p:abc:f", "d:nocolon", "q:1:f"] {
+        for junk in [
+            "",
+            "x",
+            "p:",
+            "p:abc:c:f",
+            "p:1:nocolon",
+            "d:nocolon",
+            "q:1:f",
+        ] {
             assert_eq!(Record::decode(junk), None, "{junk}");
         }
     }
@@ -443,6 +545,7 @@ mod tests {
         .encode();
         let pending = Record::Pending {
             at_ms: 5,
+            claim: "c".into(),
             fingerprint: FP.into(),
         }
         .encode();
@@ -458,6 +561,7 @@ mod tests {
     fn only_a_pending_request_that_ran_too_long_is_abandoned() {
         let pending = Record::Pending {
             at_ms: 1_000,
+            claim: "c".into(),
             fingerprint: FP.into(),
         };
         assert!(!pending.abandoned(1_000 + ABANDONED_AFTER_MS - 1));

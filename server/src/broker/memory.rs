@@ -316,35 +316,36 @@ impl idempotency::Store for MemoryBroker {
         &self,
         app: &str,
         key: &str,
+        claim: &str,
         fingerprint: &str,
         ttl_ms: u64,
-    ) -> Result<Option<String>, BrokerError> {
+    ) -> Result<idempotency::Claim, BrokerError> {
         Ok(self
             .idempotency
             .lock()
-            .claim(app, key, fingerprint, ttl_ms, now_ms()))
+            .claim(app, key, claim, fingerprint, ttl_ms, now_ms()))
     }
 
     async fn complete_idempotency(
         &self,
         app: &str,
         key: &str,
-        fingerprint: &str,
-        answer: &str,
-    ) -> Result<(), BrokerError> {
-        self.idempotency
+        pending: &str,
+        done: &str,
+    ) -> Result<bool, BrokerError> {
+        Ok(self
+            .idempotency
             .lock()
-            .complete(app, key, fingerprint, answer, now_ms());
-        Ok(())
+            .complete(app, key, pending, done, now_ms()))
     }
 
     async fn release_idempotency(
         &self,
         app: &str,
         key: &str,
-        fingerprint: &str,
+        pending: &str,
     ) -> Result<(), BrokerError> {
-        self.idempotency.lock().release(app, key, fingerprint);
+        self.idempotency.lock().release(app, key, pending);
         Ok(())
     }
 }

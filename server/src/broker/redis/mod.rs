@@ -759,28 +759,29 @@ impl idempotency::Store for RedisBroker {
         &self,
         app: &str,
         key: &str,
+        claim: &str,
         fingerprint: &str,
         ttl_ms: u64,
-    ) -> Result<Option<String>, BrokerError> {
-        ops::claim_idempotency(&self.inner.main, app, key, fingerprint, ttl_ms).await
+    ) -> Result<idempotency::Claim, BrokerError> {
+        ops::claim_idempotency(&self.inner.main, app, key, claim, fingerprint, ttl_ms).await
     }
 
     async fn complete_idempotency(
         &self,
         app: &str,
         key: &str,
-        fingerprint: &str,
-        answer: &str,
-    ) -> Result<(), BrokerError> {
-        ops::complete_idempotency(&self.inner.main, app, key, fingerprint, answer).await
+        pending: &str,
+        done: &str,
+    ) -> Result<bool, BrokerError> {
+        ops::complete_idempotency(&self.inner.main, app, key, pending, done).await
     }
 
     async fn release_idempotency(
         &self,
         app: &str,
         key: &str,
-        fingerprint: &str,
+        pending: &str,
     ) -> Result<(), BrokerError> {
-        ops::release_idempotency(&self.inner.main, app, key, fingerprint).await
+        ops::release_idempotency(&self.inner.main, app, key, pending).await
     }
 }

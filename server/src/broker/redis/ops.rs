@@ -222,18 +222,26 @@ pub async fn claim_idempotency(
     conn: &Conn,
     app: &str,
     key: &str,
+    claim: &str,
     fingerprint: &str,
     ttl_ms: u64,
-) -> Result<Option<String>, BrokerError> {
-    conn.invoke(
-        scripts::IDEMPOTENCY_CLAIM
-            .key(keys::idempotency(app, key))
-            .arg(fingerprint)
-            .arg(ttl_ms)
-            .arg(idempotency::ABANDONED_AFTER_MS),
-    )
-    .await
-    .map_err(unavailable)
+) -> Result<idempotency::Claim, BrokerError> {
+    let (claimed, record): (i64, String) = conn
+        .invoke(
+            scripts::IDEMPOTENCY_CLAIM
+                .key(keys::idempotency(app, key))
+                .arg(claim)
+                .arg(fingerprint)
+                .arg(ttl_ms)
+                .arg(idempotency::ABANDONED_AFTER_MS),
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(if claimed == 1 {
+        idempotency::Claim::Claimed(record)
+    } else {
+        idempotency::Claim::Found(record)
+    })
 }
 
 /// [`idempotency::Store::complete_idempotency`] on Redis, durable like the send it
@@ -242,22 +250,19 @@ pub async fn complete_idempotency(
     conn: &Conn,
     app: &str,
     key: &str,
-    fingerprint: &str,
-    answer: &str,
-) -> Result<(), BrokerError> {
-    let done = idempotency::Record::Done {
-        fingerprint: fingerprint.to_owned(),
-        answer: answer.to_owned(),
-    };
-    let _: i64 = conn
+    pending: &str,
+    done: &str,
+) -> Result<bool, BrokerError> {
+    let replaced: i64 = conn
         .invoke_durable(
             scripts::IDEMPOTENCY_COMPLETE
                 .key(keys::idempotency(app, key))
-                .arg(done.encode()),
+                .arg(pending)
+                .arg(done),
         )
         .await
         .map_err(unavailable)?;
-    Ok(())
+    Ok(replaced == 1)
 }
 
 /// [`idempotency::Store::release_idempotency`] on Redis.
@@ -265,13 +270,13 @@ pub async fn release_idempotency(
     conn: &Conn,
     app: &str,
     key: &str,
-    fingerprint: &str,
+    pending: &str,
 ) -> Result<(), BrokerError> {
     let _: i64 = conn
         .invoke(
             scripts::IDEMPOTENCY_RELEASE
                 .key(keys::idempotency(app, key))
-                .arg(fingerprint),
+                .arg(pending),
         )
         .await
         .map_err(unavailable)?;

@@ -350,9 +350,10 @@ return 1
 });
 
 /// Claims an idempotency key (see `broker::idempotency` for the record format). KEYS: the
-/// record. ARGV: fingerprint, ttl ms, abandoned-after ms. Returns nothing when claimed,
-/// else the record found. A pending record older than abandoned-after (Redis's clock)
-/// belongs to a request that died and is claimed over.
+/// record. ARGV: the attempt's token, fingerprint, ttl ms, abandoned-after ms. Returns
+/// {1, the pending record stored} when claimed, else {0, the record found}. A pending
+/// record older than abandoned-after (Redis's clock) belongs to an attempt that died and
+/// is claimed over.
 pub static IDEMPOTENCY_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{REDIS_NOW}
@@ -360,35 +361,35 @@ local now = redis_now()
 local found = redis.call('GET', KEYS[1])
 if found then
   local at = tonumber(string.match(found, '^p:(%d+):'))
-  if at == nil or now - at < tonumber(ARGV[3]) then return found end
+  if at == nil or now - at < tonumber(ARGV[4]) then return {{0, found}} end
 end
-redis.call('SET', KEYS[1], 'p:' .. now .. ':' .. ARGV[1], 'PX', ARGV[2])
-return false
+local pending = 'p:' .. now .. ':' .. ARGV[1] .. ':' .. ARGV[2]
+redis.call('SET', KEYS[1], pending, 'PX', ARGV[3])
+return {{1, pending}}
 "#
     ))
 });
 
-/// Stores the answer of a claimed request, keeping the key's expiry; nothing when the key
-/// is gone. KEYS: the record. ARGV: the done record. A script so it can be made durable
+/// Replaces an attempt's pending record with its answer, keeping the key's expiry, only
+/// while the key still holds that pending record. KEYS: the record. ARGV: the pending
+/// record, the done record. Returns 1 when replaced. A script so it can be made durable
 /// (`WAIT`) like the send it follows.
 pub static IDEMPOTENCY_COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-redis.call('SET', KEYS[1], ARGV[1], 'XX', 'KEEPTTL')
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 "#,
     )
 });
 
-/// Frees an idempotency key whose request failed, only while it still holds that
-/// request's pending record. KEYS: the record. ARGV: fingerprint.
+/// Frees an idempotency key whose attempt failed, only while it still holds that
+/// attempt's pending record. KEYS: the record. ARGV: the pending record.
 pub static IDEMPOTENCY_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local found = redis.call('GET', KEYS[1])
-if found and string.match(found, '^p:%d+:(.*)$') == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 "#,
     )
