@@ -25,6 +25,8 @@ pub(super) enum Internal {
     Token(TokenOutcome),
     Connected {
         generation: u64,
+        /// The address it went to (index into url + fallbacks).
+        host: usize,
         result: Result<Connection, ConnectError>,
     },
 }
@@ -119,7 +121,11 @@ impl Engine {
         let internal = self.internal_tx.clone();
         let task = tokio::spawn(async move {
             let result = attempt.await;
-            let _ = internal.send(Internal::Connected { generation, result });
+            let _ = internal.send(Internal::Connected {
+                generation,
+                host,
+                result,
+            });
         });
         self.connect_task = Some(task.abort_handle());
     }
@@ -159,7 +165,11 @@ impl Engine {
                     TokenOutcome::Failed(reason) => self.apply(Event::TokenFailed(reason)),
                 }
             }
-            Internal::Connected { generation, result } => {
+            Internal::Connected {
+                generation,
+                host,
+                result,
+            } => {
                 if generation != self.connect_generation {
                     // An abandoned attempt; dropping its connection closes it.
                     return;
@@ -171,6 +181,7 @@ impl Engine {
                         self.session = Some(Session {
                             connection,
                             established: false,
+                            host,
                             establish_by: Instant::now() + self.settings.connect_timeout,
                             heartbeat: None,
                             in_flight: BTreeSet::new(),
@@ -183,7 +194,7 @@ impl Engine {
                         });
                     }
                     Err(e) => {
-                        if self.hosts.failed(&e, Instant::now()) {
+                        if self.hosts.failed(host, &e, Instant::now()) {
                             info!(error = %e, "the next attempt tries another gateway address");
                         }
                         let failure = classify(&e);

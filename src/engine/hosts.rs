@@ -56,10 +56,12 @@ impl Hosts {
         self.left_primary_at = None;
     }
 
-    /// The attempt at the current address failed with `error` at `now`: moves on when
-    /// another address could answer differently. Whether it moved.
-    pub fn failed(&mut self, error: &ConnectError, now: Instant) -> bool {
-        if self.count < 2 || !another_address_could_help(error) {
+    /// The attempt at address `host` failed with `error` at `now`: moves on when another
+    /// address could answer differently. Whether it moved. A failure of an attempt that
+    /// went to another address than the current one (it started before a
+    /// [`Hosts::start_over`]) is old news and moves nothing.
+    pub fn failed(&mut self, host: usize, error: &ConnectError, now: Instant) -> bool {
+        if self.count < 2 || host != self.current || !another_address_could_help(error) {
             return false;
         }
         if self.current == 0 {
@@ -85,6 +87,25 @@ fn another_address_could_help(error: &ConnectError) -> bool {
 mod tests {
     use super::*;
 
+    /// An attempt at the address in use failed.
+    fn fail(hosts: &mut Hosts, error: &ConnectError, now: Instant) -> bool {
+        let at = hosts.for_attempt(now);
+        hosts.failed(at, error, now)
+    }
+
+    #[test]
+    fn a_failure_of_an_attempt_from_before_a_start_over_moves_nothing() {
+        let t0 = Instant::now();
+        let mut hosts = Hosts::new(3);
+        fail(&mut hosts, &ConnectError::Network("x".into()), t0);
+        // An attempt goes to the fallback; meanwhile the network comes back.
+        let attempt = hosts.for_attempt(t0);
+        assert_eq!(attempt, 1);
+        hosts.start_over();
+        assert!(!hosts.failed(attempt, &ConnectError::Network("x".into()), t0));
+        assert_eq!(hosts.for_attempt(t0), 0, "the primary is tried next");
+    }
+
     fn refused(status: u16) -> ConnectError {
         ConnectError::Refused {
             status,
@@ -99,14 +120,22 @@ mod tests {
         let t0 = Instant::now();
         let mut hosts = Hosts::new(3);
         assert_eq!(hosts.for_attempt(t0), 0);
-        assert!(hosts.failed(&ConnectError::Network("refused".into()), t0));
+        assert!(fail(
+            &mut hosts,
+            &ConnectError::Network("refused".into()),
+            t0
+        ));
         assert_eq!(hosts.for_attempt(t0), 1);
-        assert!(hosts.failed(&refused(503), t0));
+        assert!(fail(&mut hosts, &refused(503), t0));
         assert_eq!(hosts.for_attempt(t0), 2);
-        assert!(hosts.failed(&ConnectError::Timeout(Duration::from_secs(10)), t0));
+        assert!(fail(
+            &mut hosts,
+            &ConnectError::Timeout(Duration::from_secs(10)),
+            t0
+        ));
         assert_eq!(hosts.for_attempt(t0), 0, "round robin");
         for status in [404, 421, 302, 502] {
-            assert!(hosts.failed(&refused(status), t0), "{status}");
+            assert!(fail(&mut hosts, &refused(status), t0), "{status}");
         }
     }
 
@@ -114,7 +143,7 @@ mod tests {
     fn a_request_the_client_could_not_build_stays() {
         let mut hosts = Hosts::new(2);
         let bad = ConnectError::Request("token holds invalid characters".into());
-        assert!(!hosts.failed(&bad, Instant::now()));
+        assert!(!fail(&mut hosts, &bad, Instant::now()));
         assert_eq!(hosts.for_attempt(Instant::now()), 0);
     }
 
@@ -122,13 +151,13 @@ mod tests {
     fn starting_over_goes_back_to_the_primary_at_once() {
         let t0 = Instant::now();
         let mut hosts = Hosts::new(3);
-        hosts.failed(&ConnectError::Network("offline".into()), t0);
+        fail(&mut hosts, &ConnectError::Network("offline".into()), t0);
         assert_eq!(hosts.for_attempt(t0), 1);
         hosts.start_over();
         assert_eq!(hosts.for_attempt(t0), 0);
         // Leaving it again starts a new ten minutes from then.
         let t1 = t0 + Duration::from_secs(60);
-        hosts.failed(&ConnectError::Network("x".into()), t1);
+        fail(&mut hosts, &ConnectError::Network("x".into()), t1);
         assert_eq!(
             hosts.for_attempt(t1 + BACK_TO_PRIMARY - Duration::from_secs(1)),
             1
@@ -140,7 +169,7 @@ mod tests {
         let t0 = Instant::now();
         let mut hosts = Hosts::new(2);
         for status in [400, 401, 403, 429] {
-            assert!(!hosts.failed(&refused(status), t0), "{status}");
+            assert!(!fail(&mut hosts, &refused(status), t0), "{status}");
             assert_eq!(hosts.for_attempt(t0), 0);
         }
     }
@@ -148,7 +177,11 @@ mod tests {
     #[test]
     fn one_address_never_moves() {
         let mut hosts = Hosts::new(1);
-        assert!(!hosts.failed(&ConnectError::Network("x".into()), Instant::now()));
+        assert!(!fail(
+            &mut hosts,
+            &ConnectError::Network("x".into()),
+            Instant::now()
+        ));
         assert_eq!(hosts.for_attempt(Instant::now()), 0);
     }
 
@@ -156,7 +189,7 @@ mod tests {
     fn the_primary_is_tried_again_ten_minutes_after_leaving_it() {
         let t0 = Instant::now();
         let mut hosts = Hosts::new(2);
-        hosts.failed(&ConnectError::Network("x".into()), t0);
+        fail(&mut hosts, &ConnectError::Network("x".into()), t0);
         assert_eq!(
             hosts.for_attempt(t0 + BACK_TO_PRIMARY - Duration::from_secs(1)),
             1
@@ -164,7 +197,7 @@ mod tests {
         assert_eq!(hosts.for_attempt(t0 + BACK_TO_PRIMARY), 0);
         // Leaving it again starts a new ten minutes.
         let t1 = t0 + BACK_TO_PRIMARY;
-        hosts.failed(&ConnectError::Network("x".into()), t1);
+        fail(&mut hosts, &ConnectError::Network("x".into()), t1);
         assert_eq!(hosts.for_attempt(t1 + Duration::from_secs(300)), 1);
     }
 }

@@ -176,6 +176,8 @@ pub fn wall_ms() -> u64 {
 struct Session {
     connection: Connection,
     established: bool,
+    /// The address this socket went to (index into url + fallbacks).
+    host: usize,
     /// `connection_established` must arrive before this.
     establish_by: Instant,
     heartbeat: Option<Heartbeat>,
@@ -666,7 +668,7 @@ impl Engine {
         };
         if !session.established && session.establish_by <= now {
             let waited = ConnectError::Timeout(self.settings.connect_timeout);
-            if self.hosts.failed(&waited, now) {
+            if self.hosts.failed(session.host, &waited, now) {
                 info!("the next attempt tries another gateway address");
             }
             self.drop_session();
