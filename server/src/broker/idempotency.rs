@@ -90,23 +90,57 @@ pub fn check_key(key: &str) -> Result<(), String> {
 }
 
 /// SHA-256 (hex) of the operation's `path`, a newline, and `request` as canonical JSON
-/// (object keys sorted, no whitespace: serde_json's maps are ordered by key). The typed
-/// request, not the bytes that carried it: a retry whose JSON differs in layout, key
-/// order or an absent-versus-null optional field is the same request, and a `Publisher`
-/// and the HTTP API agree on it.
+/// ([`canonical`]). The typed request, not the bytes that carried it: a retry whose JSON
+/// differs in layout, key order or an absent-versus-null optional field is the same
+/// request, and a `Publisher` and the HTTP API agree on it.
 pub fn fingerprint<T: Serialize>(path: &str, request: &T) -> String {
-    let canonical = serde_json::to_value(request)
-        .map(|value| value.to_string())
-        .unwrap_or_default();
+    let mut text = String::new();
+    if let Ok(value) = serde_json::to_value(request) {
+        canonical(&value, &mut text);
+    }
     let mut hasher = Sha256::new();
     hasher.update(path.as_bytes());
     hasher.update(b"\n");
-    hasher.update(canonical.as_bytes());
+    hasher.update(text.as_bytes());
     let mut hex = String::with_capacity(64);
     for byte in hasher.finalize() {
         let _ = write!(hex, "{byte:02x}");
     }
     hex
+}
+
+/// Writes `value` with object keys sorted at every depth and no whitespace, whatever
+/// map order serde_json was built with (a `Publisher` in another binary may have
+/// `preserve_order` on through some other crate).
+pub fn canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical(item, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 /// What one keyed request came to.
@@ -395,6 +429,25 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth_and_pins_the_fingerprint() {
+        let value: serde_json::Value =
+            serde_json::from_str(r#"{"b":[{"z":1,"a":"x\"y"}],"a":null,"c":{"y":true,"x":1.5}}"#)
+                .unwrap();
+        let mut text = String::new();
+        canonical(&value, &mut text);
+        assert_eq!(
+            text,
+            r#"{"a":null,"b":[{"a":"x\"y","z":1}],"c":{"x":1.5,"y":true}}"#
+        );
+        // Pinned: a change to the canonical form would orphan every stored record.
+        let request = serde_json::json!({"userId": "u", "app": "shop", "message": {"type": "n"}});
+        assert_eq!(
+            fingerprint("/v1/send/user", &request),
+            "dc53bd2b873a2a925df0056caa779694b35438bc089654fad1ffaa4a60271e99"
+        );
+    }
 
     #[test]
     fn the_fingerprint_is_the_typed_request_not_its_layout() {
