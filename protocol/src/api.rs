@@ -61,6 +61,51 @@ pub struct SentToUser {
     pub queued: bool,
 }
 
+/// Most users one `POST /v1/send/users` reaches.
+pub const MAX_USERS_PER_SEND: usize = 1000;
+
+/// `POST /v1/send/users`: one message to several users, each through their own inbox.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendToUsers {
+    /// The users (`sub`), 1 to [`MAX_USERS_PER_SEND`], no repeats.
+    pub user_ids: Vec<String>,
+    /// The app.
+    pub app: String,
+    /// The message (one id for every user).
+    pub message: OutgoingMessage,
+}
+
+/// Answer to `POST /v1/send/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentToUsers {
+    /// The message id, the same in every user's inbox.
+    pub id: String,
+    /// Users whose inbox has it.
+    pub sent: u64,
+    /// Users whose inbox could not be reached (each with its error below).
+    pub failed: u64,
+    /// One entry per user, in the request's order.
+    pub users: Vec<UserSent>,
+}
+
+/// One user's part of [`SentToUsers`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSent {
+    /// The user.
+    pub user_id: String,
+    /// Its seq in this user's inbox, when stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Live connections of the user at send time, when stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<u64>,
+    /// Why this user's inbox could not be reached (nothing stored for them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::HttpErrorDetail>,
+}
+
 /// `POST /v1/send/room`
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SendToRoom {

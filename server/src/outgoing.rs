@@ -1,10 +1,13 @@
 //! Messages from the backend: validation and encoding, once, for every way a backend
 //! publishes (the HTTP API and the Rust [`Publisher`](crate::publisher::Publisher)).
 
+use crate::broker::{BrokerError, UserDelivery};
 use crate::clock::now_ms;
 use crate::ids::new_message_id;
-use tether_protocol::api::OutgoingMessage;
+use tether_protocol::api::{OutgoingMessage, SentToUsers, UserSent, MAX_USERS_PER_SEND};
 use tether_protocol::client::is_reserved;
+use tether_protocol::error::HttpErrorDetail;
+use tether_protocol::HttpErrorCode;
 use tether_protocol::{names, Envelope};
 use thiserror::Error;
 
@@ -57,6 +60,72 @@ pub fn check_app(app: &str) -> Result<(), Invalid> {
 /// Checks a user id (named `userId` in the API).
 pub fn check_user(user: &str) -> Result<(), Invalid> {
     names::validate_user_id(user).map_err(|e| Invalid(e.to_string().replacen("sub", "userId", 1)))
+}
+
+/// Checks the users of one `/v1/send/users`: 1 to [`MAX_USERS_PER_SEND`], each valid,
+/// none twice; the error names the entry.
+pub fn check_users(users: &[String]) -> Result<(), Invalid> {
+    if users.is_empty() || users.len() > MAX_USERS_PER_SEND {
+        return Err(Invalid(format!(
+            "userIds holds {} users; 1 to {MAX_USERS_PER_SEND} per request",
+            users.len()
+        )));
+    }
+    let mut seen = std::collections::HashMap::with_capacity(users.len());
+    for (i, user) in users.iter().enumerate() {
+        check_user(user).map_err(|e| Invalid(format!("userIds[{i}]: {}", e.0)))?;
+        if let Some(first) = seen.insert(user.as_str(), i) {
+            return Err(Invalid(format!("userIds[{i}] repeats userIds[{first}]")));
+        }
+    }
+    Ok(())
+}
+
+/// The answer to one message sent to `users` (in order) with these `results`: each
+/// user's seq and live count, or its error. When no inbox was reached, the first error:
+/// nothing was stored for anyone, and the request fails as a whole.
+pub fn sent_to_users(
+    id: String,
+    users: Vec<String>,
+    results: Vec<Result<UserDelivery, BrokerError>>,
+) -> Result<SentToUsers, BrokerError> {
+    let sent = results.iter().filter(|r| r.is_ok()).count() as u64;
+    if sent == 0 {
+        if let Some(Err(first)) = results.into_iter().next() {
+            return Err(first);
+        }
+        return Err(BrokerError::BadRequest("no users".into()));
+    }
+    let users: Vec<UserSent> = users
+        .into_iter()
+        .zip(results)
+        .map(|(user_id, result)| match result {
+            Ok(delivery) => UserSent {
+                user_id,
+                seq: Some(delivery.seq),
+                delivered: Some(delivery.delivered),
+                error: None,
+            },
+            Err(e) => UserSent {
+                user_id,
+                seq: None,
+                delivered: None,
+                error: Some(HttpErrorDetail {
+                    code: match e {
+                        BrokerError::Unavailable(_) => HttpErrorCode::Unavailable,
+                        BrokerError::BadRequest(_) => HttpErrorCode::InvalidRequest,
+                    },
+                    message: format!("{e}; nothing was stored for this user"),
+                }),
+            },
+        })
+        .collect();
+    Ok(SentToUsers {
+        id,
+        sent,
+        failed: users.len() as u64 - sent,
+        users,
+    })
 }
 
 /// Checks a room name.

@@ -28,9 +28,12 @@ use crate::broker::redis::connection::{self, Conn, Target};
 use crate::broker::redis::ops;
 use crate::broker::redis::sentinel::{self, SentinelTarget};
 use crate::broker::BrokerError;
+use crate::broker::UserDelivery;
 use crate::clock::now_ms;
 use crate::hub::Topic;
-use crate::outgoing::{check_app, check_room, check_user, encode, Encoded, Invalid};
+use crate::outgoing::{
+    check_app, check_room, check_user, check_users, encode, sent_to_users, Encoded, Invalid,
+};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -39,7 +42,8 @@ use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tether_protocol::api::{
-    Kicked, OutgoingMessage, SendToApp, SendToRoom, SendToUser, SentToApp, SentToRoom, SentToUser,
+    Kicked, OutgoingMessage, SendToApp, SendToRoom, SendToUser, SendToUsers, SentToApp, SentToRoom,
+    SentToUser, SentToUsers,
 };
 use thiserror::Error;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -237,22 +241,63 @@ impl Publisher {
         user_id: &str,
         message: Encoded,
     ) -> Result<SentToUser, PublishError> {
+        let delivery = self.append(app, user_id, &message.body).await?;
+        Ok(SentToUser {
+            id: message.id,
+            seq: delivery.seq,
+            delivered: delivery.delivered,
+            queued: true,
+        })
+    }
+
+    /// Appends to one inbox (batched with the appends queued at the same moment) and
+    /// counts it for the gateways' `totalQueuedMessages`.
+    async fn append(
+        &self,
+        app: &str,
+        user_id: &str,
+        body: &str,
+    ) -> Result<UserDelivery, BrokerError> {
         let now = now_ms();
         let appended = self
             .appender
-            .append(self.retention, app, user_id, &message.body)
+            .append(self.retention, app, user_id, body)
             .await?;
         let mut pending = self.queued.pending.lock();
         for (bucket, delta) in ops::queued_deltas(self.retention, now, &appended.trimmed_at) {
             *pending.entry(bucket).or_default() += delta;
         }
         drop(pending);
-        Ok(SentToUser {
-            id: message.id,
-            seq: appended.delivery.seq,
-            delivered: appended.delivery.delivered,
-            queued: true,
-        })
+        Ok(appended.delivery)
+    }
+
+    /// One durable message to several users (1 to 1,000, no repeats), each through their
+    /// own inbox, with one id; the appends go out together. As `POST /v1/send/users`: per
+    /// user its seq or its error; [`PublishError::Unavailable`] only when no inbox was
+    /// reached.
+    pub async fn send_to_users(
+        &self,
+        app: &str,
+        user_ids: &[String],
+        message: OutgoingMessage,
+    ) -> Result<SentToUsers, PublishError> {
+        check_app(app)?;
+        check_users(user_ids)?;
+        self.users_send(app, user_ids.to_vec(), encode(message, None)?)
+            .await
+    }
+
+    async fn users_send(
+        &self,
+        app: &str,
+        user_ids: Vec<String>,
+        message: Encoded,
+    ) -> Result<SentToUsers, PublishError> {
+        let appends = user_ids
+            .iter()
+            .map(|user| self.append(app, user, &message.body));
+        let results = futures_util::future::join_all(appends).await;
+        Ok(sent_to_users(message.id, user_ids, results)?)
     }
 
     /// Live message to a room's members on every node.
@@ -353,6 +398,29 @@ impl Once<'_> {
         let (publisher, app, user) = (self.publisher.clone(), request.app, request.user_id);
         self.run(app.clone(), fingerprint, async move {
             publisher.user_send(&app, &user, encoded).await
+        })
+        .await
+    }
+
+    /// [`Publisher::send_to_users`], at most once per key.
+    pub async fn send_to_users(
+        &self,
+        app: &str,
+        user_ids: &[String],
+        message: OutgoingMessage,
+    ) -> Result<Replayable<SentToUsers>, PublishError> {
+        check_app(app)?;
+        check_users(user_ids)?;
+        let request = SendToUsers {
+            user_ids: user_ids.to_vec(),
+            app: app.to_owned(),
+            message,
+        };
+        let fingerprint = idempotency::fingerprint("/v1/send/users", &request);
+        let encoded = encode(request.message, None)?;
+        let (publisher, app, users) = (self.publisher.clone(), request.app, request.user_ids);
+        self.run(app.clone(), fingerprint, async move {
+            publisher.users_send(&app, users, encoded).await
         })
         .await
     }

@@ -285,3 +285,84 @@ async fn a_malformed_idempotency_key_is_400() {
             .contains("Idempotency-Key"));
     }
 }
+
+#[tokio::test]
+async fn one_message_reaches_several_users_each_through_their_own_inbox() {
+    let gw = TestGateway::start().await;
+    let mut customer = gw.connect("customer-42", "phone").await;
+    let mut courier = gw.connect("courier-7", "phone").await;
+    // The customer's inbox already holds one message: seqs are per inbox.
+    gw.send_to_user("customer-42", "n", json!("earlier")).await;
+    assert_eq!(customer.recv().await["seq"], 1);
+    let (status, sent) = gw
+        .api(
+            Method::POST,
+            "/v1/send/users",
+            Some(
+                json!({"userIds": ["customer-42", "courier-7", "store-3"], "app": APP,
+                "message": {"type": "order_update", "data": {"orderId": 123}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(
+        (sent["sent"].as_u64(), sent["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let users = sent["users"].as_array().unwrap();
+    let seqs: Vec<(&str, u64, u64)> = users
+        .iter()
+        .map(|u| {
+            (
+                u["userId"].as_str().unwrap(),
+                u["seq"].as_u64().unwrap(),
+                u["delivered"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            ("customer-42", 2, 1),
+            ("courier-7", 1, 1),
+            ("store-3", 1, 0)
+        ]
+    );
+    for (client, seq) in [(&mut customer, 2), (&mut courier, 1)] {
+        let m = client.recv().await;
+        assert_eq!(
+            (m["id"].clone(), m["seq"].as_u64()),
+            (sent["id"].clone(), Some(seq))
+        );
+    }
+    // Offline: it waits in the inbox.
+    let mut store = gw.connect("store-3", "tablet").await;
+    let m = store.recv().await;
+    assert_eq!(
+        (m["id"].clone(), m["type"].as_str()),
+        (sent["id"].clone(), Some("order_update"))
+    );
+    for bad in [
+        json!([]),
+        json!(["a", "b", "a"]),
+        json!(["a", ""]),
+        json!((0..1001).map(|n| format!("u{n}")).collect::<Vec<_>>()),
+    ] {
+        let (status, error) = gw
+            .api(
+                Method::POST,
+                "/v1/send/users",
+                Some(json!({"userIds": bad, "app": APP, "message": {"type": "n"}})),
+            )
+            .await;
+        assert_eq!(status, 400, "{error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("userIds"),
+            "{error}"
+        );
+    }
+    customer.silent_for(100).await;
+}

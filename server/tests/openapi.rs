@@ -17,8 +17,8 @@ use std::sync::Mutex;
 use support::redis::RedisServer;
 use support::*;
 use tether_protocol::api::{
-    Health, InboundPage, Kicked, SendToApp, SendToRoom, SendToUser, SentToApp, SentToRoom,
-    SentToUser, Stats,
+    Health, InboundPage, Kicked, SendToApp, SendToRoom, SendToUser, SendToUsers, SentToApp,
+    SentToRoom, SentToUser, SentToUsers, Stats,
 };
 use tether_protocol::server::RoomPresence;
 use tether_server::api::{endpoints, openapi::DOCUMENT, Access};
@@ -468,6 +468,8 @@ fn every_example_fits_its_schema_and_the_protocol_types() {
         "OutgoingMessage.type's reserved list"
     );
     round_trips::<SendToUser>(&request("/v1/send/user"), "SendToUser");
+    round_trips::<SendToUsers>(&request("/v1/send/users"), "SendToUsers");
+    round_trips::<SentToUsers>(&ok("/v1/send/users", "post"), "SentToUsers");
     round_trips::<SendToRoom>(&request("/v1/send/room"), "SendToRoom");
     round_trips::<SendToApp>(&request("/v1/send/app"), "SendToApp");
     round_trips::<SentToUser>(&ok("/v1/send/user", "post"), "SentToUser");
@@ -544,6 +546,20 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
     );
     let answer = caller
         .post_checked(
+            "/v1/send/users",
+            json!({"userIds": ["alice", "bob"], "app": APP, "message": {"type": "n", "id": "order-2"}}),
+        )
+        .await;
+    assert_eq!(
+        (
+            answer.status,
+            answer.body["sent"].as_u64(),
+            answer.body["users"][0]["delivered"].as_u64()
+        ),
+        (200, Some(2), Some(2))
+    );
+    let answer = caller
+        .post_checked(
             "/v1/send/room",
             json!({"room": "orders:1", "app": APP, "message": {"type": "n", "data": [1, 2]}}),
         )
@@ -594,6 +610,17 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
     ] {
         caller.post_checked("/v1/send/user", body).await;
     }
+    let many: Vec<String> = (0..1001).map(|n| format!("u{n}")).collect();
+    for body in [
+        json!({"userIds": [], "app": APP, "message": {"type": "n"}}),
+        json!({"userIds": ["a", "b", "a"], "app": APP, "message": {"type": "n"}}),
+        json!({"userIds": many, "app": APP, "message": {"type": "n"}}),
+        json!({"userIds": ["ok", ""], "app": APP, "message": {"type": "n"}}),
+        json!({"userIds": "alice", "app": APP, "message": {"type": "n"}}),
+        json!({"userId": "alice", "app": APP, "message": {"type": "n"}}),
+    ] {
+        caller.post_checked("/v1/send/users", body).await;
+    }
     for body in [
         json!({"room": "bad room", "app": APP, "message": {"type": "n"}}),
         json!({"room": "", "app": APP, "message": {"type": "n"}}),
@@ -617,7 +644,12 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
         .await;
     assert_eq!(answer.status, 400);
     // Bodies above the 2 MiB limit are refused by the HTTP layer.
-    for path in ["/v1/send/user", "/v1/send/room", "/v1/send/app"] {
+    for path in [
+        "/v1/send/user",
+        "/v1/send/users",
+        "/v1/send/room",
+        "/v1/send/app",
+    ] {
         let huge = format!("{{\"app\":\"{APP}\",\"pad\":\"{}\"}}", "x".repeat(3 << 20));
         let answer = caller
             .call(Method::POST, path, Some(huge.into_bytes()), Some(ADMIN_KEY))
@@ -763,12 +795,16 @@ async fn exercise_without_key(caller: &Caller<'_>) {
 }
 
 /// One valid body per send endpoint, for the `Idempotency-Key` checks.
-fn idempotent_sends(room: &str) -> [(&'static str, Value); 3] {
+fn idempotent_sends(room: &str) -> [(&'static str, Value); 4] {
     let message = json!({"type": "n", "data": {"orderId": 1}});
     [
         (
             "/v1/send/user",
             json!({"userId": "alice", "app": APP, "message": message}),
+        ),
+        (
+            "/v1/send/users",
+            json!({"userIds": ["alice", "bob"], "app": APP, "message": message}),
         ),
         (
             "/v1/send/room",
@@ -823,6 +859,11 @@ async fn exercise_redis_down(caller: &Caller<'_>, redis: &mut RedisServer) {
             Method::POST,
             "/v1/send/user".to_owned(),
             Some(json!({"userId": "u", "app": APP, "message": message})),
+        ),
+        (
+            Method::POST,
+            "/v1/send/users".to_owned(),
+            Some(json!({"userIds": ["u", "v"], "app": APP, "message": message})),
         ),
         (
             Method::POST,

@@ -671,3 +671,65 @@ async fn only_the_attempt_that_holds_a_claim_records_or_frees_it_in_redis() {
     );
     assert_eq!(redis.cli(&["EXISTS", &record]).unwrap().trim(), "0");
 }
+
+#[tokio::test]
+async fn a_send_to_several_users_spans_nodes_and_reports_each_user() {
+    use tether_protocol::api::OutgoingMessage;
+    use tether_server::publisher::Publisher;
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |_| {}).await;
+    let b = a.sibling().await;
+    let mut on_a = a.connect("u1", "phone").await;
+    let mut on_b = b.connect("u2", "phone").await;
+    // u3's inbox key holds something that is not an inbox: only u3 fails.
+    let broken = format!("tether:{{u:{APP}:u3}}:inbox");
+    redis.cli(&["SET", &broken, "not a list"]).unwrap();
+    let body =
+        json!({"userIds": ["u1", "u2", "u3"], "app": APP, "message": {"type": "n", "data": 1}});
+    let (status, sent) = a
+        .api(reqwest::Method::POST, "/v1/send/users", Some(body))
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(
+        (sent["sent"].as_u64(), sent["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(sent["users"][2]["error"]["code"], "unavailable", "{sent}");
+    assert!(sent["users"][2]["seq"].is_null());
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(client.recv().await["id"], sent["id"]);
+    }
+    // When no inbox is reached, the request fails as a whole.
+    let only_broken = json!({"userIds": ["u3"], "app": APP, "message": {"type": "n"}});
+    let (status, _) = a
+        .api(reqwest::Method::POST, "/v1/send/users", Some(only_broken))
+        .await;
+    assert_eq!(status, 503);
+    redis.cli(&["DEL", &broken]).unwrap();
+
+    // A Rust backend, the same answers.
+    let publisher = Publisher::connect(&redis.url()).await.unwrap();
+    let users = vec!["u1".to_owned(), "u2".to_owned()];
+    let sent = publisher
+        .send_to_users(APP, &users, OutgoingMessage::new("n", &2))
+        .await
+        .unwrap();
+    assert_eq!((sent.sent, sent.failed), (2, 0));
+    assert_eq!(sent.users[0].seq, Some(2));
+    for client in [&mut on_a, &mut on_b] {
+        assert_eq!(client.recv().await["id"], sent.id.as_str());
+    }
+    let again = publisher
+        .once("both-2")
+        .send_to_users(APP, &users, OutgoingMessage::new("n", &3))
+        .await
+        .unwrap();
+    let replay = publisher
+        .once("both-2")
+        .send_to_users(APP, &users, OutgoingMessage::new("n", &3))
+        .await
+        .unwrap();
+    assert!(!again.replayed && replay.replayed && replay.answer == again.answer);
+    on_a.recv().await;
+    on_a.silent_for(200).await;
+}

@@ -94,6 +94,7 @@ fn table() -> Vec<Row> {
     use Verb::{Delete, Get, Post};
     vec![
         row(Post, "/v1/send/user", AdminKey, send::to_user),
+        row(Post, "/v1/send/users", AdminKey, send::to_users),
         row(Post, "/v1/send/room", AdminKey, send::to_room),
         row(Post, "/v1/send/app", AdminKey, send::to_app),
         row(Delete, "/v1/connections", AdminKey, send::kick),

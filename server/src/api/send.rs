@@ -5,7 +5,9 @@
 
 use super::error::{json_body, ApiError};
 use super::idempotency::{self, Keyed};
-use crate::outgoing::{check_app, check_room, check_user, encode, Invalid};
+use crate::outgoing::{
+    check_app, check_room, check_user, check_users, encode, sent_to_users, Invalid,
+};
 use crate::state::Shared;
 use axum::body::Bytes;
 use axum::extract::ws::Utf8Bytes;
@@ -16,7 +18,7 @@ use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
 use tether_protocol::api::{
-    Kicked, SendToApp, SendToRoom, SendToUser, SentToApp, SentToRoom, SentToUser,
+    Kicked, SendToApp, SendToRoom, SendToUser, SendToUsers, SentToApp, SentToRoom, SentToUser,
 };
 use tracing::debug;
 
@@ -48,6 +50,34 @@ pub async fn to_user(
             delivered: delivery.delivered,
             queued: true,
         })
+    })
+    .await
+}
+
+/// `POST /v1/send/users`: one message, durable, into each user's inbox and live to their
+/// connections; one id for all. The sends go out together (on Redis, the appender packs
+/// them into few script runs). Per user: its seq, or why not; 503 only when no inbox was
+/// reached.
+pub async fn to_users(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: SendToUsers = json_body(&body)?;
+    check_app(&request.app)?;
+    check_users(&request.user_ids)?;
+    let keyed = Keyed::from_request(&headers, "/v1/send/users", &request)?;
+    let message = encode(request.message, None)?;
+    let (app, users) = (request.app, request.user_ids);
+    let broker = shared.broker.clone();
+    idempotency::once(shared, app.clone(), keyed, move || async move {
+        let sends = users
+            .iter()
+            .map(|user| broker.send_to_user(&app, user, &message.body));
+        let results = futures_util::future::join_all(sends).await;
+        let answer = sent_to_users(message.id, users, results)?;
+        debug!(%app, sent = answer.sent, failed = answer.failed, "sent to users");
+        Ok(answer)
     })
     .await
 }

@@ -108,8 +108,9 @@ async fn run(conn: Conn, mut queue: mpsc::UnboundedReceiver<Job>) {
             drop(messages);
             match result {
                 Ok(appended) => {
+                    // Each its own answer: one user's broken key fails only that user.
                     for (job, one) in batch.into_iter().zip(appended) {
-                        let _ = job.answer.send(Ok(one));
+                        let _ = job.answer.send(one);
                     }
                 }
                 Err(e) => {

@@ -59,7 +59,7 @@ pub async fn append(
     };
     let appended = parse_appended(reply)?
         .pop()
-        .ok_or_else(|| malformed("no result"))?;
+        .ok_or_else(|| malformed("no result"))??;
     if replicas > 0 {
         // Stored and confirmed either way: if it does not go out live, connected clients
         // get it from the inbox when the next message shows the gap, or when they reconnect.
@@ -85,7 +85,7 @@ pub async fn append_many(
     retention: Retention,
     messages: &[(&UserKeys, &str)],
     now: u64,
-) -> Result<Vec<Appended>, BrokerError> {
+) -> Result<Vec<Result<Appended, BrokerError>>, BrokerError> {
     let invocation = append_invocation(retention, messages, sharded_arg(conn), now);
     let reply: Vec<Value> = conn.invoke(&invocation).await.map_err(unavailable)?;
     let appended = parse_appended(reply)?;
@@ -125,25 +125,38 @@ fn malformed(what: &str) -> BrokerError {
     BrokerError::Unavailable(format!("redis: malformed append reply ({what})"))
 }
 
-/// The script's answer: per message {seq, live connections, trimmed timestamps...}.
-fn parse_appended(reply: Vec<Value>) -> Result<Vec<Appended>, BrokerError> {
+/// The script's answer: per message {seq, live connections, trimmed timestamps...}, or
+/// {'e', why} for a message whose keys could not take it (nothing of it was written but,
+/// perhaps, its seq).
+fn parse_appended(reply: Vec<Value>) -> Result<Vec<Result<Appended, BrokerError>>, BrokerError> {
     reply
         .into_iter()
         .map(|one| {
             let Value::Array(values) = one else {
                 return Err(malformed("not an array"));
             };
+            if let [Value::BulkString(marker), why, ..] = values.as_slice() {
+                if marker.as_slice() == b"e" {
+                    let why = match why {
+                        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                        _ => "unknown".to_owned(),
+                    };
+                    return Ok(Err(BrokerError::Unavailable(format!(
+                        "redis refused this user's inbox ({why})"
+                    ))));
+                }
+            }
             let numbers: Vec<u64> = values.iter().filter_map(int).collect();
             let [seq, delivered, trimmed @ ..] = numbers.as_slice() else {
                 return Err(malformed("too short"));
             };
-            Ok(Appended {
+            Ok(Ok(Appended {
                 delivery: UserDelivery {
                     seq: *seq,
                     delivered: *delivered,
                 },
                 trimmed_at: trimmed.to_vec(),
-            })
+            }))
         })
         .collect()
 }

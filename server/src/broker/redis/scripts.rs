@@ -95,17 +95,20 @@ local ttl = tonumber(ARGV[2])
 local max_len = tonumber(ARGV[3])
 local mode = ARGV[4]
 local clock = redis_now()
-local results = {{}}
-for i = 1, #KEYS / 4 do
-  local seq_key, inbox, conns_key, channel = KEYS[i * 4 - 3], KEYS[i * 4 - 2], KEYS[i * 4 - 1], KEYS[i * 4]
-  local seq = redis.call('INCR', seq_key)
-  local frame = '{{"seq":' .. seq .. ',' .. string.sub(ARGV[4 + i], 2)
+-- One message; a key of the wrong kind fails this message only ({{'e', why}}), never
+-- the others of the batch: a script error would leave their writes done and report
+-- them all as failed.
+local function append_one(seq_key, inbox, conns_key, channel, body)
+  local seq = redis.pcall('INCR', seq_key)
+  if type(seq) == 'table' then return {{'e', 'seq: ' .. tostring(seq['err'])}} end
+  local frame = '{{"seq":' .. seq .. ',' .. string.sub(body, 2)
   local member = ARGV[1] .. ':' .. frame
   local len = redis.pcall('RPUSH', inbox, member)
-  if type(len) == 'table' then
+  if type(len) == 'table' and redis.call('TYPE', inbox)['ok'] == 'zset' then
     upgrade_inbox(inbox)
-    len = redis.call('RPUSH', inbox, member)
+    len = redis.pcall('RPUSH', inbox, member)
   end
+  if type(len) == 'table' then return {{'e', 'inbox: ' .. tostring(len['err'])}} end
   local result = {{seq, 0}}
   if len > max_len then
     for _, trimmed in ipairs(redis.call('LPOP', inbox, len - max_len)) do
@@ -116,7 +119,8 @@ for i = 1, #KEYS / 4 do
   -- key itself expires when the inbox goes quiet for the TTL.
   if seq % 16 == 0 then trim_age(inbox, now - ttl) end
   redis.call('PEXPIRE', inbox, ttl)
-  local conns = redis.call('HGETALL', conns_key)
+  local conns = redis.pcall('HGETALL', conns_key)
+  if type(conns) ~= 'table' or conns['err'] then conns = {{}} end
   for j = 2, #conns, 2 do
     local expires = tonumber(string.match(conns[j], '^(%d+)'))
     if expires ~= nil and expires > clock then result[2] = result[2] + 1 end
@@ -129,7 +133,11 @@ for i = 1, #KEYS / 4 do
   else
     table.insert(result, payload)
   end
-  results[i] = result
+  return result
+end
+local results = {{}}
+for i = 1, #KEYS / 4 do
+  results[i] = append_one(KEYS[i * 4 - 3], KEYS[i * 4 - 2], KEYS[i * 4 - 1], KEYS[i * 4], ARGV[4 + i])
 end
 return results
 "#
