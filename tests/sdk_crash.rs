@@ -54,6 +54,13 @@ fn crash_child() {
         .enable_all()
         .build()
         .unwrap();
+    // What survived on disk, from the snapshot the client publishes before it returns
+    // from `new` (read before connecting: a fast link could drain the queue before a
+    // later look).
+    let mut watch = client.watch();
+    if spec.send == 0 {
+        say(&format!("RESUMED {}", watch.borrow_and_update().queued));
+    }
     local.block_on(async move {
         client.connect();
         tokio::spawn(async move {
@@ -65,10 +72,6 @@ fn crash_child() {
             // (ACKED lines are informational: they show in a failing run's output.)
         });
         if spec.send == 0 {
-            let mut watch = client.watch();
-            // The engine's first snapshot tells what survived on disk.
-            watch.changed().await.unwrap();
-            say(&format!("RESUMED {}", watch.borrow_and_update().queued));
             loop {
                 {
                     let s = watch.borrow_and_update();

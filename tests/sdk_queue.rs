@@ -714,6 +714,9 @@ enum QueueOp {
     Drop,
     /// The process restarts: the queue is opened again from the store.
     Reopen,
+    /// Sends made at the same moment (no replace key): time to live and payload size of
+    /// each; with `true`, the store refuses the write.
+    PushAll(Vec<(Option<u64>, usize)>, bool),
 }
 
 fn queue_op() -> impl Strategy<Value = QueueOp> {
@@ -726,6 +729,11 @@ fn queue_op() -> impl Strategy<Value = QueueOp> {
         2 => (0u64..4_000).prop_map(QueueOp::Expire),
         1 => Just(QueueOp::Drop),
         1 => Just(QueueOp::Reopen),
+        3 => (
+            proptest::collection::vec((proptest::option::of(1u64..5_000), 0usize..40), 1..5),
+            proptest::bool::weighted(0.2),
+        )
+            .prop_map(|(batch, fail)| QueueOp::PushAll(batch, fail)),
     ]
 }
 
@@ -833,6 +841,55 @@ proptest! {
                         .collect();
                     prop_assert_eq!(&ids, &want);
                     model.retain(|m| !want.contains(&m.id));
+                }
+                QueueOp::PushAll(batch, fail) => {
+                    let mut news = Vec::new();
+                    let mut expected = Vec::new();
+                    let (mut count, mut bytes) = (model.len(), model.iter().map(|m| m.size).sum::<u64>());
+                    for (ttl, n) in batch {
+                        let id = format!("m{next:03}");
+                        next += 1;
+                        let size = (id.len() + "t".len() + n) as u64;
+                        let fits = if count >= 6 {
+                            Err("count")
+                        } else if bytes + size > 200 {
+                            Err("bytes")
+                        } else {
+                            count += 1;
+                            bytes += size;
+                            Ok(())
+                        };
+                        let aged = now + 60_000;
+                        expected.push((fits, Modelled {
+                            id: id.clone(),
+                            key: None,
+                            size,
+                            deadline: ttl.map_or(aged, |t| (now + t).min(aged)),
+                            on_its_way: false,
+                        }));
+                        news.push(NewMessage {
+                            id,
+                            kind: "t".into(),
+                            data_json: "x".repeat(n),
+                            expires_ms: ttl.map(|t| now + t),
+                        });
+                    }
+                    store.failing_append.store(fail, Ordering::SeqCst);
+                    let answers = outbox.push_all(news, now);
+                    store.failing_append.store(false, Ordering::SeqCst);
+                    let any_fits = expected.iter().any(|(fits, _)| fits.is_ok());
+                    for ((fits, modelled), answer) in expected.into_iter().zip(answers) {
+                        match (fits, answer) {
+                            (Err("count"), Err(Error::QueueFull(QueueFull::Count { .. })))
+                            | (Err("bytes"), Err(Error::QueueFull(QueueFull::Bytes { .. }))) => {}
+                            (Ok(()), Err(Error::Storage(_))) if fail && any_fits => {}
+                            (Ok(()), Ok(stored)) if !fail => {
+                                prop_assert_eq!(&stored.id, &modelled.id);
+                                model.push(modelled);
+                            }
+                            (fits, answer) => prop_assert!(false, "{fits:?} but {answer:?}"),
+                        }
+                    }
                 }
                 QueueOp::Drop => model.iter_mut().for_each(|m| m.on_its_way = false),
                 QueueOp::Reopen => {

@@ -488,9 +488,14 @@ impl Once<'_> {
         let task = tokio::spawn(async move {
             idempotency::once(&records, &app, &key, &fingerprint, ttl_ms, || send).await
         });
-        let outcome = task
-            .await
-            .map_err(|e| PublishError::Unavailable(format!("the send task failed: {e}")))??;
+        let outcome = task.await.map_err(|e| {
+            tracing::error!(error = %e, "an idempotent send's task failed");
+            PublishError::Unavailable(
+                "the send failed inside the publisher; the idempotency key stays claimed \
+                     until a retry takes it over (30 s)"
+                    .into(),
+            )
+        })??;
         match outcome {
             Outcome::Sent(answer) => Ok(Replayable {
                 answer,

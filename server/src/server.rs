@@ -159,6 +159,18 @@ impl Gateway {
                 .close_all(crate::hub::ABANDON, "shutdown timeout");
         }
         let _ = tokio::time::timeout(shared.config.shutdown_timeout, self.server).await;
+        // Keyed backend sends whose callers left: let them record their answers, or a
+        // retry would find the key claimed and, 30 s later, send again.
+        shared.sends.close();
+        if tokio::time::timeout(shared.config.shutdown_timeout, shared.sends.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                remaining = shared.sends.len(),
+                "shutdown timeout: idempotent sends still running"
+            );
+        }
         shared.broker.shutdown().await;
         info!(node = %shared.node, "gateway stopped");
     }

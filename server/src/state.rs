@@ -40,6 +40,9 @@ pub struct Shared {
     pub kill: CancellationToken,
     /// Connection tasks, so shutdown can wait for them.
     pub connections: TaskTracker,
+    /// Backend sends with an `Idempotency-Key` that run on their own (their caller may
+    /// have stopped waiting), so shutdown lets them finish and record their answers.
+    pub sends: TaskTracker,
     /// Counters touched per frame.
     pub metrics: crate::metrics::HotMetrics,
 }
@@ -66,6 +69,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             kill: CancellationToken::new(),
             connections: TaskTracker::new(),
+            sends: TaskTracker::new(),
             metrics: crate::metrics::HotMetrics::new(),
         }
     }

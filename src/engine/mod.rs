@@ -583,12 +583,13 @@ impl Engine {
         }
     }
 
-    /// Handles `first` and the commands already waiting behind it (at most
-    /// [`COMMAND_BATCH`]), in order. Sends that replace nothing are stored together, with
-    /// one sync for all of them: a burst of `send_message` calls costs one disk flush
-    /// instead of one each (on a phone, an fsync is milliseconds). Any other command
-    /// first stores and answers the sends before it, so the order of effects is the
-    /// order of the calls.
+    /// Handles `first` and the run of sends that replace nothing already waiting behind
+    /// it (at most [`COMMAND_BATCH`]), in order: they are stored together, with one sync
+    /// for all of them, so a burst of `send_message` calls costs one disk flush instead
+    /// of one each (on a phone, an fsync is milliseconds). Any other command ends the
+    /// run: the sends before it are stored and answered, it is handled, and the engine
+    /// goes back to its socket and timers, so it never spends more than one sync for
+    /// the run and one command's work before reading what the gateway sent.
     fn on_commands(&mut self, first: Command) {
         let mut staged = Vec::new();
         let mut next = Some(first);
@@ -612,6 +613,7 @@ impl Engine {
                 other => {
                     self.store_staged(&mut staged);
                     self.on_command(other);
+                    return;
                 }
             }
             handled += 1;

@@ -146,10 +146,13 @@ impl Engine {
         }
         let (batch, replies): (Vec<NewMessage>, Vec<Reply>) = staged.drain(..).unzip();
         let answers = self.outbox.push_all(batch, wall_ms());
-        let stored = answers.iter().filter(|a| a.is_ok()).count();
+        let mut stored = 0;
+        for message in answers.iter().flatten() {
+            debug!(id = %message.id, seq = message.seq, "queued");
+            stored += 1;
+        }
         if stored > 0 {
             self.schedule_sweep();
-            debug!(stored, "queued");
         }
         // Publish first: once send_message returns, stats() counts the message.
         self.publish();

@@ -65,7 +65,8 @@ pub enum QueueFull {
 /// One queued app message, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
-    /// Position in the queue; strictly increasing, never reused.
+    /// Position in the queue; strictly increasing. A seq whose append failed is given
+    /// again, after the store has removed whatever that append left (see `SledStore`).
     pub seq: u64,
     /// The message id the gateway de-duplicates by (a UUIDv7).
     pub id: String,
@@ -96,7 +97,9 @@ pub trait QueueStore: Send {
     fn load(&self) -> Result<Vec<QueuedMessage>, StorageError>;
     /// One message.
     fn get(&self, seq: u64) -> Result<Option<QueuedMessage>, StorageError>;
-    /// Stores messages durably, all or none, with one sync for all of them.
+    /// Stores messages durably, all or none, with one sync for all of them. A failure
+    /// must leave none of them to be loaded later, after a restart included (a caller
+    /// told "not stored" may send again, with a new id the gateway cannot de-duplicate).
     fn append_all(&mut self, messages: &[QueuedMessage]) -> Result<(), StorageError>;
     /// Forgets a message. Need not be durable at once: a message removed but resent after
     /// a crash is de-duplicated by the gateway.

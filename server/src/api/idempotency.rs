@@ -77,13 +77,16 @@ where
             .map(|answer| axum::Json(answer).into_response());
     };
     let ttl_ms = shared.config.idempotency_ttl_s.saturating_mul(1000);
-    let task = tokio::spawn(async move {
+    let tracker = shared.sends.clone();
+    let task = tracker.spawn(async move {
         idempotency::once(&*shared.broker, &app, &key, &fingerprint, ttl_ms, send).await
     });
     let outcome = task.await.map_err(|e| {
+        tracing::error!(error = %e, "an idempotent send's task failed");
         ApiError::new(
             HttpErrorCode::Internal,
-            format!("the send task failed: {e}"),
+            "the send failed inside the gateway; its Idempotency-Key stays claimed until \
+             a retry takes it over (30 s)",
         )
     })??;
     match outcome {

@@ -109,9 +109,10 @@ pub fn fingerprint<T: Serialize>(path: &str, request: &T) -> String {
     hex
 }
 
-/// Writes `value` with object keys sorted at every depth and no whitespace, whatever
-/// map order serde_json was built with (a `Publisher` in another binary may have
-/// `preserve_order` on through some other crate).
+/// Writes `value` with object keys sorted at every depth, numbers as numbers and no
+/// whitespace, whatever serde_json features a binary was built with (a `Publisher` in a
+/// backend may have `preserve_order` or `arbitrary_precision` on through some other
+/// crate). Integers beyond 64 bits and decimals compare as their f64 value.
 pub fn canonical(value: &serde_json::Value, out: &mut String) {
     use serde_json::Value;
     match value {
@@ -138,6 +139,18 @@ pub fn canonical(value: &serde_json::Value, out: &mut String) {
                 canonical(item, out);
             }
             out.push(']');
+        }
+        // As a number, not as the text it came in: with serde_json's
+        // `arbitrary_precision` on somewhere, `1.50` would stay `1.50`.
+        Value::Number(number) => {
+            if let Some(n) = number.as_u64() {
+                let _ = write!(out, "{n}");
+            } else if let Some(n) = number.as_i64() {
+                let _ = write!(out, "{n}");
+            } else {
+                let float = number.as_f64().and_then(serde_json::Number::from_f64);
+                out.push_str(&float.map_or_else(|| number.to_string(), |f| f.to_string()));
+            }
         }
         scalar => out.push_str(&scalar.to_string()),
     }
@@ -432,14 +445,15 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth_and_pins_the_fingerprint() {
-        let value: serde_json::Value =
-            serde_json::from_str(r#"{"b":[{"z":1,"a":"x\"y"}],"a":null,"c":{"y":true,"x":1.5}}"#)
-                .unwrap();
+        let value: serde_json::Value = serde_json::from_str(
+            r#"{"b":[{"z":1,"a":"x\"y"}],"a":null,"c":{"y":true,"x":1.50,"w":-3,"v":2e3}}"#,
+        )
+        .unwrap();
         let mut text = String::new();
         canonical(&value, &mut text);
         assert_eq!(
             text,
-            r#"{"a":null,"b":[{"a":"x\"y","z":1}],"c":{"x":1.5,"y":true}}"#
+            r#"{"a":null,"b":[{"a":"x\"y","z":1}],"c":{"v":2000.0,"w":-3,"x":1.5,"y":true}}"#
         );
         // Pinned: a change to the canonical form would orphan every stored record.
         let request = serde_json::json!({"userId": "u", "app": "shop", "message": {"type": "n"}});
