@@ -482,7 +482,8 @@ impl Once<'_> {
         Fut: Future<Output = Result<T, PublishError>> + Send + 'static,
     {
         idempotency::check_key(self.key).map_err(PublishError::Invalid)?;
-        let records = Records(self.publisher.conn.clone());
+        // The records live in the Redis the publisher writes to (the gateways' own).
+        let records = self.publisher.conn.clone();
         let ttl_ms = self.publisher.idempotency_ttl_ms;
         let key = self.key.to_owned();
         let task = tokio::spawn(async move {
@@ -517,41 +518,5 @@ impl Once<'_> {
                 "the record under this idempotency key is unreadable; nothing was sent".into(),
             )),
         }
-    }
-}
-
-/// The idempotency records in the Redis the publisher writes to (the gateways' own).
-struct Records(Conn);
-
-#[async_trait::async_trait]
-impl idempotency::Store for Records {
-    async fn claim_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        claim: &str,
-        fingerprint: &str,
-        ttl_ms: u64,
-    ) -> Result<idempotency::Claim, BrokerError> {
-        ops::claim_idempotency(&self.0, app, key, claim, fingerprint, ttl_ms).await
-    }
-
-    async fn complete_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        pending: &str,
-        done: &str,
-    ) -> Result<bool, BrokerError> {
-        ops::complete_idempotency(&self.0, app, key, pending, done).await
-    }
-
-    async fn release_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        pending: &str,
-    ) -> Result<(), BrokerError> {
-        ops::release_idempotency(&self.0, app, key, pending).await
     }
 }

@@ -597,9 +597,9 @@ async fn a_backend_that_gives_up_waiting_still_gets_the_first_answer_on_its_retr
 
 #[tokio::test]
 async fn only_the_attempt_that_holds_a_claim_records_or_frees_it_in_redis() {
+    use tether_server::broker::idempotency::Store;
     use tether_server::broker::idempotency::{Claim, Record, ABANDONED_AFTER_MS};
     use tether_server::broker::redis::connection::{open, Target};
-    use tether_server::broker::redis::ops;
     let redis = RedisServer::start();
     let target = Target {
         urls: vec![redis.url()],
@@ -623,10 +623,10 @@ async fn only_the_attempt_that_holds_a_claim_records_or_frees_it_in_redis() {
     );
     redis.cli(&["SET", &record, &dead, "PX", "600000"]).unwrap();
     // ... is taken over by a new attempt.
-    let Claim::Claimed(ours) =
-        ops::claim_idempotency(&conn, APP, "k", "1111222233334444", &fp, 600_000)
-            .await
-            .unwrap()
+    let Claim::Claimed(ours) = conn
+        .claim_idempotency(APP, "k", "1111222233334444", &fp, 600_000)
+        .await
+        .unwrap()
     else {
         panic!("an abandoned claim is taken over");
     };
@@ -639,21 +639,17 @@ async fn only_the_attempt_that_holds_a_claim_records_or_frees_it_in_redis() {
         .encode()
     };
     // The dead attempt comes back: it can neither record over the new claim nor free it.
-    assert!(
-        !ops::complete_idempotency(&conn, APP, "k", &dead, &done("late"))
-            .await
-            .unwrap()
-    );
-    ops::release_idempotency(&conn, APP, "k", &dead)
+    assert!(!conn
+        .complete_idempotency(APP, "k", &dead, &done("late"))
         .await
-        .unwrap();
+        .unwrap());
+    conn.release_idempotency(APP, "k", &dead).await.unwrap();
     assert_eq!(redis.cli(&["GET", &record]).unwrap().trim(), ours);
     // The holder records its answer, and the key keeps its expiry.
-    assert!(
-        ops::complete_idempotency(&conn, APP, "k", &ours, &done("{}"))
-            .await
-            .unwrap()
-    );
+    assert!(conn
+        .complete_idempotency(APP, "k", &ours, &done("{}"))
+        .await
+        .unwrap());
     assert_eq!(redis.cli(&["GET", &record]).unwrap().trim(), done("{}"));
     let pttl: i64 = redis
         .cli(&["PTTL", &record])
@@ -664,11 +660,10 @@ async fn only_the_attempt_that_holds_a_claim_records_or_frees_it_in_redis() {
     assert!(pttl > 500_000, "{pttl}");
     // A claim that is gone (expired) is not recorded either.
     redis.cli(&["DEL", &record]).unwrap();
-    assert!(
-        !ops::complete_idempotency(&conn, APP, "k", &ours, &done("{}"))
-            .await
-            .unwrap()
-    );
+    assert!(!conn
+        .complete_idempotency(APP, "k", &ours, &done("{}"))
+        .await
+        .unwrap());
     assert_eq!(redis.cli(&["EXISTS", &record]).unwrap().trim(), "0");
 }
 

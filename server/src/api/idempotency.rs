@@ -79,7 +79,8 @@ where
     let ttl_ms = shared.config.idempotency_ttl_s.saturating_mul(1000);
     let tracker = shared.sends.clone();
     let task = tracker.spawn(async move {
-        idempotency::once(&*shared.broker, &app, &key, &fingerprint, ttl_ms, send).await
+        let records = shared.broker.idempotency();
+        idempotency::once(records, &app, &key, &fingerprint, ttl_ms, send).await
     });
     let outcome = task.await.map_err(|e| {
         tracing::error!(error = %e, "an idempotent send's task failed");

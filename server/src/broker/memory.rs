@@ -72,6 +72,10 @@ impl Broker for MemoryBroker {
         "memory"
     }
 
+    fn idempotency(&self) -> &dyn idempotency::Store {
+        self
+    }
+
     async fn admit(&self, lease: &Lease, limit: u32) -> Result<Admission, BrokerError> {
         let mut leases = self.leases.lock();
         let held = leases

@@ -149,12 +149,15 @@ pub struct ClusterStats {
     pub nodes: u64,
 }
 
-/// The cross-node backplane; also where the backend API's `Idempotency-Key` records live
-/// ([`idempotency::Store`]), so every gateway of the cluster sees them.
+/// The cross-node backplane.
 #[async_trait]
-pub trait Broker: idempotency::Store + Send + Sync + 'static {
+pub trait Broker: Send + Sync + 'static {
     /// `memory` or `redis`.
     fn name(&self) -> &'static str;
+
+    /// Where the backend API's `Idempotency-Key` records live, so every gateway of the
+    /// cluster sees them.
+    fn idempotency(&self) -> &dyn idempotency::Store;
 
     /// Checks the per-user limit and reserves a slot in one step (replacing older
     /// connections of the same device).

@@ -321,6 +321,10 @@ impl Broker for RedisBroker {
         "redis"
     }
 
+    fn idempotency(&self) -> &dyn idempotency::Store {
+        &self.inner.main
+    }
+
     async fn admit(&self, lease: &Lease, limit: u32) -> Result<Admission, BrokerError> {
         let inner = &self.inner;
         let keys = keys::user(&lease.app, &lease.user);
@@ -751,37 +755,4 @@ fn inbound_record(entry: redis::streams::StreamId) -> Option<InboundRecord> {
         data,
         ts: text("ts")?.parse().ok()?,
     })
-}
-
-#[async_trait]
-impl idempotency::Store for RedisBroker {
-    async fn claim_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        claim: &str,
-        fingerprint: &str,
-        ttl_ms: u64,
-    ) -> Result<idempotency::Claim, BrokerError> {
-        ops::claim_idempotency(&self.inner.main, app, key, claim, fingerprint, ttl_ms).await
-    }
-
-    async fn complete_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        pending: &str,
-        done: &str,
-    ) -> Result<bool, BrokerError> {
-        ops::complete_idempotency(&self.inner.main, app, key, pending, done).await
-    }
-
-    async fn release_idempotency(
-        &self,
-        app: &str,
-        key: &str,
-        pending: &str,
-    ) -> Result<(), BrokerError> {
-        ops::release_idempotency(&self.inner.main, app, key, pending).await
-    }
 }

@@ -230,68 +230,70 @@ pub fn queued_deltas(retention: Retention, added_at: u64, trimmed_at: &[u64]) ->
     deltas
 }
 
-/// [`idempotency::Store::claim_idempotency`] on Redis (one script, Redis's clock).
-pub async fn claim_idempotency(
-    conn: &Conn,
-    app: &str,
-    key: &str,
-    claim: &str,
-    fingerprint: &str,
-    ttl_ms: u64,
-) -> Result<idempotency::Claim, BrokerError> {
-    let (claimed, record): (i64, String) = conn
-        .invoke(
-            scripts::IDEMPOTENCY_CLAIM
-                .key(keys::idempotency(app, key))
-                .arg(claim)
-                .arg(fingerprint)
-                .arg(ttl_ms)
-                .arg(idempotency::ABANDONED_AFTER_MS),
-        )
-        .await
-        .map_err(unavailable)?;
-    Ok(if claimed == 1 {
-        idempotency::Claim::Claimed(record)
-    } else {
-        idempotency::Claim::Found(record)
-    })
-}
-
-/// [`idempotency::Store::complete_idempotency`] on Redis, durable like the send it
+/// The idempotency records in Redis, for a gateway's broker and a `Publisher` alike: the
+/// claim is one script on Redis's clock, the answer a durable write like the send it
 /// follows.
-pub async fn complete_idempotency(
-    conn: &Conn,
-    app: &str,
-    key: &str,
-    pending: &str,
-    done: &str,
-) -> Result<bool, BrokerError> {
-    let replaced: i64 = conn
-        .invoke_durable(
-            scripts::IDEMPOTENCY_COMPLETE
-                .key(keys::idempotency(app, key))
-                .arg(pending)
-                .arg(done),
-        )
-        .await
-        .map_err(unavailable)?;
-    Ok(replaced == 1)
-}
+#[async_trait::async_trait]
+impl idempotency::Store for Conn {
+    async fn claim_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        claim: &str,
+        fingerprint: &str,
+        ttl_ms: u64,
+    ) -> Result<idempotency::Claim, BrokerError> {
+        let (claimed, record): (i64, String) = self
+            .invoke(
+                scripts::IDEMPOTENCY_CLAIM
+                    .key(keys::idempotency(app, key))
+                    .arg(claim)
+                    .arg(fingerprint)
+                    .arg(ttl_ms)
+                    .arg(idempotency::ABANDONED_AFTER_MS),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(if claimed == 1 {
+            idempotency::Claim::Claimed(record)
+        } else {
+            idempotency::Claim::Found(record)
+        })
+    }
 
-/// [`idempotency::Store::release_idempotency`] on Redis.
-pub async fn release_idempotency(
-    conn: &Conn,
-    app: &str,
-    key: &str,
-    pending: &str,
-) -> Result<(), BrokerError> {
-    let _: i64 = conn
-        .invoke(
-            scripts::IDEMPOTENCY_RELEASE
-                .key(keys::idempotency(app, key))
-                .arg(pending),
-        )
-        .await
-        .map_err(unavailable)?;
-    Ok(())
+    async fn complete_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        pending: &str,
+        done: &str,
+    ) -> Result<bool, BrokerError> {
+        let replaced: i64 = self
+            .invoke_durable(
+                scripts::IDEMPOTENCY_COMPLETE
+                    .key(keys::idempotency(app, key))
+                    .arg(pending)
+                    .arg(done),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(replaced == 1)
+    }
+
+    async fn release_idempotency(
+        &self,
+        app: &str,
+        key: &str,
+        pending: &str,
+    ) -> Result<(), BrokerError> {
+        let _: i64 = self
+            .invoke(
+                scripts::IDEMPOTENCY_RELEASE
+                    .key(keys::idempotency(app, key))
+                    .arg(pending),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
 }
