@@ -1,4 +1,4 @@
-//! `POST /v1/send/user|room|app` and `DELETE /v1/connections`: how the backend reaches
+//! `POST /v1/send/user|users|room|app` and `DELETE /v1/connections`: how the backend reaches
 //! users. Each message is validated and encoded once ([`crate::outgoing`]) and handed to
 //! the broker, once per `Idempotency-Key` when the request carries one
 //! ([`super::idempotency`]).

@@ -1,8 +1,9 @@
 //! Idempotency records of the backend API (`Idempotency-Key` on `POST /v1/send/*`): what
 //! the broker keeps under one (app, key), and what a new request with that key must do.
-//! The record logic is pure; both brokers and the Rust `Publisher` store the encoded
-//! text ([`Store`]), the Redis ones from a Lua script (`scripts::IDEMPOTENCY_CLAIM`) that
-//! reads the same format. [`once`] is the whole flow, shared by the HTTP API and the
+//! The record logic is pure; the embedded broker keeps the encoded text in memory and
+//! Redis (a gateway's connection, or a `Publisher`'s: `impl Store for Conn`) in a key,
+//! written by Lua scripts (`scripts::IDEMPOTENCY_CLAIM`, ...) that read the same format;
+//! see [`Store`]. [`once`] is the whole flow, shared by the HTTP API and the
 //! `Publisher`.
 //!
 //! - `p:<ms>:<claim>:<fingerprint>`: a request with this fingerprint started at `<ms>`
