@@ -622,7 +622,7 @@ fn new_message(n: u32, size: usize) -> NewMessage {
         id: format!("id-{n}"),
         kind: "chat".into(),
         data_json: "x".repeat(size),
-        expires_ms: None,
+        ttl_ms: None,
     }
 }
 
@@ -871,7 +871,7 @@ proptest! {
                             id,
                             kind: "t".into(),
                             data_json: "x".repeat(n),
-                            expires_ms: ttl.map(|t| now + t),
+                            ttl_ms: ttl,
                         });
                     }
                     store.failing_append.store(fail, Ordering::SeqCst);

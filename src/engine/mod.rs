@@ -52,15 +52,6 @@ const COMMAND_BATCH: usize = 64;
 /// Where a `send_message` hears back.
 pub(crate) type Reply = oneshot::Sender<Result<String, Error>>;
 
-/// A `send_message` that replaces nothing, on its way to being stored with the others
-/// that came at the same moment.
-pub(crate) struct StagedSend {
-    kind: String,
-    data_json: String,
-    ttl_ms: Option<u64>,
-    reply: Reply,
-}
-
 /// What the FFI facade asks of the engine.
 #[derive(Debug)]
 pub enum Command {
@@ -602,13 +593,7 @@ impl Engine {
                     options,
                     reply,
                 } if options.replace_key.is_none() => {
-                    let send = StagedSend {
-                        kind,
-                        data_json,
-                        ttl_ms: options.ttl_ms,
-                        reply,
-                    };
-                    self.stage(send, &mut staged);
+                    self.stage(kind, data_json, options.ttl_ms, reply, &mut staged);
                 }
                 other => {
                     self.store_staged(&mut staged);

@@ -2,7 +2,7 @@
 //! within the send window, expiry, and what to do when the gateway refuses a message.
 
 use super::dispatch::HostEvent;
-use super::{wall_ms, Engine, Reply, StagedSend};
+use super::{wall_ms, Engine, Reply};
 use crate::error::{Error, ErrorKind, TetherError};
 use crate::queue::{Keeping, NewMessage, RemovalFailed};
 use crate::send_options::SendOptions;
@@ -115,20 +115,21 @@ impl Engine {
     /// Checks a `send_message` that replaces nothing and puts it with the others that
     /// came at the same moment ([`Engine::store_staged`] writes them with one sync), or
     /// answers at once when a check fails.
-    pub(super) fn stage(&mut self, send: StagedSend, staged: &mut Vec<(NewMessage, Reply)>) {
-        let StagedSend {
-            kind,
-            data_json,
-            ttl_ms,
-            reply,
-        } = send;
+    pub(super) fn stage(
+        &self,
+        kind: String,
+        data_json: String,
+        ttl_ms: Option<u64>,
+        reply: Reply,
+        staged: &mut Vec<(NewMessage, Reply)>,
+    ) {
         match self.check_message(&kind, &data_json) {
             Ok(id) => staged.push((
                 NewMessage {
                     id,
                     kind,
                     data_json,
-                    expires_ms: ttl_ms.map(|ttl| wall_ms().saturating_add(ttl)),
+                    ttl_ms,
                 },
                 reply,
             )),

@@ -141,8 +141,8 @@ pub struct NewMessage {
     pub kind: String,
     /// Payload, valid JSON text.
     pub data_json: String,
-    /// Dropped instead of sent from this time on (ms since the epoch).
-    pub expires_ms: Option<u64>,
+    /// Dropped instead of sent once queued this long (ms), counted from the write.
+    pub ttl_ms: Option<u64>,
 }
 
 /// What `send_message` asks of the queue beyond the message itself.
@@ -248,22 +248,15 @@ impl Outbox {
                 data_json: new.data_json,
                 created_ms: now_ms,
                 replace_key: None,
-                expires_ms: new.expires_ms,
+                expires_ms: new.ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
             };
-            if self.index.len() + accepted.len() >= self.limits.max_count as usize {
-                answers.push(Err(QueueFull::Count {
-                    limit: self.limits.max_count,
+            match self.room_for(self.index.len() + accepted.len(), bytes, &message) {
+                Err(full) => answers.push(Err(full.into())),
+                Ok(()) => {
+                    bytes += message.size();
+                    accepted.push(message.clone());
+                    answers.push(Ok(message));
                 }
-                .into()));
-            } else if bytes + message.size() > self.limits.max_bytes {
-                answers.push(Err(QueueFull::Bytes {
-                    limit: self.limits.max_bytes,
-                }
-                .into()));
-            } else {
-                bytes += message.size();
-                accepted.push(message.clone());
-                answers.push(Ok(message));
             }
         }
         if accepted.is_empty() {
@@ -281,6 +274,22 @@ impl Outbox {
                 .map(|answer| answer.and_then(|_| Err(e.clone().into())))
                 .collect(),
         }
+    }
+
+    /// Whether `message` fits beside `count` messages of `bytes` already queued (or
+    /// staying queued).
+    fn room_for(&self, count: usize, bytes: u64, message: &QueuedMessage) -> Result<(), QueueFull> {
+        if count >= self.limits.max_count as usize {
+            return Err(QueueFull::Count {
+                limit: self.limits.max_count,
+            });
+        }
+        if bytes + message.size() > self.limits.max_bytes {
+            return Err(QueueFull::Bytes {
+                limit: self.limits.max_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Stores a new message durably; fails when a limit would be passed.
@@ -319,12 +328,6 @@ impl Outbox {
             .filter_map(|seq| self.index.get(seq))
             .map(|e| e.size)
             .sum();
-        if self.index.len() - victims.len() >= self.limits.max_count as usize {
-            return Err(QueueFull::Count {
-                limit: self.limits.max_count,
-            }
-            .into());
-        }
         let message = QueuedMessage {
             seq: self.next_seq,
             id,
@@ -334,12 +337,11 @@ impl Outbox {
             replace_key: keeping.replace_key,
             expires_ms: keeping.expires_ms,
         };
-        if self.bytes - freed_bytes + message.size() > self.limits.max_bytes {
-            return Err(QueueFull::Bytes {
-                limit: self.limits.max_bytes,
-            }
-            .into());
-        }
+        self.room_for(
+            self.index.len() - victims.len(),
+            self.bytes - freed_bytes,
+            &message,
+        )?;
         self.store.append_all(std::slice::from_ref(&message))?;
         self.index_message(&message);
         // The new message is on disk: the caller is told it is queued whatever happens

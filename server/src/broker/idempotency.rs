@@ -198,12 +198,7 @@ where
     {
         Claim::Claimed(pending) => pending,
         Claim::Found(stored) => {
-            let outcome = match verdict(&stored, fingerprint) {
-                Verdict::Replay(answer) => Outcome::Replayed(answer),
-                Verdict::InProgress => Outcome::InProgress,
-                Verdict::Reused => Outcome::Reused,
-                Verdict::Corrupt => Outcome::Corrupt,
-            };
+            let outcome = verdict(&stored, fingerprint);
             counted(match outcome {
                 Outcome::Replayed(_) => "replayed",
                 Outcome::InProgress => "in_progress",
@@ -296,7 +291,7 @@ impl Record {
     }
 
     /// Reads stored text; `None` when it is not a record (then the key is treated as
-    /// free to claim by nobody: see [`Verdict::Corrupt`]).
+    /// free to claim by nobody: see [`Outcome::Corrupt`]).
     pub fn decode(text: &str) -> Option<Record> {
         if let Some(rest) = text.strip_prefix("p:") {
             let (at, rest) = rest.split_once(':')?;
@@ -323,29 +318,17 @@ impl Record {
     }
 }
 
-/// What a request with `fingerprint` does when the key already holds a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// The same request succeeded before: answer what it answered.
-    Replay(String),
-    /// The same request is running now: try again shortly.
-    InProgress,
-    /// The key belongs to a different request.
-    Reused,
-    /// The stored text is not a record (written by something else).
-    Corrupt,
-}
-
-/// The verdict for a request with `fingerprint` that found `stored` under its key.
-pub fn verdict(stored: &str, fingerprint: &str) -> Verdict {
+/// What a request with `fingerprint` that found `stored` under its key comes to (never
+/// [`Outcome::Sent`]: it sends nothing).
+pub fn verdict<T>(stored: &str, fingerprint: &str) -> Outcome<T> {
     match Record::decode(stored) {
-        None => Verdict::Corrupt,
+        None => Outcome::Corrupt,
         Some(Record::Done {
             fingerprint: f,
             answer,
-        }) if f == fingerprint => Verdict::Replay(answer),
-        Some(Record::Pending { fingerprint: f, .. }) if f == fingerprint => Verdict::InProgress,
-        Some(_) => Verdict::Reused,
+        }) if f == fingerprint => Outcome::Replayed(answer),
+        Some(Record::Pending { fingerprint: f, .. }) if f == fingerprint => Outcome::InProgress,
+        Some(_) => Outcome::Reused,
     }
 }
 
@@ -520,7 +503,7 @@ mod tests {
             })
         );
         let running = found(records.claim("shop", "k", "c2", FP, 60_000, 1_001));
-        assert_eq!(verdict(&running, FP), Verdict::InProgress);
+        assert_eq!(verdict::<()>(&running, FP), Outcome::InProgress);
         // Another app's key of the same name is its own.
         claimed(records.claim("blog", "k", "c3", FP, 60_000, 1_001));
         // Only the attempt that claimed may record or free the key.
@@ -531,10 +514,10 @@ mod tests {
         assert!(records.complete("shop", "k", &first, &done(r#"{"id":"m"}"#), 1_003));
         let stored = found(records.claim("shop", "k", "c5", &other, 60_000, 1_004));
         assert_eq!(
-            verdict(&stored, FP),
-            Verdict::Replay(r#"{"id":"m"}"#.into())
+            verdict::<()>(&stored, FP),
+            Outcome::Replayed(r#"{"id":"m"}"#.into())
         );
-        assert_eq!(verdict(&stored, &other), Verdict::Reused);
+        assert_eq!(verdict::<()>(&stored, &other), Outcome::Reused);
         // A completed record is not released; it expires with its key.
         records.release("shop", "k", &first);
         found(records.claim("shop", "k", "c6", FP, 60_000, 60_999));
@@ -618,11 +601,11 @@ mod tests {
         }
         .encode();
         let other = "f".repeat(64);
-        assert_eq!(verdict(&done, FP), Verdict::Replay("{}".into()));
-        assert_eq!(verdict(&done, &other), Verdict::Reused);
-        assert_eq!(verdict(&pending, FP), Verdict::InProgress);
-        assert_eq!(verdict(&pending, &other), Verdict::Reused);
-        assert_eq!(verdict("1", FP), Verdict::Corrupt);
+        assert_eq!(verdict::<()>(&done, FP), Outcome::Replayed("{}".into()));
+        assert_eq!(verdict::<()>(&done, &other), Outcome::Reused);
+        assert_eq!(verdict::<()>(&pending, FP), Outcome::InProgress);
+        assert_eq!(verdict::<()>(&pending, &other), Outcome::Reused);
+        assert_eq!(verdict::<()>("1", FP), Outcome::Corrupt);
     }
 
     #[test]
