@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match &message {
-        ClientMessage::JoinRoom { room, id }
+        ClientMessage::JoinRoom { room, id, .. }
         | ClientMessage::LeaveRoom { room, id }
         | ClientMessage::RoomPresence { room, id } => {
             assert!(names::validate_room(room).is_ok(), "accepted room {room:?}");

@@ -124,6 +124,12 @@ pub struct SentToRoom {
     pub id: String,
     /// Members reached (local + remote), or `null` when the count is not known.
     pub delivered: Option<u64>,
+    /// The message's offset in the room's stream (rooms with history only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The room stream's epoch, with `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// `POST /v1/send/app`
@@ -140,6 +146,12 @@ pub struct SendToApp {
 pub struct SentToApp {
     /// The message id.
     pub id: String,
+    /// The message's offset in the app's broadcast stream (when the gateway keeps one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The app stream's epoch, with `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// Answer to `DELETE /v1/connections`.
@@ -177,6 +189,26 @@ pub struct InboundPage {
     pub messages: Vec<InboundRecord>,
     /// The cursor to pass as `after` next time (the last message's, or `after` itself).
     pub next: Option<String>,
+}
+
+/// Answer to `GET /v1/history`: a room's (or the app's) stream after a position.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    /// The room, or `null` for the app's broadcast stream.
+    pub room: Option<String>,
+    /// The stream's epoch now.
+    pub epoch: String,
+    /// The stream's newest offset (0: nothing published yet in this epoch).
+    pub offset: u64,
+    /// Whether `messages` starts right after `since` (false: the position's epoch is not
+    /// this one, or its messages left the history; `messages` then holds what is kept).
+    pub recovered: bool,
+    /// The messages after `since` (or the oldest kept), oldest first, as clients receive
+    /// them (each with `offset` and `epoch`).
+    pub messages: Vec<Box<RawValue>>,
+    /// Whether more messages follow (read on with `since` = the last one's offset).
+    pub more: bool,
 }
 
 /// Answer to `GET /v1/stats`.

@@ -4,6 +4,7 @@
 use crate::envelope::{to_raw, Envelope};
 use crate::error::ErrorCode;
 use crate::names;
+use crate::stream::StreamPosition;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use thiserror::Error;
@@ -49,6 +50,9 @@ pub enum ClientMessage {
         room: String,
         /// Optional id; an `error` answering this request carries it as `ref`.
         id: Option<String>,
+        /// The last position processed in the room's stream, to recover what followed it
+        /// (rooms with history; ignored by others).
+        since: Option<StreamPosition>,
     },
     /// `leave_room`.
     LeaveRoom {
@@ -145,6 +149,8 @@ struct PingData {
 #[derive(Deserialize)]
 struct RoomData {
     room: String,
+    #[serde(default)]
+    since: Option<StreamPosition>,
 }
 
 #[derive(Deserialize)]
@@ -221,8 +227,17 @@ impl ClientMessage {
                 Ok(ClientMessage::Ping { ts })
             }
             "join_room" | "leave_room" | "room_presence" => {
-                let RoomData { room } =
+                let RoomData { room, since } =
                     data_as::<RoomData>(&envelope, "{\"room\": \"<name>\"}", &reference)?;
+                if let Some(since) = &since {
+                    if let Err(e) = StreamPosition::validate_epoch(&since.epoch) {
+                        return Err(FrameError::rejected(
+                            ErrorCode::InvalidMessage,
+                            format!("since: {e}"),
+                            reference,
+                        ));
+                    }
+                }
                 if let Err(e) = names::validate_room(&room) {
                     return Err(FrameError::rejected(
                         ErrorCode::InvalidRoom,
@@ -241,7 +256,7 @@ impl ClientMessage {
                     }
                 }
                 Ok(match envelope.kind.as_str() {
-                    "join_room" => ClientMessage::JoinRoom { room, id },
+                    "join_room" => ClientMessage::JoinRoom { room, id, since },
                     "leave_room" => ClientMessage::LeaveRoom { room, id },
                     _ => ClientMessage::RoomPresence { room, id },
                 })
@@ -292,6 +307,8 @@ impl ClientMessage {
         #[derive(Serialize)]
         struct Room<'a> {
             room: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            since: Option<&'a StreamPosition>,
         }
         #[derive(Serialize)]
         struct Seq {
@@ -310,20 +327,23 @@ impl ClientMessage {
                     .as_deref()
                     .and_then(|ts| crate::envelope::raw_json(&format!("{{\"ts\":{ts}}}")).ok());
             }
-            ClientMessage::JoinRoom { room, id } => {
+            ClientMessage::JoinRoom { room, id, since } => {
                 envelope = Envelope::new("join_room");
                 envelope.id = id.clone();
-                envelope.data = Some(to_raw(&Room { room }));
+                envelope.data = Some(to_raw(&Room {
+                    room,
+                    since: since.as_ref(),
+                }));
             }
             ClientMessage::LeaveRoom { room, id } => {
                 envelope = Envelope::new("leave_room");
                 envelope.id = id.clone();
-                envelope.data = Some(to_raw(&Room { room }));
+                envelope.data = Some(to_raw(&Room { room, since: None }));
             }
             ClientMessage::RoomPresence { room, id } => {
                 envelope = Envelope::new("room_presence");
                 envelope.id = id.clone();
-                envelope.data = Some(to_raw(&Room { room }));
+                envelope.data = Some(to_raw(&Room { room, since: None }));
             }
             ClientMessage::Ack { seq } => {
                 envelope = Envelope::new("ack");
@@ -415,16 +435,40 @@ mod tests {
             ClientMessage::parse(r#"{"type":"join_room","data":{"room":"orders:1"}}"#),
             Ok(ClientMessage::JoinRoom {
                 room: "orders:1".into(),
-                id: None
+                id: None,
+                since: None
             })
         );
         assert_eq!(
             ClientMessage::parse(r#"{"type":"join_room","id":"j1","data":{"room":"r"}}"#),
             Ok(ClientMessage::JoinRoom {
                 room: "r".into(),
-                id: Some("j1".into())
+                id: Some("j1".into()),
+                since: None
             })
         );
+        assert_eq!(
+            ClientMessage::parse(
+                r#"{"type":"join_room","data":{"room":"r","since":{"offset":7,"epoch":"e1"}}}"#
+            ),
+            Ok(ClientMessage::JoinRoom {
+                room: "r".into(),
+                id: None,
+                since: Some(StreamPosition {
+                    offset: 7,
+                    epoch: "e1".into()
+                })
+            })
+        );
+        assert!(matches!(
+            ClientMessage::parse(
+                r#"{"type":"join_room","data":{"room":"r","since":{"offset":7,"epoch":"a b"}}}"#
+            ),
+            Err(FrameError::Rejected {
+                code: ErrorCode::InvalidMessage,
+                ..
+            })
+        ));
         assert_eq!(
             ClientMessage::parse(r#"{"type":"leave_room","data":{"room":"orders:1"}}"#),
             Ok(ClientMessage::LeaveRoom {
@@ -569,7 +613,11 @@ mod tests {
                 "[A-Za-z0-9._:-]{1,128}",
                 proptest::option::of("[!-~]{1,64}")
             )
-                .prop_map(|(room, id)| ClientMessage::JoinRoom { room, id }),
+                .prop_map(|(room, id)| ClientMessage::JoinRoom {
+                    room,
+                    id,
+                    since: None
+                }),
             (
                 "[A-Za-z0-9._:-]{1,128}",
                 proptest::option::of("[!-~]{1,64}")

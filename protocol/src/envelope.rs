@@ -21,6 +21,13 @@ pub struct Envelope {
     /// The room a room message was sent to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// Stream offset, on messages of a room or app stream with history (see
+    /// [`crate::stream`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The stream's epoch, with `offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     /// Any JSON value, kept as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Box<RawValue>>,
@@ -37,6 +44,8 @@ impl Envelope {
             id: None,
             seq: None,
             room: None,
+            offset: None,
+            epoch: None,
             data: None,
             ts: None,
         }
@@ -61,6 +70,8 @@ impl Clone for Envelope {
             id: self.id.clone(),
             seq: self.seq,
             room: self.room.clone(),
+            offset: self.offset,
+            epoch: self.epoch.clone(),
             data: self.data.as_ref().map(|d| d.to_owned()),
             ts: self.ts,
         }
@@ -73,6 +84,8 @@ impl PartialEq for Envelope {
             && self.id == other.id
             && self.seq == other.seq
             && self.room == other.room
+            && self.offset == other.offset
+            && self.epoch == other.epoch
             && self.data.as_deref().map(RawValue::get) == other.data.as_deref().map(RawValue::get)
             && self.ts == other.ts
     }

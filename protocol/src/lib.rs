@@ -13,12 +13,14 @@ pub mod envelope;
 pub mod error;
 pub mod names;
 pub mod server;
+pub mod stream;
 
 pub use client::{AppMessage, ClientMessage, FrameError};
 pub use close::{CloseCode, ReconnectAdvice};
 pub use envelope::Envelope;
 pub use error::{ErrorCode, HttpErrorBody, HttpErrorCode};
 pub use names::NameError;
+pub use stream::{StreamJoin, StreamPosition};
 
 /// The protocol version this crate implements.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -3,6 +3,7 @@
 
 use crate::envelope::{to_raw, Envelope};
 use crate::error::ErrorCode;
+use crate::stream::StreamJoin;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use thiserror::Error;
@@ -32,6 +33,10 @@ pub struct ConnectionEstablished {
     /// from gateways older than `refresh_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_expires_in: Option<u64>,
+    /// Where the connection stands in the app's broadcast stream, when the gateway keeps
+    /// one (`WS_APP_HISTORY_SIZE`); its `replayCount` messages follow the inbox replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_stream: Option<StreamJoin>,
 }
 
 /// Data of `token_refreshed`.
@@ -132,6 +137,8 @@ pub enum ServerMessage {
     RoomJoined {
         /// The room.
         room: String,
+        /// Where the connection stands in the room's stream (rooms with history).
+        stream: Option<StreamJoin>,
     },
     /// The connection left a room.
     RoomLeft {
@@ -181,6 +188,14 @@ struct RoomData {
     room: String,
 }
 
+/// Data of `room_joined`: the room, and for a room with history its stream position.
+#[derive(Serialize, Deserialize)]
+struct RoomJoinedData {
+    room: String,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    stream: Option<StreamJoin>,
+}
+
 impl ServerMessage {
     /// Decodes one text frame from the gateway.
     pub fn parse(text: &str) -> Result<ServerMessage, ServerFrameError> {
@@ -198,9 +213,13 @@ impl ServerMessage {
             "ack" => ServerMessage::Ack {
                 id: data::<IdData>(&envelope)?.id,
             },
-            "room_joined" => ServerMessage::RoomJoined {
-                room: data::<RoomData>(&envelope)?.room,
-            },
+            "room_joined" => {
+                let joined: RoomJoinedData = data(&envelope)?;
+                ServerMessage::RoomJoined {
+                    room: joined.room,
+                    stream: joined.stream,
+                }
+            }
             "room_left" => ServerMessage::RoomLeft {
                 room: data::<RoomData>(&envelope)?.room,
             },
@@ -244,9 +263,13 @@ impl ServerMessage {
                 )
             }
             ServerMessage::Ack { id } => control("ack", to_raw(&IdData { id: id.clone() })),
-            ServerMessage::RoomJoined { room } => {
-                control("room_joined", to_raw(&RoomData { room: room.clone() }))
-            }
+            ServerMessage::RoomJoined { room, stream } => control(
+                "room_joined",
+                to_raw(&RoomJoinedData {
+                    room: room.clone(),
+                    stream: stream.clone(),
+                }),
+            ),
             ServerMessage::RoomLeft { room } => {
                 control("room_left", to_raw(&RoomData { room: room.clone() }))
             }
@@ -274,6 +297,33 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn room_joined_carries_a_stream_position_only_for_rooms_with_history() {
+        let plain = ServerMessage::RoomJoined {
+            room: "r".into(),
+            stream: None,
+        };
+        assert_eq!(
+            plain.encode(1),
+            r#"{"type":"room_joined","data":{"room":"r"},"ts":1}"#
+        );
+        assert_eq!(ServerMessage::parse(&plain.encode(1)), Ok(plain));
+        let streamed = ServerMessage::RoomJoined {
+            room: "r".into(),
+            stream: Some(StreamJoin {
+                offset: 12,
+                epoch: "e1".into(),
+                recovered: true,
+                replay_count: 3,
+            }),
+        };
+        assert_eq!(
+            streamed.encode(1),
+            r#"{"type":"room_joined","data":{"room":"r","offset":12,"epoch":"e1","recovered":true,"replayCount":3},"ts":1}"#
+        );
+        assert_eq!(ServerMessage::parse(&streamed.encode(1)), Ok(streamed));
+    }
+
+    #[test]
     fn connection_established_uses_camel_case() {
         let frame = ServerMessage::ConnectionEstablished(ConnectionEstablished {
             connection_id: "c1".into(),
@@ -285,6 +335,7 @@ mod tests {
             replay_from: None,
             replay_count: 0,
             token_expires_in: Some(3_600_000),
+            app_stream: None,
         })
         .encode(5);
         assert_eq!(
@@ -436,6 +487,7 @@ mod tests {
                         replay_from: f,
                         replay_count: n,
                         token_expires_in: e,
+                        app_stream: None,
                     })
                 }),
             (proptest::option::of(any::<i32>()), any::<u64>()).prop_map(|(ts, server_ts)| {
@@ -445,7 +497,7 @@ mod tests {
                 }
             }),
             "[!-~]{1,64}".prop_map(|id| ServerMessage::Ack { id }),
-            name.prop_map(|room| ServerMessage::RoomJoined { room }),
+            name.prop_map(|room| ServerMessage::RoomJoined { room, stream: None }),
             name.prop_map(|room| ServerMessage::RoomLeft { room }),
             (".{0,30}", proptest::option::of(name)).prop_map(|(m, r)| ServerMessage::error(
                 ErrorCode::InvalidAck,

@@ -327,6 +327,8 @@ impl Publisher {
         Ok(SentToRoom {
             id: message.id,
             delivered: None,
+            offset: None,
+            epoch: None,
         })
     }
 
@@ -349,7 +351,11 @@ impl Publisher {
             &message.body,
         )
         .await?;
-        Ok(SentToApp { id: message.id })
+        Ok(SentToApp {
+            id: message.id,
+            offset: None,
+            epoch: None,
+        })
     }
 
     /// Closes every connection of a user with 4403, on every node.

@@ -123,7 +123,7 @@ impl Engine {
                 Ok(None) => debug!(%id, "ack for a message no longer queued"),
                 Err(e) => self.report(Error::from(e).into()),
             },
-            ServerMessage::RoomJoined { room } => {
+            ServerMessage::RoomJoined { room, .. } => {
                 debug!(%room, "room joined");
                 self.rooms.joined(&room);
             }

@@ -51,7 +51,11 @@ impl Rooms {
         self.next_id += 1;
         let id = format!("join-{}", self.next_id);
         self.pending.insert(id.clone(), room.clone());
-        ClientMessage::JoinRoom { room, id: Some(id) }
+        ClientMessage::JoinRoom {
+            room,
+            id: Some(id),
+            since: None,
+        }
     }
 
     /// `room_joined` arrived.

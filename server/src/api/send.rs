@@ -102,6 +102,8 @@ pub async fn to_room(
         Ok(SentToRoom {
             id: message.id,
             delivered,
+            offset: None,
+            epoch: None,
         })
     })
     .await
@@ -123,7 +125,11 @@ pub async fn to_app(
         broker
             .send_to_app(&app, Utf8Bytes::from(message.body))
             .await?;
-        Ok(SentToApp { id: message.id })
+        Ok(SentToApp {
+            id: message.id,
+            offset: None,
+            epoch: None,
+        })
     })
     .await
 }

@@ -283,6 +283,7 @@ impl Connection {
             replay_from,
             replay_count: replay.frames.len() as u32,
             token_expires_in: Some(self.cell.expires_at().saturating_sub(now_ms())),
+            app_stream: None,
         })
         .encode(now_ms());
         counter!("tether_inbox_replayed_total").increment(replay.frames.len() as u64);
@@ -586,7 +587,7 @@ impl Connection {
                 ts,
                 server_ts: now_ms(),
             }),
-            ClientMessage::JoinRoom { room, id } => {
+            ClientMessage::JoinRoom { room, id, .. } => {
                 // An error names the request by its id, else by its type (PROTOCOL.md §5).
                 let reference = id.unwrap_or_else(|| "join_room".to_owned());
                 Some(self.join_room(room, reference).await)
@@ -753,7 +754,7 @@ impl Connection {
         if !again {
             presence_events::announce(&self.shared, Change::Joined, &room, info, &conn).await;
         }
-        ServerMessage::RoomJoined { room }
+        ServerMessage::RoomJoined { room, stream: None }
     }
 
     /// `room_presence`: who is in a room this connection is in, on every node.
