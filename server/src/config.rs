@@ -3,6 +3,7 @@
 //! start; a bad value stops start-up with a message that names the variable.
 
 use crate::broker::idempotency::{MAX_TTL_S, MIN_TTL_S};
+use crate::broker::stream::{HistoryLimits, StreamName, StreamSettings};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -267,6 +268,49 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub ws_presence_events: Vec<String>,
+    /// Comma-separated room patterns (`orders:*`, `lobby`, `*`) whose rooms keep a history:
+    /// every message gets an offset, and a client that lost its connection recovers what
+    /// it missed when it joins again. Unset: rooms are live only.
+    #[arg(
+        long = "ws-room-history",
+        env = "WS_ROOM_HISTORY",
+        value_name = "WS_ROOM_HISTORY",
+        value_delimiter = ','
+    )]
+    pub ws_room_history: Vec<String>,
+    /// Messages kept per room with history (1 to 10000).
+    #[arg(
+        long = "ws-room-history-size",
+        env = "WS_ROOM_HISTORY_SIZE",
+        value_name = "WS_ROOM_HISTORY_SIZE",
+        default_value_t = 100
+    )]
+    pub ws_room_history_size: u64,
+    /// Seconds a room's history keeps a message (1 to 604800).
+    #[arg(
+        long = "ws-room-history-ttl",
+        env = "WS_ROOM_HISTORY_TTL",
+        value_name = "WS_ROOM_HISTORY_TTL",
+        default_value_t = 300
+    )]
+    pub ws_room_history_ttl: u64,
+    /// Broadcasts kept per app (`/v1/send/app`), recovered by clients at connect
+    /// (0 to 10000; 0: app broadcasts are live only).
+    #[arg(
+        long = "ws-app-history-size",
+        env = "WS_APP_HISTORY_SIZE",
+        value_name = "WS_APP_HISTORY_SIZE",
+        default_value_t = 0
+    )]
+    pub ws_app_history_size: u64,
+    /// Seconds an app's history keeps a broadcast (1 to 604800).
+    #[arg(
+        long = "ws-app-history-ttl",
+        env = "WS_APP_HISTORY_TTL",
+        value_name = "WS_APP_HISTORY_TTL",
+        default_value_t = 300
+    )]
+    pub ws_app_history_ttl: u64,
     /// Frames waiting for one client before it counts as too slow and is closed with 4008.
     #[arg(
         long = "ws-outbound-queue",
@@ -500,6 +544,16 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Room patterns whose members get join and leave events (empty: none).
     pub presence_events: Vec<String>,
+    /// Room patterns whose rooms keep a history (streams).
+    pub room_history: Vec<String>,
+    /// Messages kept per room stream.
+    pub room_history_size: u64,
+    /// Seconds a room stream keeps a message.
+    pub room_history_ttl_s: u64,
+    /// Broadcasts kept per app stream (0: none).
+    pub app_history_size: u64,
+    /// Seconds an app stream keeps a broadcast.
+    pub app_history_ttl_s: u64,
     /// Outbound frames queued per connection before it is closed as too slow.
     pub outbound_queue: usize,
     /// Frames per second per connection (0: unlimited).
@@ -621,24 +675,26 @@ impl Config {
                 ));
             }
         }
-        // Empty entries (`WS_PRESENCE_EVENTS=`, a trailing comma) are ignored.
-        let presence_events: Vec<String> = cli
-            .ws_presence_events
-            .iter()
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect();
-        for pattern in &presence_events {
-            let name = pattern.strip_suffix('*').unwrap_or(pattern);
-            if (!name.is_empty() && tether_protocol::names::validate_room(name).is_err())
-                || name.contains('*')
-            {
-                return Err(invalid(
-                    "WS_PRESENCE_EVENTS",
-                    format!(
-                        "{pattern:?} is not a room pattern (a room name, optionally ending in *)"
-                    ),
-                ));
+        let presence_events = room_patterns("WS_PRESENCE_EVENTS", &cli.ws_presence_events)?;
+        let room_history = room_patterns("WS_ROOM_HISTORY", &cli.ws_room_history)?;
+        if !(1..=MAX_HISTORY_SIZE).contains(&cli.ws_room_history_size) {
+            return Err(invalid(
+                "WS_ROOM_HISTORY_SIZE",
+                format!("must be between 1 and {MAX_HISTORY_SIZE} messages"),
+            ));
+        }
+        if cli.ws_app_history_size > MAX_HISTORY_SIZE {
+            return Err(invalid(
+                "WS_APP_HISTORY_SIZE",
+                format!("must be between 0 and {MAX_HISTORY_SIZE} messages"),
+            ));
+        }
+        for (name, ttl) in [
+            ("WS_ROOM_HISTORY_TTL", cli.ws_room_history_ttl),
+            ("WS_APP_HISTORY_TTL", cli.ws_app_history_ttl),
+        ] {
+            if !(1..=604_800).contains(&ttl) {
+                return Err(invalid(name, "must be between 1 and 604800 seconds"));
             }
         }
         Ok(Config {
@@ -662,6 +718,11 @@ impl Config {
                 .map(|o| o.trim().to_owned())
                 .collect(),
             presence_events,
+            room_history,
+            room_history_size: cli.ws_room_history_size,
+            room_history_ttl_s: cli.ws_room_history_ttl,
+            app_history_size: cli.ws_app_history_size,
+            app_history_ttl_s: cli.ws_app_history_ttl,
             outbound_queue: cli.ws_outbound_queue,
             rate_limit_per_connection: cli.ws_rate_limit,
             handshake_rate_per_ip: cli.ws_handshake_rate_per_ip,
@@ -699,6 +760,11 @@ impl Config {
             idempotency_ttl_s: 3_600,
             allowed_origins: Vec::new(),
             presence_events: Vec::new(),
+            room_history: Vec::new(),
+            room_history_size: 100,
+            room_history_ttl_s: 300,
+            app_history_size: 0,
+            app_history_ttl_s: 300,
             outbound_queue: 1024,
             rate_limit_per_connection: 100,
             handshake_rate_per_ip: 0,
@@ -710,6 +776,63 @@ impl Config {
             log_format: LogFormat::Pretty,
         }
     }
+}
+
+/// Most messages a stream's history may keep (`WS_ROOM_HISTORY_SIZE`, `WS_APP_HISTORY_SIZE`).
+pub const MAX_HISTORY_SIZE: u64 = 10_000;
+
+impl Config {
+    /// What the stream `name` of an app keeps, or `None` when it is live only.
+    pub fn history_of(&self, name: &StreamName) -> Option<HistoryLimits> {
+        match name {
+            StreamName::Room(room) => {
+                tether_protocol::names::room_allowed(&self.room_history, room).then_some(
+                    HistoryLimits {
+                        size: self.room_history_size,
+                        ttl_ms: self.room_history_ttl_s.saturating_mul(1000),
+                    },
+                )
+            }
+            StreamName::App => (self.app_history_size > 0).then_some(HistoryLimits {
+                size: self.app_history_size,
+                ttl_ms: self.app_history_ttl_s.saturating_mul(1000),
+            }),
+        }
+    }
+
+    /// The stream settings, for a `Publisher` working beside gateways with this configuration.
+    pub fn stream_settings(&self) -> StreamSettings {
+        StreamSettings {
+            rooms: self.room_history.clone(),
+            room: Some(HistoryLimits {
+                size: self.room_history_size,
+                ttl_ms: self.room_history_ttl_s.saturating_mul(1000),
+            }),
+            app: self.history_of(&StreamName::App),
+        }
+    }
+}
+
+/// Room patterns of a setting (`orders:*`, `lobby`, `*`); empty entries (`X=`, a trailing
+/// comma) are ignored.
+fn room_patterns(variable: &'static str, entries: &[String]) -> Result<Vec<String>, ConfigError> {
+    let patterns: Vec<String> = entries
+        .iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    for pattern in &patterns {
+        let name = pattern.strip_suffix('*').unwrap_or(pattern);
+        if (!name.is_empty() && tether_protocol::names::validate_room(name).is_err())
+            || name.contains('*')
+        {
+            return Err(invalid(
+                variable,
+                format!("{pattern:?} is not a room pattern (a room name, optionally ending in *)"),
+            ));
+        }
+    }
+    Ok(patterns)
 }
 
 fn redis_config(cli: &Cli) -> Result<Option<RedisConfig>, ConfigError> {

@@ -32,6 +32,53 @@ pub struct Outgoing {
     pub text: Utf8Bytes,
     /// The inbox seq, for user messages, so a connection can skip what it already replayed.
     pub seq: Option<u64>,
+    /// The stream position, for messages of a stream, so a connection can skip what it
+    /// already replayed and fill what it missed.
+    pub stream: Option<Arc<StreamMark>>,
+}
+
+/// Which stream message a frame is.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StreamMark {
+    /// The room, or `None` for the app's stream.
+    pub room: Option<Arc<str>>,
+    /// Its offset.
+    pub offset: u64,
+    /// The stream's epoch.
+    pub epoch: Arc<str>,
+}
+
+impl Outgoing {
+    /// A user message with its inbox seq.
+    pub fn user(text: Utf8Bytes, seq: u64) -> Outgoing {
+        Outgoing {
+            text,
+            seq: Some(seq),
+            stream: None,
+        }
+    }
+
+    /// A live-only message (or a control frame).
+    pub fn live(text: Utf8Bytes) -> Outgoing {
+        Outgoing {
+            text,
+            seq: None,
+            stream: None,
+        }
+    }
+
+    /// A message of the stream of `room` (`None`: the app's stream).
+    pub fn streamed(text: Utf8Bytes, room: Option<&str>, offset: u64, epoch: Arc<str>) -> Outgoing {
+        Outgoing {
+            text,
+            seq: None,
+            stream: Some(Arc::new(StreamMark {
+                room: room.map(Arc::from),
+                offset,
+                epoch,
+            })),
+        }
+    }
 }
 
 /// Close code that means "drop the socket without a close frame" (a simulated crash).
@@ -711,10 +758,7 @@ mod tests {
     }
 
     fn frame(text: &str) -> Outgoing {
-        Outgoing {
-            text: Utf8Bytes::from(text),
-            seq: None,
-        }
+        Outgoing::live(Utf8Bytes::from(text))
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Messages from the backend: validation and encoding, once, for every way a backend
 //! publishes (the HTTP API and the Rust [`Publisher`](crate::publisher::Publisher)).
 
+use crate::broker::idempotency::Marked;
 use crate::broker::{BrokerError, UserDelivery};
 use crate::clock::now_ms;
 use crate::ids::new_message_id;
@@ -84,11 +85,23 @@ pub fn check_users(users: &[String]) -> Result<(), Invalid> {
 /// The answer to one message sent to `users` (in order) with these `results`: each
 /// user's seq and live count, or its error. When no inbox was reached, the first error:
 /// nothing was stored for anyone, and the request fails as a whole.
+/// With markers: the answer was found (nothing sent) only when every user's was.
 pub fn sent_to_users(
     id: String,
     users: Vec<String>,
-    results: Vec<Result<UserDelivery, BrokerError>>,
-) -> Result<SentToUsers, BrokerError> {
+    results: Vec<Result<Marked<UserDelivery>, BrokerError>>,
+) -> Result<Marked<SentToUsers>, BrokerError> {
+    if results
+        .iter()
+        .any(|r| matches!(r, Err(BrokerError::KeyReused)))
+    {
+        return Err(BrokerError::KeyReused);
+    }
+    let all_found = results.iter().all(|r| matches!(r, Ok(Marked::Found(_))));
+    let results: Vec<Result<UserDelivery, BrokerError>> = results
+        .into_iter()
+        .map(|r| r.map(Marked::into_inner))
+        .collect();
     let sent = results.iter().filter(|r| r.is_ok()).count() as u64;
     if sent == 0 {
         if let Some(Err(first)) = results.into_iter().next() {
@@ -114,17 +127,23 @@ pub fn sent_to_users(
                     code: match e {
                         BrokerError::Unavailable(_) => HttpErrorCode::Unavailable,
                         BrokerError::BadRequest(_) => HttpErrorCode::InvalidRequest,
+                        BrokerError::KeyReused => HttpErrorCode::IdempotencyKeyReused,
                     },
                     message: format!("{e}; nothing was stored for this user"),
                 }),
             },
         })
         .collect();
-    Ok(SentToUsers {
+    let answer = SentToUsers {
         id,
         sent,
         failed: users.len() as u64 - sent,
         users,
+    };
+    Ok(if all_found {
+        Marked::Found(answer)
+    } else {
+        Marked::New(answer)
     })
 }
 

@@ -21,12 +21,13 @@
 //! [`Publisher::once`] sends at most once per idempotency key, sharing the records of the
 //! gateway's `Idempotency-Key` header: a retry after a timeout cannot deliver twice.
 
-use crate::broker::idempotency::{self, Outcome};
+use crate::broker::idempotency::{self, Marked, Marker, Outcome};
 use crate::broker::inbox::Retention;
 use crate::broker::redis::appender::Appender;
 use crate::broker::redis::connection::{self, Conn, Target};
-use crate::broker::redis::ops;
 use crate::broker::redis::sentinel::{self, SentinelTarget};
+use crate::broker::redis::{keys, live_send, ops};
+use crate::broker::stream::{StreamAppended, StreamName, StreamSettings};
 use crate::broker::BrokerError;
 use crate::broker::UserDelivery;
 use crate::clock::now_ms;
@@ -78,6 +79,7 @@ impl From<BrokerError> for PublishError {
         match e {
             BrokerError::Unavailable(m) => PublishError::Unavailable(m),
             BrokerError::BadRequest(m) => PublishError::Invalid(m),
+            BrokerError::KeyReused => PublishError::KeyReused,
         }
     }
 }
@@ -94,6 +96,8 @@ pub struct Publisher {
     queued: Arc<Counters>,
     /// How long idempotency records are kept ([`Publisher::once`]), ms.
     idempotency_ttl_ms: u64,
+    /// Which rooms (and whether apps) keep a history, as on the gateways.
+    streams: Arc<StreamSettings>,
     /// Stops the background tasks (following a Sentinel master) with the last handle.
     _stop: Arc<DropGuard>,
 }
@@ -187,6 +191,7 @@ impl Publisher {
             retention,
             queued,
             idempotency_ttl_ms: 3_600_000,
+            streams: Arc::new(StreamSettings::default()),
             _stop: Arc::new(stop.drop_guard()),
         }
     }
@@ -211,6 +216,17 @@ impl Publisher {
         self
     }
 
+    /// Sets which rooms and apps keep a history: use the gateways' `WS_ROOM_HISTORY`,
+    /// `WS_ROOM_HISTORY_SIZE`/`_TTL`, `WS_APP_HISTORY_SIZE`/`_TTL` (see
+    /// `Config::stream_settings`). A message to such a room or app is appended to its
+    /// stream (the answer carries its offset and epoch), so clients recover it after a
+    /// reconnect; without this, the publisher's room and app messages are live only and
+    /// clients of a room with history see them as gaps.
+    pub fn with_streams(mut self, streams: StreamSettings) -> Publisher {
+        self.streams = Arc::new(streams);
+        self
+    }
+
     /// The sends below, at most once per `idempotency_key` (1 to 255 visible ASCII
     /// characters, scoped by app), exactly as `Idempotency-Key` on the gateway's
     /// `/v1/send/*`, sharing its records: a retry after a timeout, from this process or
@@ -232,7 +248,10 @@ impl Publisher {
     ) -> Result<SentToUser, PublishError> {
         check_app(app)?;
         check_user(user_id)?;
-        self.user_send(app, user_id, encode(message, None)?).await
+        Ok(self
+            .user_send(app, user_id, encode(message, None)?, None)
+            .await?
+            .into_inner())
     }
 
     async fn user_send(
@@ -240,14 +259,15 @@ impl Publisher {
         app: &str,
         user_id: &str,
         message: Encoded,
-    ) -> Result<SentToUser, PublishError> {
-        let delivery = self.append(app, user_id, &message.body).await?;
-        Ok(SentToUser {
+        marker: Option<&Marker>,
+    ) -> Result<Marked<SentToUser>, PublishError> {
+        let marked = self.append(app, user_id, &message.body, marker).await?;
+        Ok(marked.map(|delivery| SentToUser {
             id: message.id,
             seq: delivery.seq,
             delivered: delivery.delivered,
             queued: true,
-        })
+        }))
     }
 
     /// Appends to one inbox (batched with the appends queued at the same moment) and
@@ -257,18 +277,20 @@ impl Publisher {
         app: &str,
         user_id: &str,
         body: &str,
-    ) -> Result<UserDelivery, BrokerError> {
+        marker: Option<&Marker>,
+    ) -> Result<Marked<UserDelivery>, BrokerError> {
         let now = now_ms();
         let appended = self
             .appender
-            .append(self.retention, app, user_id, body)
+            .append(self.retention, app, user_id, body, marker)
             .await?;
-        let mut pending = self.queued.pending.lock();
-        for (bucket, delta) in ops::queued_deltas(self.retention, now, &appended.trimmed_at) {
-            *pending.entry(bucket).or_default() += delta;
+        if !appended.found {
+            let mut pending = self.queued.pending.lock();
+            for (bucket, delta) in ops::queued_deltas(self.retention, now, &appended.trimmed_at) {
+                *pending.entry(bucket).or_default() += delta;
+            }
         }
-        drop(pending);
-        Ok(appended.delivery)
+        Ok(appended.marked())
     }
 
     /// One durable message to several users (1 to 1,000, no repeats), each through their
@@ -283,8 +305,10 @@ impl Publisher {
     ) -> Result<SentToUsers, PublishError> {
         check_app(app)?;
         check_users(user_ids)?;
-        self.users_send(app, user_ids.to_vec(), encode(message, None)?)
-            .await
+        Ok(self
+            .users_send(app, user_ids.to_vec(), encode(message, None)?, None)
+            .await?
+            .into_inner())
     }
 
     async fn users_send(
@@ -292,10 +316,11 @@ impl Publisher {
         app: &str,
         user_ids: Vec<String>,
         message: Encoded,
-    ) -> Result<SentToUsers, PublishError> {
+        marker: Option<&Marker>,
+    ) -> Result<Marked<SentToUsers>, PublishError> {
         let appends = user_ids
             .iter()
-            .map(|user| self.append(app, user, &message.body));
+            .map(|user| self.append(app, user, &message.body, marker));
         let results = futures_util::future::join_all(appends).await;
         Ok(sent_to_users(message.id, user_ids, results)?)
     }
@@ -309,8 +334,10 @@ impl Publisher {
     ) -> Result<SentToRoom, PublishError> {
         check_app(app)?;
         check_room(room)?;
-        self.room_send(app, room, encode(message, Some(room))?)
-            .await
+        Ok(self
+            .room_send(app, room, encode(message, Some(room))?, None)
+            .await?
+            .into_inner())
     }
 
     async fn room_send(
@@ -318,18 +345,44 @@ impl Publisher {
         app: &str,
         room: &str,
         message: Encoded,
-    ) -> Result<SentToRoom, PublishError> {
-        let topic = Topic::Room {
-            app: Arc::from(app),
-            room: Arc::from(room),
-        };
-        ops::publish_frame(&self.conn, &topic, &message.body).await?;
-        Ok(SentToRoom {
+        marker: Option<&Marker>,
+    ) -> Result<Marked<SentToRoom>, PublishError> {
+        let stream = StreamName::Room(Arc::from(room));
+        if let Some(appended) = self.stream_send(app, &stream, &message, marker).await? {
+            return Ok(appended.map(|a| SentToRoom {
+                id: message.id,
+                delivered: None,
+                offset: Some(a.offset),
+                epoch: Some(a.epoch),
+            }));
+        }
+        let topic = keys::stream_topic(app, &stream);
+        let marked = live_send(&self.conn, &topic, &message.body, marker).await?;
+        Ok(marked.map(|()| SentToRoom {
             id: message.id,
             delivered: None,
             offset: None,
             epoch: None,
-        })
+        }))
+    }
+
+    /// Appends to the stream `name` when it keeps a history; `None` when it is live only.
+    async fn stream_send(
+        &self,
+        app: &str,
+        name: &StreamName,
+        message: &Encoded,
+        marker: Option<&Marker>,
+    ) -> Result<Option<Marked<StreamAppended>>, PublishError> {
+        let Some(limits) = self.streams.limits_of(name) else {
+            return Ok(None);
+        };
+        let topic = keys::stream_topic(app, name);
+        let marker = marker.map(|m| (keys::marker(&topic, &m.key), m));
+        let keys = keys::stream(app, name);
+        Ok(Some(
+            ops::publish_stream(&self.conn, &keys, limits, &message.body, marker, now_ms()).await?,
+        ))
     }
 
     /// Live message to every connection of an app.
@@ -339,23 +392,37 @@ impl Publisher {
         message: OutgoingMessage,
     ) -> Result<SentToApp, PublishError> {
         check_app(app)?;
-        self.app_send(app, encode(message, None)?).await
+        Ok(self
+            .app_send(app, encode(message, None)?, None)
+            .await?
+            .into_inner())
     }
 
-    async fn app_send(&self, app: &str, message: Encoded) -> Result<SentToApp, PublishError> {
-        ops::publish_frame(
-            &self.conn,
-            &Topic::App {
-                app: Arc::from(app),
-            },
-            &message.body,
-        )
-        .await?;
-        Ok(SentToApp {
+    async fn app_send(
+        &self,
+        app: &str,
+        message: Encoded,
+        marker: Option<&Marker>,
+    ) -> Result<Marked<SentToApp>, PublishError> {
+        if let Some(appended) = self
+            .stream_send(app, &StreamName::App, &message, marker)
+            .await?
+        {
+            return Ok(appended.map(|a| SentToApp {
+                id: message.id,
+                offset: Some(a.offset),
+                epoch: Some(a.epoch),
+            }));
+        }
+        let topic = Topic::App {
+            app: Arc::from(app),
+        };
+        let marked = live_send(&self.conn, &topic, &message.body, marker).await?;
+        Ok(marked.map(|()| SentToApp {
             id: message.id,
             offset: None,
             epoch: None,
-        })
+        }))
     }
 
     /// Closes every connection of a user with 4403, on every node.
@@ -400,10 +467,12 @@ impl Once<'_> {
         };
         let fingerprint = idempotency::fingerprint("/v1/send/user", &request);
         // Checked before the key is claimed, as the HTTP API does.
-        let encoded = encode(request.message, None)?;
+        let encoded = encode(self.keyed_id(app, &fingerprint, request.message), None)?;
         let (publisher, app, user) = (self.publisher.clone(), request.app, request.user_id);
-        self.run(app.clone(), fingerprint, async move {
-            publisher.user_send(&app, &user, encoded).await
+        self.run(app.clone(), fingerprint, move |marker| async move {
+            publisher
+                .user_send(&app, &user, encoded, marker.as_ref())
+                .await
         })
         .await
     }
@@ -423,10 +492,12 @@ impl Once<'_> {
             message,
         };
         let fingerprint = idempotency::fingerprint("/v1/send/users", &request);
-        let encoded = encode(request.message, None)?;
+        let encoded = encode(self.keyed_id(app, &fingerprint, request.message), None)?;
         let (publisher, app, users) = (self.publisher.clone(), request.app, request.user_ids);
-        self.run(app.clone(), fingerprint, async move {
-            publisher.users_send(&app, users, encoded).await
+        self.run(app.clone(), fingerprint, move |marker| async move {
+            publisher
+                .users_send(&app, users, encoded, marker.as_ref())
+                .await
         })
         .await
     }
@@ -446,10 +517,15 @@ impl Once<'_> {
             message,
         };
         let fingerprint = idempotency::fingerprint("/v1/send/room", &request);
-        let encoded = encode(request.message, Some(room))?;
+        let encoded = encode(
+            self.keyed_id(app, &fingerprint, request.message),
+            Some(room),
+        )?;
         let (publisher, app, room) = (self.publisher.clone(), request.app, request.room);
-        self.run(app.clone(), fingerprint, async move {
-            publisher.room_send(&app, &room, encoded).await
+        self.run(app.clone(), fingerprint, move |marker| async move {
+            publisher
+                .room_send(&app, &room, encoded, marker.as_ref())
+                .await
         })
         .await
     }
@@ -466,26 +542,41 @@ impl Once<'_> {
             message,
         };
         let fingerprint = idempotency::fingerprint("/v1/send/app", &request);
-        let encoded = encode(request.message, None)?;
+        let encoded = encode(self.keyed_id(app, &fingerprint, request.message), None)?;
         let (publisher, app) = (self.publisher.clone(), request.app);
-        self.run(app.clone(), fingerprint, async move {
-            publisher.app_send(&app, encoded).await
+        self.run(app.clone(), fingerprint, move |marker| async move {
+            publisher.app_send(&app, encoded, marker.as_ref()).await
         })
         .await
+    }
+
+    /// The message of a keyed send that names no id gets the key's derived id, as through
+    /// the HTTP API, so a retry through either carries the same id.
+    fn keyed_id(
+        &self,
+        app: &str,
+        fingerprint: &str,
+        mut message: OutgoingMessage,
+    ) -> OutgoingMessage {
+        message
+            .id
+            .get_or_insert_with(|| idempotency::derived_id(app, self.key, fingerprint));
+        message
     }
 
     /// Claims, sends, records, on a task of its own: dropping the caller's future (a
     /// timeout around the call) must not stop a send halfway, with the key left claimed
     /// and the message perhaps stored.
-    async fn run<T, Fut>(
+    async fn run<T, F, Fut>(
         &self,
         app: String,
         fingerprint: String,
-        send: Fut,
+        send: F,
     ) -> Result<Replayable<T>, PublishError>
     where
         T: Serialize + DeserializeOwned + Send + 'static,
-        Fut: Future<Output = Result<T, PublishError>> + Send + 'static,
+        F: FnOnce(Option<Marker>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Marked<T>, PublishError>> + Send + 'static,
     {
         idempotency::check_key(self.key).map_err(PublishError::Invalid)?;
         // The records live in the Redis the publisher writes to (the gateways' own).
@@ -493,7 +584,7 @@ impl Once<'_> {
         let ttl_ms = self.publisher.idempotency_ttl_ms;
         let key = self.key.to_owned();
         let task = tokio::spawn(async move {
-            idempotency::once(&records, &app, &key, &fingerprint, ttl_ms, || send).await
+            idempotency::once(&records, &app, &key, &fingerprint, ttl_ms, send).await
         });
         let outcome = task.await.map_err(|e| {
             tracing::error!(error = %e, "an idempotent send's task failed");

@@ -17,8 +17,8 @@ use std::sync::Mutex;
 use support::redis::RedisServer;
 use support::*;
 use tether_protocol::api::{
-    Health, InboundPage, Kicked, SendToApp, SendToRoom, SendToUser, SendToUsers, SentToApp,
-    SentToRoom, SentToUser, SentToUsers, Stats,
+    Health, History, InboundPage, Kicked, SendToApp, SendToRoom, SendToUser, SendToUsers,
+    SentToApp, SentToRoom, SentToUser, SentToUsers, Stats,
 };
 use tether_protocol::server::RoomPresence;
 use tether_server::api::{endpoints, openapi::DOCUMENT, Access};
@@ -479,6 +479,7 @@ fn every_example_fits_its_schema_and_the_protocol_types() {
     round_trips::<InboundPage>(&ok("/v1/inbound", "get"), "InboundPage");
     round_trips::<Stats>(&ok("/v1/stats", "get"), "Stats");
     round_trips::<RoomPresence>(&ok("/v1/presence", "get"), "RoomPresence");
+    round_trips::<History>(&ok("/v1/history", "get"), "History");
     round_trips::<Health>(
         &example("/paths/~1health/get/responses/503/content/application~1json/example"),
         "Health",
@@ -726,6 +727,86 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
         assert_eq!(answer.status, 400, "{query}");
     }
 
+    // History: rooms matching WS_ROOM_HISTORY (news:*) and the app's broadcasts keep what
+    // was sent to them, with offsets; other rooms keep nothing.
+    let sent = caller
+        .post_checked(
+            "/v1/send/room",
+            json!({"room": "news:1", "app": APP, "message": {"type": "n", "data": 1}}),
+        )
+        .await;
+    assert_eq!((sent.status, sent.body["offset"].clone()), (200, json!(1)));
+    let epoch = sent.body["epoch"].as_str().unwrap().to_owned();
+    let answer = caller
+        .query_checked(Method::GET, &format!("/v1/history?app={APP}&room=news:1"))
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body["offset"], 1);
+    assert_eq!(answer.body["messages"][0]["data"], 1);
+    assert_eq!(answer.body["messages"][0]["offset"], 1);
+    let answer = caller
+        .query_checked(
+            Method::GET,
+            &format!("/v1/history?app={APP}&room=news:1&since=1&epoch={epoch}&limit=5"),
+        )
+        .await;
+    assert_eq!(
+        (
+            answer.status,
+            answer.body["recovered"].clone(),
+            answer.body["messages"].clone()
+        ),
+        (200, json!(true), json!([]))
+    );
+    let answer = caller
+        .query_checked(
+            Method::GET,
+            &format!("/v1/history?app={APP}&room=news:1&since=1&epoch=other"),
+        )
+        .await;
+    assert_eq!(
+        (
+            answer.body["recovered"].clone(),
+            answer.body["messages"].as_array().unwrap().len()
+        ),
+        (json!(false), 1)
+    );
+    let sent = caller
+        .post_checked(
+            "/v1/send/app",
+            json!({"app": APP, "message": {"type": "n"}}),
+        )
+        .await;
+    // Earlier sends to the app went into its stream too.
+    assert!(sent.body["offset"].as_u64().unwrap() >= 1, "{}", sent.body);
+    let answer = caller
+        .query_checked(Method::GET, &format!("/v1/history?app={APP}"))
+        .await;
+    assert_eq!(
+        (answer.status, answer.body["room"].clone()),
+        (200, json!(null))
+    );
+    assert_eq!(answer.body["offset"], sent.body["offset"]);
+    let answer = caller
+        .query_checked(Method::GET, &format!("/v1/history?app={APP}&room=lobby"))
+        .await;
+    assert_eq!(answer.status, 404);
+    for query in [
+        "",
+        "?room=news:1",
+        "?app=bad%20app",
+        "?app=shop&room=a%20b",
+        "?app=shop&room=news:1&limit=0",
+        "?app=shop&room=news:1&limit=1001",
+        "?app=shop&room=news:1&epoch=a:b",
+        "?app=shop&room=news:1&since=-1",
+    ] {
+        let answer = caller
+            .query_checked(Method::GET, &format!("/v1/history{query}"))
+            .await;
+        assert_eq!(answer.status, 400, "{query}");
+    }
+
     // Stats.
     let answer = caller.admin(Method::GET, "/v1/stats", None).await;
     assert_eq!(answer.status, 200);
@@ -882,6 +963,11 @@ async fn exercise_redis_down(caller: &Caller<'_>, redis: &mut RedisServer) {
         ),
         (Method::GET, format!("/v1/inbound?app={APP}"), None),
         (Method::GET, format!("/v1/presence?app={APP}&room=r"), None),
+        (
+            Method::GET,
+            format!("/v1/history?app={APP}&room=news:1"),
+            None,
+        ),
         (Method::GET, "/v1/stats".to_owned(), None),
     ] {
         let answer = caller.admin(method, &path, body).await;
@@ -900,12 +986,17 @@ async fn real_answers_match_the_document_and_cover_every_documented_status() {
         seen: &seen,
     };
 
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::with(|c| {
+        c.room_history = vec!["news:*".into()];
+        c.app_history_size = 10;
+    })
+    .await;
     exercise_embedded(&caller(&gw), &gw).await;
     let keyless = TestGateway::with(|c| c.admin_api_key = None).await;
     exercise_without_key(&caller(&keyless)).await;
     let mut redis = RedisServer::start();
-    let on_redis = TestGateway::redis(&redis.url(), |_| {}).await;
+    let on_redis =
+        TestGateway::redis(&redis.url(), |c| c.room_history = vec!["news:*".into()]).await;
     exercise_in_progress(&caller(&on_redis), &redis).await;
     exercise_redis_down(&caller(&on_redis), &mut redis).await;
 

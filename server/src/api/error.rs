@@ -34,7 +34,17 @@ impl ApiError {
                 ApiError::new(HttpErrorCode::Unavailable, format!("{e}; retry later"))
             }
             BrokerError::BadRequest(message) => ApiError::invalid(message),
+            BrokerError::KeyReused => ApiError::key_reused(),
         }
+    }
+
+    /// 422: the `Idempotency-Key` belongs to another request.
+    pub fn key_reused() -> ApiError {
+        ApiError::new(
+            HttpErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was used with a different request (path or body); \
+             use a new key for a new request",
+        )
     }
 }
 
@@ -43,9 +53,13 @@ impl From<BrokerError> for ApiError {
         match e {
             BrokerError::Unavailable(_) => ApiError::new(
                 HttpErrorCode::Unavailable,
-                format!("{e}; nothing was sent, retry later"),
+                format!(
+                    "{e}; not confirmed (nearly always nothing was sent); retry later, with \
+                     an Idempotency-Key a retry never sends twice"
+                ),
             ),
             BrokerError::BadRequest(message) => ApiError::invalid(message),
+            BrokerError::KeyReused => ApiError::key_reused(),
         }
     }
 }

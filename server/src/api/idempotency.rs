@@ -13,7 +13,7 @@
 //! Records live `API_IDEMPOTENCY_TTL` seconds in the broker, scoped by app.
 
 use super::error::ApiError;
-use crate::broker::idempotency::{self, check_key, Outcome};
+use crate::broker::idempotency::{self, check_key, Marked, Marker, Outcome};
 use crate::state::Shared;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +35,12 @@ pub struct Keyed {
 }
 
 impl Keyed {
+    /// The id of the message of a keyed request that names none: the same for every
+    /// retry ([`idempotency::derived_id`]).
+    pub fn message_id(&self, app: &str) -> String {
+        idempotency::derived_id(app, &self.key, &self.fingerprint)
+    }
+
     /// The key from `headers`, with the fingerprint of the request (`path`, the typed
     /// `request`). `None` without the header; 400 for a key that is empty, longer than
     /// [`idempotency::MAX_KEY_LEN`], or holds anything but visible ASCII.
@@ -68,13 +74,13 @@ pub async fn once<T, F, Fut>(
 ) -> Result<Response, ApiError>
 where
     T: Serialize + Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
+    F: FnOnce(Option<Marker>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Marked<T>, ApiError>> + Send + 'static,
 {
     let Some(Keyed { key, fingerprint }) = keyed else {
-        return send()
+        return send(None)
             .await
-            .map(|answer| axum::Json(answer).into_response());
+            .map(|answer| axum::Json(answer.into_inner()).into_response());
     };
     let ttl_ms = shared.config.idempotency_ttl_s.saturating_mul(1000);
     let tracker = shared.sends.clone();
@@ -117,11 +123,7 @@ where
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             Ok(response)
         }
-        Outcome::Reused => Err(ApiError::new(
-            HttpErrorCode::IdempotencyKeyReused,
-            "this Idempotency-Key was used with a different request (path or body); \
-             use a new key for a new request",
-        )),
+        Outcome::Reused => Err(ApiError::key_reused()),
         Outcome::Corrupt => Err(ApiError::new(
             HttpErrorCode::Internal,
             "the record under this Idempotency-Key is unreadable; nothing was sent",

@@ -5,6 +5,7 @@
 //! lists it, so the OpenAPI test (`server/tests/openapi.rs`) sees exactly what is served.
 
 pub mod error;
+pub mod history;
 pub mod idempotency;
 pub mod inbound;
 pub mod observe;
@@ -100,6 +101,7 @@ fn table() -> Vec<Row> {
         row(Delete, "/v1/connections", AdminKey, send::kick),
         row(Get, "/v1/inbound", AdminKey, inbound::read),
         row(Get, "/v1/presence", AdminKey, presence::read),
+        row(Get, "/v1/history", AdminKey, history::read),
         row(Get, "/v1/stats", AdminKey, observe::stats),
         row(Get, "/v1/openapi.json", Public, openapi::document),
         row(Get, "/health", Public, observe::health),

@@ -4,7 +4,8 @@
 //! ([`super::idempotency`]).
 
 use super::error::{json_body, ApiError};
-use super::idempotency::{self, Keyed};
+use super::idempotency::{once as request_once, Keyed};
+use crate::broker::stream::StreamName;
 use crate::outgoing::{
     check_app, check_room, check_user, check_users, encode, sent_to_users, Invalid,
 };
@@ -18,7 +19,8 @@ use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
 use tether_protocol::api::{
-    Kicked, SendToApp, SendToRoom, SendToUser, SendToUsers, SentToApp, SentToRoom, SentToUser,
+    Kicked, OutgoingMessage, SendToApp, SendToRoom, SendToUser, SendToUsers, SentToApp, SentToRoom,
+    SentToUser,
 };
 use tracing::debug;
 
@@ -38,18 +40,21 @@ pub async fn to_user(
     check_app(&request.app)?;
     check_user(&request.user_id)?;
     let keyed = Keyed::from_request(&headers, "/v1/send/user", &request)?;
-    let message = encode(request.message, None)?;
+    let message = encode(keyed_id(&keyed, &request.app, request.message), None)?;
     let (app, user) = (request.app, request.user_id);
     let broker = shared.broker.clone();
-    idempotency::once(shared, app.clone(), keyed, move || async move {
-        let delivery = broker.send_to_user(&app, &user, &message.body).await?;
+    request_once(shared, app.clone(), keyed, move |marker| async move {
+        let marked = broker
+            .send_to_user(&app, &user, &message.body, marker.as_ref())
+            .await?;
+        let delivery = marked.clone().into_inner();
         debug!(%app, %user, seq = delivery.seq, delivered = delivery.delivered, "sent to user");
-        Ok(SentToUser {
+        Ok(marked.map(|delivery| SentToUser {
             id: message.id,
             seq: delivery.seq,
             delivered: delivery.delivered,
             queued: true,
-        })
+        }))
     })
     .await
 }
@@ -67,22 +72,24 @@ pub async fn to_users(
     check_app(&request.app)?;
     check_users(&request.user_ids)?;
     let keyed = Keyed::from_request(&headers, "/v1/send/users", &request)?;
-    let message = encode(request.message, None)?;
+    let message = encode(keyed_id(&keyed, &request.app, request.message), None)?;
     let (app, users) = (request.app, request.user_ids);
     let broker = shared.broker.clone();
-    idempotency::once(shared, app.clone(), keyed, move || async move {
+    request_once(shared, app.clone(), keyed, move |marker| async move {
         let sends = users
             .iter()
-            .map(|user| broker.send_to_user(&app, user, &message.body));
+            .map(|user| broker.send_to_user(&app, user, &message.body, marker.as_ref()));
         let results = futures_util::future::join_all(sends).await;
         let answer = sent_to_users(message.id, users, results)?;
-        debug!(%app, sent = answer.sent, failed = answer.failed, "sent to users");
+        let counts = answer.clone().into_inner();
+        debug!(%app, sent = counts.sent, failed = counts.failed, "sent to users");
         Ok(answer)
     })
     .await
 }
 
-/// `POST /v1/send/room`: live to the room's members.
+/// `POST /v1/send/room`: live to the room's members; for a room with history, appended to
+/// its stream first (the answer carries the offset and epoch).
 pub async fn to_room(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -92,24 +99,41 @@ pub async fn to_room(
     check_app(&request.app)?;
     check_room(&request.room)?;
     let keyed = Keyed::from_request(&headers, "/v1/send/room", &request)?;
-    let message = encode(request.message, Some(&request.room))?;
+    let message = encode(
+        keyed_id(&keyed, &request.app, request.message),
+        Some(&request.room),
+    )?;
     let (app, room) = (request.app, request.room);
+    let stream = StreamName::Room(Arc::from(room.as_str()));
+    let history = shared.config.history_of(&stream);
     let broker = shared.broker.clone();
-    idempotency::once(shared, app.clone(), keyed, move || async move {
-        let delivered = broker
-            .send_to_room(&app, &room, Utf8Bytes::from(message.body))
+    request_once(shared, app.clone(), keyed, move |marker| async move {
+        let Some(limits) = history else {
+            let marked = broker
+                .send_to_room(&app, &room, Utf8Bytes::from(message.body), marker.as_ref())
+                .await?;
+            return Ok(marked.map(|delivered| SentToRoom {
+                id: message.id,
+                delivered,
+                offset: None,
+                epoch: None,
+            }));
+        };
+        let marked = broker
+            .publish_to_stream(&app, &stream, &message.body, limits, marker.as_ref())
             .await?;
-        Ok(SentToRoom {
+        Ok(marked.map(|appended| SentToRoom {
             id: message.id,
-            delivered,
-            offset: None,
-            epoch: None,
-        })
+            delivered: appended.delivered,
+            offset: Some(appended.offset),
+            epoch: Some(appended.epoch),
+        }))
     })
     .await
 }
 
-/// `POST /v1/send/app`: live to every connection of the app.
+/// `POST /v1/send/app`: live to every connection of the app; appended to the app's stream
+/// first when the gateway keeps one.
 pub async fn to_app(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -118,20 +142,46 @@ pub async fn to_app(
     let request: SendToApp = json_body(&body)?;
     check_app(&request.app)?;
     let keyed = Keyed::from_request(&headers, "/v1/send/app", &request)?;
-    let message = encode(request.message, None)?;
+    let message = encode(keyed_id(&keyed, &request.app, request.message), None)?;
     let app = request.app;
+    let history = shared.config.history_of(&StreamName::App);
     let broker = shared.broker.clone();
-    idempotency::once(shared, app.clone(), keyed, move || async move {
-        broker
-            .send_to_app(&app, Utf8Bytes::from(message.body))
+    request_once(shared, app.clone(), keyed, move |marker| async move {
+        let Some(limits) = history else {
+            let marked = broker
+                .send_to_app(&app, Utf8Bytes::from(message.body), marker.as_ref())
+                .await?;
+            return Ok(marked.map(|()| SentToApp {
+                id: message.id,
+                offset: None,
+                epoch: None,
+            }));
+        };
+        let marked = broker
+            .publish_to_stream(
+                &app,
+                &StreamName::App,
+                &message.body,
+                limits,
+                marker.as_ref(),
+            )
             .await?;
-        Ok(SentToApp {
+        Ok(marked.map(|appended| SentToApp {
             id: message.id,
-            offset: None,
-            epoch: None,
-        })
+            offset: Some(appended.offset),
+            epoch: Some(appended.epoch),
+        }))
     })
     .await
+}
+
+/// The message of a keyed request that names no id gets the key's derived id, so every
+/// retry carries the same one.
+fn keyed_id(keyed: &Option<Keyed>, app: &str, mut message: OutgoingMessage) -> OutgoingMessage {
+    if let Some(keyed) = keyed {
+        message.id.get_or_insert_with(|| keyed.message_id(app));
+    }
+    message
 }
 
 /// Query of `DELETE /v1/connections`.

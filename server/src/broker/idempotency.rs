@@ -24,6 +24,77 @@ use std::fmt::Write as _;
 use std::future::Future;
 use tracing::warn;
 
+/// A keyed send's marker: the broker writes it in the same atomic step as the send it
+/// marks (the inbox append, the stream append, the publish), under the send's key in the
+/// slot of what it sends to, and a send that finds it sends nothing and answers what the
+/// first one did. So a retry after any crash, any 503 and any takeover of an abandoned
+/// claim stores nothing twice. It lives as long as the claim records do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// The request's `Idempotency-Key`.
+    pub key: String,
+    /// Its fingerprint ([`fingerprint`]): a marker of another request is
+    /// [`BrokerError::KeyReused`].
+    pub fingerprint: String,
+    /// How long the marker is kept, ms.
+    pub ttl_ms: u64,
+}
+
+/// The answer of a send that carried a [`Marker`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marked<T> {
+    /// Sent now.
+    New(T),
+    /// Sent before under the same key: what the first send answered; nothing was sent.
+    Found(T),
+}
+
+impl<T> Marked<T> {
+    /// The answer either way.
+    pub fn into_inner(self) -> T {
+        match self {
+            Marked::New(t) | Marked::Found(t) => t,
+        }
+    }
+
+    /// Whether an earlier send's marker answered.
+    pub fn found(&self) -> bool {
+        matches!(self, Marked::Found(_))
+    }
+
+    /// Maps the answer, keeping whether it was found.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Marked<U> {
+        match self {
+            Marked::New(t) => Marked::New(f(t)),
+            Marked::Found(t) => Marked::Found(f(t)),
+        }
+    }
+}
+
+/// The message id of a keyed send whose request names none: derived from the app, the key
+/// and the request, so every retry (on any node) carries the same id, and a client that
+/// drops messages by id drops nothing of a retry either. Formatted as a UUID (version 8).
+pub fn derived_id(app: &str, key: &str, fingerprint: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [app, key, fingerprint] {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\n");
+    }
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hasher.finalize()[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 /// Longest key accepted (a UUID is 36; Stripe allows 255).
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -174,8 +245,12 @@ pub enum Outcome<T> {
 }
 
 /// Runs `send` at most once per (app, key): claims the key, sends, records the answer;
-/// or reports what the key holds. A failed `send` frees the key (it sent nothing), so a
-/// retry runs. Counts `tether_api_idempotency_total{outcome}`.
+/// or reports what the key holds. `send` gets the [`Marker`] to write with what it sends,
+/// so a send that an earlier attempt already made (its gateway crashed before recording
+/// the answer, or answered 503 although the message was stored) finds the marker and
+/// sends nothing: that answer is replayed. A failed `send` frees the key, so a retry runs
+/// (and finds the marker if the failed one stored after all). Counts
+/// `tether_api_idempotency_total{outcome}`.
 pub async fn once<S, T, E, F, Fut>(
     store: &S,
     app: &str,
@@ -188,8 +263,8 @@ where
     S: Store + ?Sized,
     T: Serialize,
     E: From<BrokerError>,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
+    F: FnOnce(Option<Marker>) -> Fut,
+    Fut: Future<Output = Result<Marked<T>, E>>,
 {
     let claim = format!("{:016x}", rand::random::<u64>());
     let pending = match store
@@ -209,8 +284,18 @@ where
         }
     };
     counted("first");
-    match send().await {
-        Ok(answer) => {
+    let marker = Marker {
+        key: key.to_owned(),
+        fingerprint: fingerprint.to_owned(),
+        ttl_ms,
+    };
+    match send(Some(marker)).await {
+        Ok(marked) => {
+            let found = marked.found();
+            if found {
+                counted("marker");
+            }
+            let answer = marked.into_inner();
             let recorded = match serde_json::to_string(&answer) {
                 Ok(text) => {
                     let done = Record::Done {
@@ -233,6 +318,11 @@ where
                 // (in progress) until it counts as abandoned, then sends again.
                 warn!(%app, error = %e, "sent, but the idempotency record could not be completed");
                 counted("not_recorded");
+            }
+            if found {
+                if let Ok(text) = serde_json::to_string(&answer) {
+                    return Ok(Outcome::Replayed(text));
+                }
             }
             Ok(Outcome::Sent(answer))
         }

@@ -2,10 +2,11 @@
 //! `tether-server` runs when no Redis is configured, so a newcomer can start the gateway
 //! with one command. Nothing survives a restart (the log says so at start).
 
-use super::idempotency;
+use super::idempotency::{self, Marked, Marker};
 use super::inbound::InboundLog;
 use super::inbox::{Inbox, Retention};
 use super::presence;
+use super::stream::{History, HistoryLimits, ReadFrom, StreamAppended, StreamName, StreamRead};
 use super::{
     frame_with_seq, AckOutcome, Admission, Broker, BrokerError, ClusterStats, InboundMessage,
     Lease, Replay, StoreOutcome, UserDelivery,
@@ -35,6 +36,76 @@ pub struct MemorySettings {
 
 type UserKey = (Arc<str>, Arc<str>);
 
+/// What a keyed send marked, by (app, what it sent to, key).
+type MarkerKey = (String, String, String);
+
+/// A marker's answer (see [`Marker`]).
+#[derive(Debug, Clone)]
+enum MarkedSend {
+    User(UserDelivery),
+    Stream(StreamAppended),
+    Live(Option<u64>),
+}
+
+/// The markers of keyed sends: (fingerprint, answer, expiry ms).
+#[derive(Default)]
+struct Markers(HashMap<MarkerKey, (String, MarkedSend, u64)>);
+
+impl Markers {
+    /// The answer an earlier send under `marker` recorded for `target`, if any.
+    fn find(
+        &mut self,
+        app: &str,
+        target: &str,
+        marker: Option<&Marker>,
+        now: u64,
+    ) -> Result<Option<MarkedSend>, BrokerError> {
+        let Some(marker) = marker else {
+            return Ok(None);
+        };
+        // Expired markers go when the map has grown (amortised: never a scan per send).
+        if self.0.len() >= 1024 && self.0.len().is_power_of_two() {
+            self.0.retain(|_, (_, _, expires)| *expires > now);
+        }
+        let key = (app.to_owned(), target.to_owned(), marker.key.clone());
+        match self.0.get(&key) {
+            Some((_, _, expires)) if *expires <= now => Ok(None),
+            Some((fingerprint, _, _)) if *fingerprint != marker.fingerprint => {
+                Err(BrokerError::KeyReused)
+            }
+            Some((_, answer, _)) => Ok(Some(answer.clone())),
+            None => Ok(None),
+        }
+    }
+
+    fn record(
+        &mut self,
+        app: &str,
+        target: &str,
+        marker: Option<&Marker>,
+        answer: MarkedSend,
+        now: u64,
+    ) {
+        if let Some(marker) = marker {
+            self.0.insert(
+                (app.to_owned(), target.to_owned(), marker.key.clone()),
+                (
+                    marker.fingerprint.clone(),
+                    answer,
+                    now.saturating_add(marker.ttl_ms),
+                ),
+            );
+        }
+    }
+}
+
+fn stream_target(stream: &StreamName) -> String {
+    match stream {
+        StreamName::Room(room) => format!("r:{room}"),
+        StreamName::App => "a".to_owned(),
+    }
+}
+
 /// The single-node broker.
 pub struct MemoryBroker {
     hub: Arc<Hub>,
@@ -46,6 +117,11 @@ pub struct MemoryBroker {
     inboxes: Mutex<HashMap<UserKey, Inbox>>,
     inbound: Mutex<InboundLog>,
     idempotency: Mutex<idempotency::Records>,
+    /// Streams by (app, name). Held while delivering a stream message to the hub, so
+    /// deliveries leave in offset order.
+    streams: Mutex<HashMap<(Arc<str>, StreamName), History>>,
+    /// Markers of keyed sends; always locked last.
+    markers: Mutex<Markers>,
 }
 
 impl MemoryBroker {
@@ -58,6 +134,8 @@ impl MemoryBroker {
             inboxes: Mutex::default(),
             inbound: Mutex::default(),
             idempotency: Mutex::default(),
+            streams: Mutex::default(),
+            markers: Mutex::default(),
         }
     }
 
@@ -135,21 +213,28 @@ impl Broker for MemoryBroker {
         app: &str,
         user: &str,
         body: &str,
-    ) -> Result<UserDelivery, BrokerError> {
+        marker: Option<&Marker>,
+    ) -> Result<Marked<UserDelivery>, BrokerError> {
+        let now = now_ms();
+        let target = format!("u:{user}");
         let mut inboxes = self.inboxes.lock();
+        if let Some(MarkedSend::User(found)) =
+            self.markers.lock().find(app, &target, marker, now)?
+        {
+            return Ok(Marked::Found(found));
+        }
         let inbox = inboxes.entry(Self::key(app, user)).or_default();
-        let (seq, frame) = inbox.append(now_ms(), self.settings.retention, |seq| {
+        let (seq, frame) = inbox.append(now, self.settings.retention, |seq| {
             frame_with_seq(seq, body)
         });
-        let delivered = self.hub.deliver_to_user(
-            app,
-            user,
-            &Outgoing {
-                text: frame,
-                seq: Some(seq),
-            },
-        );
-        Ok(UserDelivery { seq, delivered })
+        let delivered = self
+            .hub
+            .deliver_to_user(app, user, &Outgoing::user(frame, seq));
+        let delivery = UserDelivery { seq, delivered };
+        self.markers
+            .lock()
+            .record(app, &target, marker, MarkedSend::User(delivery), now);
+        Ok(Marked::New(delivery))
     }
 
     async fn send_to_room(
@@ -157,26 +242,85 @@ impl Broker for MemoryBroker {
         app: &str,
         room: &str,
         frame: Utf8Bytes,
-    ) -> Result<Option<u64>, BrokerError> {
-        Ok(Some(self.hub.deliver_to_room(
-            app,
-            room,
-            &Outgoing {
-                text: frame,
-                seq: None,
-            },
-        )))
+        marker: Option<&Marker>,
+    ) -> Result<Marked<Option<u64>>, BrokerError> {
+        let now = now_ms();
+        let target = format!("r:{room}");
+        let mut markers = self.markers.lock();
+        if let Some(MarkedSend::Live(found)) = markers.find(app, &target, marker, now)? {
+            return Ok(Marked::Found(found));
+        }
+        let delivered = Some(self.hub.deliver_to_room(app, room, &Outgoing::live(frame)));
+        markers.record(app, &target, marker, MarkedSend::Live(delivered), now);
+        Ok(Marked::New(delivered))
     }
 
-    async fn send_to_app(&self, app: &str, frame: Utf8Bytes) -> Result<(), BrokerError> {
-        self.hub.deliver_to_app(
+    async fn send_to_app(
+        &self,
+        app: &str,
+        frame: Utf8Bytes,
+        marker: Option<&Marker>,
+    ) -> Result<Marked<()>, BrokerError> {
+        let now = now_ms();
+        let mut markers = self.markers.lock();
+        if let Some(MarkedSend::Live(_)) = markers.find(app, "a", marker, now)? {
+            return Ok(Marked::Found(()));
+        }
+        let delivered = self.hub.deliver_to_app(app, &Outgoing::live(frame));
+        markers.record(app, "a", marker, MarkedSend::Live(Some(delivered)), now);
+        Ok(Marked::New(()))
+    }
+
+    async fn publish_to_stream(
+        &self,
+        app: &str,
+        stream: &StreamName,
+        body: &str,
+        limits: HistoryLimits,
+        marker: Option<&Marker>,
+    ) -> Result<Marked<StreamAppended>, BrokerError> {
+        let now = now_ms();
+        let target = stream_target(stream);
+        let mut streams = self.streams.lock();
+        if let Some(MarkedSend::Stream(found)) =
+            self.markers.lock().find(app, &target, marker, now)?
+        {
+            return Ok(Marked::Found(found));
+        }
+        let history = stream_entry(&mut streams, app, stream, now);
+        let (offset, frame) = history.append(now, limits, body);
+        let epoch = history.epoch().clone();
+        let outgoing = Outgoing::streamed(frame, stream.room(), offset, epoch.clone());
+        let delivered = match stream {
+            StreamName::Room(room) => self.hub.deliver_to_room(app, room, &outgoing),
+            StreamName::App => self.hub.deliver_to_app(app, &outgoing),
+        };
+        let appended = StreamAppended {
+            offset,
+            epoch: epoch.to_string(),
+            delivered: Some(delivered),
+        };
+        self.markers.lock().record(
             app,
-            &Outgoing {
-                text: frame,
-                seq: None,
-            },
+            &target,
+            marker,
+            MarkedSend::Stream(appended.clone()),
+            now,
         );
-        Ok(())
+        Ok(Marked::New(appended))
+    }
+
+    async fn read_stream(
+        &self,
+        app: &str,
+        stream: &StreamName,
+        from: ReadFrom<'_>,
+        limits: HistoryLimits,
+        limit: usize,
+    ) -> Result<StreamRead, BrokerError> {
+        let now = now_ms();
+        let mut streams = self.streams.lock();
+        Ok(stream_entry(&mut streams, app, stream, now).read(from, now, limits, limit))
     }
 
     // One node: the hub's room index is the whole registry, kept by join and leave, so
@@ -312,6 +456,22 @@ impl Broker for MemoryBroker {
     }
 
     fn halt(&self) {}
+}
+
+/// The stream `name` of `app`, made (with a new epoch) when it does not exist or went
+/// unused for so long that a Redis stream's counter would have expired.
+fn stream_entry<'a>(
+    streams: &'a mut HashMap<(Arc<str>, StreamName), History>,
+    app: &str,
+    name: &StreamName,
+    now: u64,
+) -> &'a mut History {
+    let key = (Arc::from(app), name.clone());
+    let history = streams.entry(key).or_insert_with(|| History::new(now));
+    if history.idle(now) {
+        *history = History::new(now);
+    }
+    history
 }
 
 #[async_trait]

@@ -12,13 +12,16 @@ pub mod inbox;
 pub mod memory;
 pub mod presence;
 pub mod redis;
+pub mod stream;
 
 use crate::hub::Topic;
 use crate::ids::ConnRef;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
+use idempotency::{Marked, Marker};
 use serde_json::value::RawValue;
 use std::sync::Arc;
+use stream::{HistoryLimits, ReadFrom, StreamAppended, StreamName, StreamRead};
 use tether_protocol::api::{Health, InboundPage};
 use tether_protocol::server::RoomPresence;
 use thiserror::Error;
@@ -33,6 +36,10 @@ pub enum BrokerError {
     /// A request the broker cannot serve as asked (a malformed cursor, ...).
     #[error("{0}")]
     BadRequest(String),
+    /// The send's `Idempotency-Key` marks a different request (see
+    /// [`idempotency::Marker`]); nothing was sent.
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
 }
 
 /// A connection's claim on one of its user's connection slots.
@@ -174,22 +181,53 @@ pub trait Broker: Send + Sync + 'static {
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError>;
 
     /// Appends to the user's inbox and delivers live on every node, in seq order. `body`
-    /// is the encoded envelope without `seq` ([`crate::outgoing::Encoded::body`]).
+    /// is the encoded envelope without `seq` ([`crate::outgoing::Encoded::body`]). With a
+    /// marker, a send that finds the marker of an earlier one sends nothing and answers its
+    /// delivery (see [`Marker`]).
     async fn send_to_user(
         &self,
         app: &str,
         user: &str,
         body: &str,
-    ) -> Result<UserDelivery, BrokerError>;
-    /// Delivers to the room's members on every node; the count when known.
+        marker: Option<&Marker>,
+    ) -> Result<Marked<UserDelivery>, BrokerError>;
+    /// Delivers to the members of a room without history on every node; the count when
+    /// known. Marked like [`Broker::send_to_user`].
     async fn send_to_room(
         &self,
         app: &str,
         room: &str,
         frame: Utf8Bytes,
-    ) -> Result<Option<u64>, BrokerError>;
-    /// Delivers to every connection of the app on every node.
-    async fn send_to_app(&self, app: &str, frame: Utf8Bytes) -> Result<(), BrokerError>;
+        marker: Option<&Marker>,
+    ) -> Result<Marked<Option<u64>>, BrokerError>;
+    /// Delivers to every connection of the app on every node (an app without history).
+    async fn send_to_app(
+        &self,
+        app: &str,
+        frame: Utf8Bytes,
+        marker: Option<&Marker>,
+    ) -> Result<Marked<()>, BrokerError>;
+    /// Appends to a stream's history and delivers live on every node, in offset order, in
+    /// one step. `body` is the encoded envelope without `offset` and `epoch`. Marked like
+    /// [`Broker::send_to_user`].
+    async fn publish_to_stream(
+        &self,
+        app: &str,
+        stream: &StreamName,
+        body: &str,
+        limits: HistoryLimits,
+        marker: Option<&Marker>,
+    ) -> Result<Marked<StreamAppended>, BrokerError>;
+    /// Reads a stream's history from `from`, at most `limit` messages. A stream nobody
+    /// published to yet gets its epoch here, so the answer always has one.
+    async fn read_stream(
+        &self,
+        app: &str,
+        stream: &StreamName,
+        from: ReadFrom<'_>,
+        limits: HistoryLimits,
+        limit: usize,
+    ) -> Result<StreamRead, BrokerError>;
     /// Records that a connection joined a room, for [`Broker::room_presence`].
     async fn presence_enter(
         &self,

@@ -5,14 +5,17 @@
 
 use super::admission::{self, Admitted};
 use super::presence_events::{self, Change};
+use super::streams::{self, Check, Positions};
 use super::ws::frame::{self, Opcode};
 use super::ws::socket::{Incoming, ReadError, WsSocket};
 use crate::auth::{Claims, TokenError};
+use crate::broker::stream::StreamName;
 use crate::broker::Lease;
 use crate::broker::{AckOutcome, InboundMessage, Replay, StoreOutcome};
 use crate::clock::now_ms;
 use crate::hub::{ConnCell, ConnId, ConnInfo, Registration, Topic, ABANDON};
 use crate::state::Shared;
+use axum::extract::ws::Utf8Bytes;
 use metrics::counter;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,6 +25,7 @@ use std::time::Duration;
 use tether_protocol::client::{ClientMessage, FrameError};
 use tether_protocol::names::room_allowed;
 use tether_protocol::server::{ConnectionEstablished, ServerMessage, TokenRefreshed};
+use tether_protocol::stream::StreamPosition;
 use tether_protocol::{close, ErrorCode};
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -61,6 +65,22 @@ pub struct Session {
     pub registration: Registration,
     /// Inbox messages to send right after `connection_established`.
     pub replay: Replay,
+    /// The app's broadcast stream, when the gateway keeps one: where the connection
+    /// starts, and the messages to send after the inbox replay.
+    pub app_stream: Option<streams::Joined>,
+}
+
+/// A gap found while writing queued frames.
+enum Gap {
+    /// Inbox messages before this seq are missing.
+    Inbox(u64),
+    /// Messages of the stream of `room` after `after` are missing before `upto`.
+    Stream {
+        room: Option<Arc<str>>,
+        after: u64,
+        epoch: Arc<str>,
+        upto: u64,
+    },
 }
 
 /// What ended a wait.
@@ -116,6 +136,7 @@ fn prepare(
         admitted,
         registration,
         replay,
+        app_stream,
     } = session;
     let socket = WsSocket::new(stream, leftover, shared.config.max_message_bytes);
     let cell = registration.cell;
@@ -141,10 +162,15 @@ fn prepare(
         frames_out: 0,
         sent_upto: 0,
         gaps_checked_upto: 0,
+        streams: None,
         strikes: None,
         opened_ms: now_ms(),
     };
-    Box::new(Running { task, replay })
+    Box::new(Running {
+        task,
+        replay,
+        app_stream,
+    })
 }
 
 /// What [`run`] works on, handed over boxed: an async fn keeps a copy of its arguments
@@ -152,18 +178,23 @@ fn prepare(
 struct Running {
     task: Connection,
     replay: Replay,
+    app_stream: Option<streams::Joined>,
 }
 
 /// Serves one connection until it ends, then releases it and closes the socket.
 async fn run(running: Box<Running>) {
     // Unboxed in an inner scope so the box is freed now, not when the connection ends.
-    let Running { mut task, replay } = {
+    let Running {
+        mut task,
+        replay,
+        app_stream,
+    } = {
         let running = running;
         *running
     };
     // The greeting and replay are written before the first wait, so the replay is not
     // part of the long-lived task.
-    let end = match task.greet(replay) {
+    let end = match task.greet(replay, app_stream) {
         Ok(()) => task.serve().await,
         Err(end) => end,
     };
@@ -219,6 +250,8 @@ struct Connection {
     sent_upto: u64,
     /// Gaps up to this seq were filled from the inbox already (what is missing is gone).
     gaps_checked_upto: u64,
+    /// Places in the streams the connection reads; allocated at its first stream.
+    streams: Option<Box<Positions>>,
     /// What a misbehaving or throttled client has earned; allocated at its first strike,
     /// so a well-behaved connection carries one pointer.
     strikes: Option<Box<Strikes>>,
@@ -264,8 +297,8 @@ impl Connection {
         admission::release(self.shared.clone(), self.id, self.lease(), self.in_hub).await;
     }
 
-    /// Writes `connection_established` and the inbox replay.
-    fn greet(&mut self, replay: Replay) -> Result<(), End> {
+    /// Writes `connection_established`, the inbox replay and the app stream's replay.
+    fn greet(&mut self, replay: Replay, app_stream: Option<streams::Joined>) -> Result<(), End> {
         let shared = &self.shared;
         let replay_from = replay.frames.first().map(|(seq, _)| *seq);
         self.sent_upto = replay
@@ -283,13 +316,20 @@ impl Connection {
             replay_from,
             replay_count: replay.frames.len() as u32,
             token_expires_in: Some(self.cell.expires_at().saturating_sub(now_ms())),
-            app_stream: None,
+            app_stream: app_stream.as_ref().map(|s| s.answer.clone()),
         })
         .encode(now_ms());
         counter!("tether_inbox_replayed_total").increment(replay.frames.len() as u64);
+        let stream_frames = app_stream.as_ref().map_or(&[][..], |s| &s.frames[..]);
+        if let Some(joined) = &app_stream {
+            counter!("tether_stream_replayed_total").increment(joined.frames.len() as u64);
+            self.positions()
+                .set(None, &joined.answer.epoch, joined.answer.offset);
+        }
         let first = std::iter::once(established.as_bytes())
-            .chain(replay.frames.iter().map(|(_, f)| f.as_bytes()));
-        self.frames_out += 1 + replay.frames.len() as u64;
+            .chain(replay.frames.iter().map(|(_, f)| f.as_bytes()))
+            .chain(stream_frames.iter().map(|(_, f)| f.as_bytes()));
+        self.frames_out += 1 + (replay.frames.len() + stream_frames.len()) as u64;
         if self.socket.send_texts(first).is_err() {
             return Err(End::Gone);
         }
@@ -327,13 +367,28 @@ impl Connection {
             if self.socket.unsent() == 0 && self.cell.has_frames() {
                 match self.write_queued() {
                     Ok(None) => {}
-                    Ok(Some(gap)) => {
+                    Ok(Some(Gap::Inbox(gap))) => {
                         // Fill the gap from the inbox first (what is gone for good, trimmed
                         // by length or age, stays a gap); then the queued frames go on.
                         if let Some(end) = Box::pin(self.resync()).await {
                             return end;
                         }
                         self.gaps_checked_upto = gap;
+                        continue;
+                    }
+                    Ok(Some(Gap::Stream {
+                        room,
+                        after,
+                        epoch,
+                        upto,
+                    })) => {
+                        // The same for a stream, from its history.
+                        if let Some(end) =
+                            Box::pin(self.fill_stream(room.clone(), after, epoch)).await
+                        {
+                            return end;
+                        }
+                        self.positions().gap_checked(room.as_deref(), upto);
                         continue;
                     }
                     Err(e) => {
@@ -395,14 +450,15 @@ impl Connection {
     }
 
     /// Writes the frames the hub queued, as many as wait (up to a batch), in one write.
-    /// Returns the seq of a user message that would leave a gap after what was sent
-    /// (live messages were missed); it stays queued until the gap is filled.
-    fn write_queued(&mut self) -> std::io::Result<Option<u64>> {
+    /// Returns the gap a user or stream message would leave after what was sent (live
+    /// messages were missed); it stays queued until the gap is filled.
+    fn write_queued(&mut self) -> std::io::Result<Option<Gap>> {
         let Connection {
             cell,
             socket,
             sent_upto,
             gaps_checked_upto,
+            streams,
             ..
         } = self;
         let gaps_checked_upto = *gaps_checked_upto;
@@ -416,10 +472,25 @@ impl Connection {
                         return true;
                     }
                     if seq > *sent_upto + 1 && seq > gaps_checked_upto {
-                        gap = Some(seq);
+                        gap = Some(Gap::Inbox(seq));
                         return false;
                     }
                     *sent_upto = seq;
+                }
+                if let (Some(mark), Some(positions)) = (&frame.stream, streams.as_mut()) {
+                    match positions.check(mark) {
+                        Check::Send => {}
+                        Check::Duplicate => return true,
+                        Check::Gap { after, epoch } => {
+                            gap = Some(Gap::Stream {
+                                room: mark.room.clone(),
+                                after,
+                                epoch,
+                                upto: mark.offset,
+                            });
+                            return false;
+                        }
+                    }
                 }
                 frame::write_frame(out, Opcode::Text, frame.text.as_bytes());
                 written += 1;
@@ -432,9 +503,58 @@ impl Connection {
         Ok(gap)
     }
 
+    /// The connection's stream places, allocated at the first stream.
+    fn positions(&mut self) -> &mut Positions {
+        self.streams.get_or_insert_with(Box::default)
+    }
+
+    /// Sends what the stream of `room` holds after `after` (of `epoch`): a gap, or what
+    /// may have been missed while the broker's subscription was down.
+    async fn fill_stream(
+        &mut self,
+        room: Option<Arc<str>>,
+        after: u64,
+        epoch: Arc<str>,
+    ) -> Option<End> {
+        let shared = self.shared.clone();
+        let name = match &room {
+            Some(room) => StreamName::Room(room.clone()),
+            None => StreamName::App,
+        };
+        let limits = shared.config.history_of(&name)?;
+        let app = self.info().app.clone();
+        match streams::fill(&*shared.broker, &app, &name, after, &epoch, limits).await {
+            Ok(frames) => {
+                let Some((last, _)) = frames.last() else {
+                    return None;
+                };
+                counter!("tether_stream_gap_filled_total").increment(frames.len() as u64);
+                self.positions().set(room.as_deref(), &epoch, *last);
+                self.frames_out += frames.len() as u64;
+                if self
+                    .socket
+                    .send_texts(frames.iter().map(|(_, f)| f.as_bytes()))
+                    .is_err()
+                {
+                    return Some(End::Gone);
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "stream fill failed; the client recovers when it joins again")
+            }
+        }
+        None
+    }
+
     /// Live messages may have been missed (the broker's subscription was down): sends what
-    /// the inbox holds after what this connection got.
+    /// the inbox, and each stream the connection reads, hold after what it got.
     async fn resync(&mut self) -> Option<End> {
+        let held = self.streams.as_ref().map(|p| p.held()).unwrap_or_default();
+        for (room, epoch, after) in held {
+            if let Some(end) = Box::pin(self.fill_stream(room, after, epoch)).await {
+                return Some(end);
+            }
+        }
         let shared = self.shared.clone();
         match shared
             .broker
@@ -587,10 +707,13 @@ impl Connection {
                 ts,
                 server_ts: now_ms(),
             }),
-            ClientMessage::JoinRoom { room, id, .. } => {
-                // An error names the request by its id, else by its type (PROTOCOL.md §5).
+            ClientMessage::JoinRoom { room, id, since } => {
+                // An error names the request by its id, else by its type (§5).
                 let reference = id.unwrap_or_else(|| "join_room".to_owned());
-                Some(self.join_room(room, reference).await)
+                let (answer, replay) = self.join_room(room, reference, since).await;
+                let mut replies = vec![answer.encode(now_ms())];
+                replies.extend(replay.into_iter().map(|(_, f)| f.as_str().to_owned()));
+                return Ok(replies);
             }
             ClientMessage::LeaveRoom { room, .. } => {
                 let was_in = self
@@ -599,6 +722,9 @@ impl Connection {
                     .rooms_of(self.id)
                     .iter()
                     .any(|r| **r == *room);
+                if let Some(positions) = &mut self.streams {
+                    positions.forget(&room);
+                }
                 if let Some(topic) = self.shared.hub.leave_room(self.id, &room) {
                     if let Err(e) = self.shared.broker.unsubscribe(&topic).await {
                         debug!(error = %e, "unsubscribe failed");
@@ -683,7 +809,66 @@ impl Connection {
         Ok(reply.map(|r| r.encode(now_ms())).into_iter().collect())
     }
 
-    async fn join_room(&mut self, room: String, reference: String) -> ServerMessage {
+    /// `join_room`: the answer, and for a room with history the messages to replay after it.
+    async fn join_room(
+        &mut self,
+        room: String,
+        reference: String,
+        since: Option<StreamPosition>,
+    ) -> (ServerMessage, Vec<(u64, Utf8Bytes)>) {
+        let answer = self.join_live(room.clone(), reference.clone()).await;
+        let ServerMessage::RoomJoined { .. } = answer else {
+            return (answer, Vec::new());
+        };
+        let name = StreamName::Room(Arc::from(room.as_str()));
+        let Some(limits) = self.shared.config.history_of(&name) else {
+            return (answer, Vec::new());
+        };
+        // Now a member and subscribed: everything published from here on arrives live, and
+        // the read below holds everything before.
+        let shared = self.shared.clone();
+        let app = self.info().app.clone();
+        match streams::join(&*shared.broker, &app, &name, since.as_ref(), limits).await {
+            Ok(joined) => {
+                counter!("tether_stream_replayed_total").increment(joined.frames.len() as u64);
+                if since.is_some() {
+                    let outcome = if joined.answer.recovered {
+                        "recovered"
+                    } else {
+                        "lost"
+                    };
+                    counter!("tether_stream_recoveries_total", "outcome" => outcome).increment(1);
+                }
+                self.positions()
+                    .set(Some(&room), &joined.answer.epoch, joined.answer.offset);
+                (
+                    ServerMessage::RoomJoined {
+                        room,
+                        stream: Some(joined.answer),
+                    },
+                    joined.frames,
+                )
+            }
+            Err(e) => {
+                if let Some(topic) = self.shared.hub.leave_room(self.id, &room) {
+                    if let Err(e) = self.shared.broker.unsubscribe(&topic).await {
+                        debug!(error = %e, "unsubscribe failed");
+                    }
+                }
+                (
+                    ServerMessage::error(
+                        ErrorCode::Unavailable,
+                        format!("could not read the room's history: {e}"),
+                        Some(reference),
+                    ),
+                    Vec::new(),
+                )
+            }
+        }
+    }
+
+    /// Joins the room live: membership, subscription, presence.
+    async fn join_live(&mut self, room: String, reference: String) -> ServerMessage {
         if let Some(patterns) = &self.grant.rooms {
             if !room_allowed(patterns, &room) {
                 return ServerMessage::error(

@@ -9,10 +9,12 @@
 use super::admission::Admitted;
 use super::connection::{self, Grant, Session};
 use super::origin::origin_allowed;
+use super::streams;
 use super::ws::upgrade;
 use crate::auth::{bearer, Claims, TokenError};
+use crate::broker::stream::StreamName;
 use crate::broker::{Admission, Lease};
-use crate::hub::ConnInfo;
+use crate::hub::{ConnInfo, Topic};
 use crate::state::Shared;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -24,6 +26,7 @@ use metrics::counter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tether_protocol::stream::StreamPosition;
 use tether_protocol::{names, HttpErrorBody, HttpErrorCode};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
@@ -66,6 +69,8 @@ struct Params {
     app: String,
     device: Option<String>,
     since: Option<u64>,
+    /// The last position processed in the app's broadcast stream.
+    app_since: Option<StreamPosition>,
 }
 
 /// The `/ws` handler.
@@ -162,6 +167,39 @@ async fn admit(
         .open_inbox(&info.app, &info.user, info.device.as_deref(), params.since)
         .await
         .map_err(|e| unavailable(&e))?;
+    let app_stream = match shared.config.history_of(&StreamName::App) {
+        Some(limits) => {
+            // Subscribed (or waiting for another connection's subscribe on its way) before
+            // the read, so nothing falls between the replay and live messages.
+            let topic = Topic::App {
+                app: info.app.clone(),
+            };
+            shared
+                .broker
+                .subscribe(&topic)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let joined = streams::join(
+                &*shared.broker,
+                &info.app,
+                &StreamName::App,
+                params.app_since.as_ref(),
+                limits,
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+            if params.app_since.is_some() {
+                let outcome = if joined.answer.recovered {
+                    "recovered"
+                } else {
+                    "lost"
+                };
+                counter!("tether_stream_recoveries_total", "outcome" => outcome).increment(1);
+            }
+            Some(joined)
+        }
+        None => None,
+    };
 
     let session = Session {
         shared: shared.clone(),
@@ -172,6 +210,7 @@ async fn admit(
         admitted,
         registration,
         replay,
+        app_stream,
     };
     let on_upgrade = hyper::upgrade::on(request);
     shared
@@ -277,10 +316,32 @@ fn check_params(query: &HashMap<String, String>) -> Result<Params, Refusal> {
         ),
         None => None,
     };
+    let app_since = match (query.get("appOffset"), query.get("appEpoch")) {
+        (None, None) => None,
+        (Some(offset), Some(epoch)) => {
+            let offset = offset.parse::<u64>().map_err(|_| {
+                invalid(format!(
+                    "appOffset must be a decimal offset (got {offset:?})"
+                ))
+            })?;
+            StreamPosition::validate_epoch(epoch).map_err(|e| invalid(format!("appEpoch: {e}")))?;
+            Some(StreamPosition {
+                offset,
+                epoch: epoch.clone(),
+            })
+        }
+        _ => {
+            return Err(invalid(
+                "appOffset and appEpoch go together (the last app stream position processed)"
+                    .into(),
+            ))
+        }
+    };
     Ok(Params {
         app: app.clone(),
         device,
         since,
+        app_since,
     })
 }
 

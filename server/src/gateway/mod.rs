@@ -8,4 +8,5 @@ pub mod echo;
 pub mod handshake;
 pub mod origin;
 pub mod presence_events;
+pub mod streams;
 pub mod ws;

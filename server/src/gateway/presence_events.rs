@@ -71,7 +71,11 @@ pub async fn announce(
         return;
     }
     let body = Utf8Bytes::from(frame(change, room, member, conn));
-    match shared.broker.send_to_room(&member.app, room, body).await {
+    match shared
+        .broker
+        .send_to_room(&member.app, room, body, None)
+        .await
+    {
         Ok(_) => counter!("tether_presence_events_total", "kind" => change.kind()).increment(1),
         Err(e) => debug!(error = %e, room, "presence event not sent"),
     }

@@ -9,7 +9,8 @@
 
 use super::connection::Conn;
 use super::keys::{self, UserKeys};
-use super::ops::{self, Appended};
+use super::ops::{self, Appended, UserAppend};
+use crate::broker::idempotency::Marker;
 use crate::broker::inbox::Retention;
 use crate::broker::BrokerError;
 use crate::clock::now_ms;
@@ -25,6 +26,7 @@ const IN_FLIGHT: usize = 4;
 struct Job {
     keys: UserKeys,
     body: String,
+    marker: Option<(String, Marker)>,
     retention: Retention,
     answer: oneshot::Sender<Result<Appended, BrokerError>>,
 }
@@ -52,14 +54,16 @@ impl Appender {
         app: &str,
         user: &str,
         body: &str,
+        marker: Option<&Marker>,
     ) -> Result<Appended, BrokerError> {
         if !self.conn.batches_appends() {
-            return ops::append(&self.conn, retention, app, user, body, now_ms()).await;
+            return ops::append(&self.conn, retention, app, user, body, marker, now_ms()).await;
         }
         let (answer, answered) = oneshot::channel();
         let job = Job {
             keys: keys::user(app, user),
             body: body.to_owned(),
+            marker: marker.map(|m| (ops::user_marker(app, user, m), m.clone())),
             retention,
             answer,
         };
@@ -102,8 +106,14 @@ async fn run(conn: Conn, mut queue: mpsc::UnboundedReceiver<Job>) {
         }
         let conn = conn.clone();
         tokio::spawn(async move {
-            let messages: Vec<(&UserKeys, &str)> =
-                batch.iter().map(|j| (&j.keys, j.body.as_str())).collect();
+            let messages: Vec<UserAppend<'_>> = batch
+                .iter()
+                .map(|j| UserAppend {
+                    keys: &j.keys,
+                    body: &j.body,
+                    marker: j.marker.as_ref().map(|(key, m)| (key.clone(), m)),
+                })
+                .collect();
             let result = ops::append_many(&conn, retention, &messages, now_ms()).await;
             drop(messages);
             match result {

@@ -8,7 +8,9 @@
 //! `{tether:inbound:<app>}` for the de-duplication keys next to the stream
 //! `tether:inbound:<app>` (whose slot is the hash of that same text).
 
+use crate::broker::stream::StreamName;
 use crate::hub::Topic;
+use std::sync::Arc;
 
 /// Keeps `[A-Za-z0-9._-]`, writes every other byte as `%XX`.
 pub fn escape(text: &str) -> String {
@@ -75,6 +77,56 @@ pub fn channel(topic: &Topic) -> String {
         Topic::App { app } => format!("tether:{{a:{}}}:ch", escape(app)),
         Topic::Room { app, room } => format!("tether:{{r:{}:{}}}:ch", escape(app), escape(room)),
     }
+}
+
+/// The keys of one stream (a room with history, or an app's broadcasts), in the slot of
+/// its channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamKeys {
+    /// The epoch and the offset counter: a hash (`e`, `o`).
+    pub meta: String,
+    /// The history: a list of `<offset>:<ms>:<frame>` in offset order.
+    pub history: String,
+    /// The stream's channel (the room's or the app's).
+    pub channel: String,
+}
+
+/// The hash tag of a topic's keys (`tether:{...}`), without the trailing part.
+fn topic_tag(topic: &Topic) -> String {
+    match topic {
+        Topic::User { app, user } => format!("tether:{{u:{}:{}}}", escape(app), escape(user)),
+        Topic::App { app } => format!("tether:{{a:{}}}", escape(app)),
+        Topic::Room { app, room } => format!("tether:{{r:{}:{}}}", escape(app), escape(room)),
+    }
+}
+
+/// Keys of the stream `name` of `app`.
+pub fn stream(app: &str, name: &StreamName) -> StreamKeys {
+    let tag = topic_tag(&stream_topic(app, name));
+    StreamKeys {
+        meta: format!("{tag}:smeta"),
+        history: format!("{tag}:shist"),
+        channel: format!("{tag}:ch"),
+    }
+}
+
+/// The topic a stream's messages go out on.
+pub fn stream_topic(app: &str, name: &StreamName) -> Topic {
+    match name {
+        StreamName::Room(room) => Topic::Room {
+            app: Arc::from(app),
+            room: room.clone(),
+        },
+        StreamName::App => Topic::App {
+            app: Arc::from(app),
+        },
+    }
+}
+
+/// The marker of a keyed send (see `broker::idempotency::Marker`) to `topic`, in the slot
+/// of what that send writes.
+pub fn marker(topic: &Topic, key: &str) -> String {
+    format!("{}:once:{}", topic_tag(topic), escape(key))
 }
 
 /// One node's part of a room's presence: a hash of `<connection ref>` -> `[user, user

@@ -22,8 +22,9 @@ pub mod scripts;
 pub mod sentinel;
 mod subscriber;
 
-use super::idempotency;
+use super::idempotency::{self, Marked, Marker};
 use super::inbox::Retention;
+use super::stream::{HistoryLimits, ReadFrom, StreamAppended, StreamName, StreamRead};
 use super::{
     AckOutcome, Admission, Broker, BrokerError, ClusterStats, InboundMessage, Lease, Replay,
     StoreOutcome, UserDelivery,
@@ -299,8 +300,25 @@ async fn inbox_readable(inner: &Inner) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Reads `{seq, frame, seq, frame, ...}`.
-fn seq_frames(values: impl Iterator<Item = Value>) -> Result<Vec<(u64, Utf8Bytes)>, BrokerError> {
+/// A live-only room or app message: plain PUBLISH, or with its marker in one script.
+pub(crate) async fn live_send(
+    conn: &Conn,
+    topic: &Topic,
+    frame: &str,
+    marker: Option<&Marker>,
+) -> Result<Marked<()>, BrokerError> {
+    match marker {
+        None => ops::publish_frame(conn, topic, frame)
+            .await
+            .map(|()| Marked::New(())),
+        Some(marker) => ops::publish_once(conn, topic, frame, marker).await,
+    }
+}
+
+/// Reads `{seq, frame, seq, frame, ...}` (or offsets and frames).
+pub(crate) fn seq_frames(
+    values: impl Iterator<Item = Value>,
+) -> Result<Vec<(u64, Utf8Bytes)>, BrokerError> {
     let values: Vec<Value> = values.collect();
     values
         .chunks(2)
@@ -398,15 +416,18 @@ impl Broker for RedisBroker {
         app: &str,
         user: &str,
         body: &str,
-    ) -> Result<UserDelivery, BrokerError> {
+        marker: Option<&Marker>,
+    ) -> Result<Marked<UserDelivery>, BrokerError> {
         let inner = &self.inner;
         let now = now_ms();
         let appended = inner
             .appender
-            .append(inner.settings.retention, app, user, body)
+            .append(inner.settings.retention, app, user, body, marker)
             .await?;
-        inner.count_queued(now, &appended.trimmed_at);
-        Ok(appended.delivery)
+        if !appended.found {
+            inner.count_queued(now, &appended.trimmed_at);
+        }
+        Ok(appended.marked())
     }
 
     async fn send_to_room(
@@ -414,21 +435,69 @@ impl Broker for RedisBroker {
         app: &str,
         room: &str,
         frame: Utf8Bytes,
-    ) -> Result<Option<u64>, BrokerError> {
+        marker: Option<&Marker>,
+    ) -> Result<Marked<Option<u64>>, BrokerError> {
         let topic = Topic::Room {
             app: Arc::from(app),
             room: Arc::from(room),
         };
-        ops::publish_frame(&self.inner.publisher, &topic, frame.as_str()).await?;
         // Members on other nodes are not counted anywhere; the protocol allows null.
-        Ok(None)
+        live_send(&self.inner.publisher, &topic, frame.as_str(), marker)
+            .await
+            .map(|marked| marked.map(|()| None))
     }
 
-    async fn send_to_app(&self, app: &str, frame: Utf8Bytes) -> Result<(), BrokerError> {
+    async fn send_to_app(
+        &self,
+        app: &str,
+        frame: Utf8Bytes,
+        marker: Option<&Marker>,
+    ) -> Result<Marked<()>, BrokerError> {
         let topic = Topic::App {
             app: Arc::from(app),
         };
-        ops::publish_frame(&self.inner.publisher, &topic, frame.as_str()).await
+        live_send(&self.inner.publisher, &topic, frame.as_str(), marker).await
+    }
+
+    async fn publish_to_stream(
+        &self,
+        app: &str,
+        stream: &StreamName,
+        body: &str,
+        limits: HistoryLimits,
+        marker: Option<&Marker>,
+    ) -> Result<Marked<StreamAppended>, BrokerError> {
+        let topic = keys::stream_topic(app, stream);
+        let marker = marker.map(|m| (keys::marker(&topic, &m.key), m));
+        ops::publish_stream(
+            &self.inner.main,
+            &keys::stream(app, stream),
+            limits,
+            body,
+            marker,
+            now_ms(),
+        )
+        .await
+    }
+
+    async fn read_stream(
+        &self,
+        app: &str,
+        stream: &StreamName,
+        from: ReadFrom<'_>,
+        limits: HistoryLimits,
+        limit: usize,
+    ) -> Result<StreamRead, BrokerError> {
+        inbox_readable(&self.inner).await?;
+        ops::read_stream(
+            &self.inner.main,
+            &keys::stream(app, stream),
+            from,
+            limits,
+            limit,
+            now_ms(),
+        )
+        .await
     }
 
     async fn presence_enter(

@@ -78,18 +78,43 @@ local function read_after(inbox, after, cutoff)
 end
 "#;
 
+/// Shared Lua: the markers of keyed sends (`broker::idempotency::Marker`): a string
+/// `<fingerprint>|<answer fields separated by |>`, written in the same script as the send
+/// it marks. `marked(key, fingerprint)` returns nil (no marker, or no key given), {'r'}
+/// (the key marks another request) or {'f', fields...} (the first send's answer).
+const MARKER: &str = r#"
+local function marked(key, fingerprint)
+  if fingerprint == '' then return nil end
+  local found = redis.call('GET', key)
+  if not found then return nil end
+  local fields = {}
+  for field in string.gmatch(found, '[^|]+') do table.insert(fields, field) end
+  if fields[1] ~= fingerprint then return {'r'} end
+  local answer = {'f'}
+  for i = 2, #fields do table.insert(answer, fields[i]) end
+  return answer
+end
+local function mark(key, fingerprint, ttl, answer)
+  if fingerprint == '' then return end
+  redis.call('SET', key, fingerprint .. '|' .. table.concat(answer, '|'), 'PX', ttl)
+end
+"#;
+
 /// Appends to users' inboxes and publishes each message live, in one step so that
 /// messages leave in seq order. Several messages (for one user or many) may come in one
 /// call: that is how concurrent sends share one round trip and one script run (see
-/// [`super::appender`]). KEYS: seq, inbox, conns, channel, once per message. ARGV: now ms
-/// (the messages' time, for age trimming), ttl ms, max length, publish mode (0: PUBLISH,
-/// 1: SPUBLISH, 2: none; the caller publishes once replicas confirmed the write, see
-/// [`super::ops::append`]), then one body (the envelope without seq) per message.
+/// [`super::appender`]). KEYS: seq, inbox, conns, channel, marker, once per message. ARGV:
+/// now ms (the messages' time, for age trimming), ttl ms, max length, publish mode (0:
+/// PUBLISH, 1: SPUBLISH, 2: none; the caller publishes once replicas confirmed the write,
+/// see [`super::ops::append`]), then per message its body (the envelope without seq), its
+/// marker's fingerprint ('' for none) and the marker's ttl ms.
 /// Returns, per message, {seq, live connections, timestamps of messages trimmed by length...},
-/// and in mode 2 the payload to publish last.
+/// and in mode 2 the payload to publish last; or {'f', seq, live connections} when the
+/// message's marker was found (nothing written), {'r'} when it marks another request,
+/// {'e', why} when the message's keys could not take it.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{INBOX}{REDIS_NOW}
+        r#"{INBOX}{REDIS_NOW}{MARKER}
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local max_len = tonumber(ARGV[3])
@@ -136,8 +161,17 @@ local function append_one(seq_key, inbox, conns_key, channel, body)
   return result
 end
 local results = {{}}
-for i = 1, #KEYS / 4 do
-  results[i] = append_one(KEYS[i * 4 - 3], KEYS[i * 4 - 2], KEYS[i * 4 - 1], KEYS[i * 4], ARGV[4 + i])
+for i = 1, #KEYS / 5 do
+  local marker, fingerprint = KEYS[i * 5], ARGV[3 + i * 3]
+  local found = marked(marker, fingerprint)
+  if found then
+    results[i] = found
+  else
+    results[i] = append_one(KEYS[i * 5 - 4], KEYS[i * 5 - 3], KEYS[i * 5 - 2], KEYS[i * 5 - 1], ARGV[2 + i * 3])
+    if results[i][1] ~= 'e' then
+      mark(marker, fingerprint, ARGV[4 + i * 3], {{results[i][1], results[i][2]}})
+    end
+  end
 end
 return results
 "#
@@ -401,4 +435,142 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 "#,
     )
+});
+
+/// Shared Lua: a stream (a room with history, an app's broadcasts). `meta` is a hash with
+/// the epoch (`e`) and the last offset (`o`); `hist` a list of `<offset>:<ms>:<frame>` in
+/// offset order, one entry per offset (appended at the tail, trimmed from the head), so
+/// the entry of offset `o` sits at index `o - first`. A missing meta means the stream is
+/// new or Redis lost it: it starts again with a new epoch and an empty history.
+const STREAM: &str = r#"
+local function stream_epoch(meta, hist, candidate, meta_ttl)
+  local epoch = redis.call('HGET', meta, 'e')
+  if not epoch then
+    epoch = candidate
+    redis.call('DEL', hist)
+    redis.call('HSET', meta, 'e', epoch, 'o', 0)
+  end
+  redis.call('PEXPIRE', meta, meta_ttl)
+  return epoch
+end
+local function entry_offset(entry)
+  return tonumber(string.match(entry, '^(%d+):'))
+end
+local function entry_ms(entry)
+  return tonumber(string.match(entry, '^%d+:(%d+):'))
+end
+-- Drops entries older than cutoff from the head, at most 1024 per call.
+local function trim_stream_age(hist, cutoff)
+  for _ = 1, 16 do
+    local expired = 0
+    for _, entry in ipairs(redis.call('LRANGE', hist, 0, 63)) do
+      if entry_ms(entry) >= cutoff then break end
+      expired = expired + 1
+    end
+    if expired > 0 then redis.call('LTRIM', hist, expired, -1) end
+    if expired < 64 then return end
+  end
+end
+"#;
+
+/// Appends a message to a stream and publishes it, in one step, so every node gets a
+/// stream's messages in offset order. KEYS: meta, hist, channel, marker. ARGV: now ms,
+/// size, ttl ms, meta ttl ms, a new epoch (used if the stream has none), body (the
+/// envelope without offset and epoch), publish mode (as [`APPEND`]'s), marker fingerprint
+/// ('' for none), marker ttl ms. Returns {offset, epoch} (and in mode 2 the payload to
+/// publish), {'f', offset, epoch} for a found marker, {'r'} for another request's.
+pub static STREAM_PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{STREAM}{MARKER}
+local found = marked(KEYS[4], ARGV[8])
+if found then return found end
+local now = tonumber(ARGV[1])
+local epoch = stream_epoch(KEYS[1], KEYS[2], ARGV[5], ARGV[4])
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local frame = '{{"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. string.sub(ARGV[6], 2)
+local len = redis.call('RPUSH', KEYS[2], offset .. ':' .. now .. ':' .. frame)
+local size = tonumber(ARGV[2])
+if len > size then redis.call('LTRIM', KEYS[2], len - size, -1) end
+trim_stream_age(KEYS[2], now - tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+mark(KEYS[4], ARGV[8], ARGV[9], {{offset, epoch}})
+local payload = 's' .. offset .. ':' .. epoch .. ' ' .. frame
+if ARGV[7] == '1' then
+  redis.call('SPUBLISH', KEYS[3], payload)
+elseif ARGV[7] == '0' then
+  redis.call('PUBLISH', KEYS[3], payload)
+else
+  return {{offset, epoch, payload}}
+end
+return {{offset, epoch}}
+"#
+    ))
+});
+
+/// Reads a stream. KEYS: meta, hist. ARGV: 'now' or 'after', the reader's offset, its
+/// epoch ('' for any), now ms, ttl ms, limit, a new epoch (for a stream that has none),
+/// meta ttl ms. Returns {epoch, top, recovered (0/1), more (0/1), offset, frame, ...}:
+/// after the reader's offset when recovered, else from the oldest kept; nothing for 'now'.
+pub static STREAM_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{STREAM}
+local epoch = stream_epoch(KEYS[1], KEYS[2], ARGV[7], ARGV[8])
+local top = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
+if ARGV[1] == 'now' then return {{epoch, top, 0, 0}} end
+local cutoff = tonumber(ARGV[4]) - tonumber(ARGV[5])
+trim_stream_age(KEYS[2], cutoff)
+local after = tonumber(ARGV[2])
+local limit = tonumber(ARGV[6])
+local head = redis.call('LINDEX', KEYS[2], 0)
+local first = head and entry_offset(head) or (top + 1)
+local recovered = false
+if (ARGV[3] == '' or ARGV[3] == epoch) and after <= top then
+  if after == top then
+    recovered = true
+  elseif head and after + 1 >= first then
+    local entry = redis.call('LINDEX', KEYS[2], after + 1 - first)
+    recovered = entry ~= false and entry ~= nil and entry_ms(entry) >= cutoff
+  end
+end
+local start = 0
+if recovered then start = after + 1 - first end
+if start < 0 then start = 0 end
+local entries = redis.call('LRANGE', KEYS[2], start, start + limit)
+local result = {{epoch, top, recovered and 1 or 0, 0}}
+local taken = 0
+for _, entry in ipairs(entries) do
+  local offset, ms = string.match(entry, '^(%d+):(%d+):')
+  if tonumber(ms) >= cutoff and (not recovered or tonumber(offset) > after) then
+    if taken == limit then
+      result[4] = 1
+      break
+    end
+    table.insert(result, tonumber(offset))
+    table.insert(result, string.sub(entry, #offset + #ms + 3))
+    taken = taken + 1
+  end
+end
+return result
+"#
+    ))
+});
+
+/// A live-only message with a marker: publishes it unless the marker of an earlier send
+/// is there. KEYS: marker, channel. ARGV: fingerprint, marker ttl ms, payload, mode (0:
+/// PUBLISH, 1: SPUBLISH). Returns {'n'} when published, {'f'} for a found marker, {'r'}
+/// for another request's.
+pub static PUBLISH_ONCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{MARKER}
+local found = marked(KEYS[1], ARGV[1])
+if found then return found end
+mark(KEYS[1], ARGV[1], ARGV[2], {{'n'}})
+if ARGV[4] == '1' then
+  redis.call('SPUBLISH', KEYS[2], ARGV[3])
+else
+  redis.call('PUBLISH', KEYS[2], ARGV[3])
+end
+return {{'n'}}
+"#
+    ))
 });

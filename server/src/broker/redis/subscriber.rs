@@ -100,6 +100,33 @@ fn deliver(inner: &Inner, channel: &[u8], payload: Bytes) {
                 );
             }
         }
+        (channel @ (Channel::Room(..) | Channel::App(_)), Some(b's')) => {
+            // A stream message: `s<offset>:<epoch> <frame>`.
+            let Some(space) = payload.iter().position(|b| *b == b' ') else {
+                return;
+            };
+            let Some((offset, epoch)) = std::str::from_utf8(&payload[1..space])
+                .ok()
+                .and_then(|head| head.split_once(':'))
+                .and_then(|(o, e)| Some((o.parse::<u64>().ok()?, Arc::<str>::from(e))))
+            else {
+                return;
+            };
+            let Ok(text) = Utf8Bytes::try_from(payload.slice(space + 1..)) else {
+                return;
+            };
+            match channel {
+                Channel::Room(app, room) => {
+                    let frame = Outgoing::streamed(text, Some(&room), offset, epoch);
+                    inner.hub.deliver_to_room(&app, &room, &frame)
+                }
+                Channel::App(app) => {
+                    let frame = Outgoing::streamed(text, None, offset, epoch);
+                    inner.hub.deliver_to_app(&app, &frame)
+                }
+                _ => 0,
+            };
+        }
         (channel, Some(b'm')) => {
             let Some(space) = payload.iter().position(|b| *b == b' ') else {
                 return;
@@ -110,7 +137,11 @@ fn deliver(inner: &Inner, channel: &[u8], payload: Bytes) {
             let Ok(text) = Utf8Bytes::try_from(payload.slice(space + 1..)) else {
                 return;
             };
-            let frame = Outgoing { text, seq };
+            let frame = Outgoing {
+                text,
+                seq,
+                stream: None,
+            };
             match channel {
                 Channel::User(app, user) => inner.hub.deliver_to_user(&app, &user, &frame),
                 Channel::Room(app, room) => inner.hub.deliver_to_room(&app, &room, &frame),
