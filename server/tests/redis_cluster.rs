@@ -139,3 +139,58 @@ async fn nodes_on_a_redis_cluster_deliver_all_three_kinds_and_keep_the_rules() {
         .await;
     assert_eq!(status, 200, "{health}");
 }
+
+/// Streams on a Redis Cluster: each room's meta, history, channel and markers share a
+/// slot (the scripts would be refused otherwise); rooms land on different shards.
+#[tokio::test]
+async fn room_streams_recover_and_keyed_sends_stay_single_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let a = TestGateway::redis(&cluster.url(), |c| {
+        c.room_history = vec!["orders:*".into()];
+        c.app_history_size = 10;
+    })
+    .await;
+    let b = a.sibling().await;
+    for room in ["orders:1", "orders:2", "orders:3", "orders:4"] {
+        let mut client = b.connect("u1", "phone").await;
+        let joined = client
+            .request(json!({"type": "join_room", "data": {"room": room}}))
+            .await;
+        assert_eq!(joined["data"]["offset"], 0, "{joined}");
+        let first = a.send_to_room(room, json!(1)).await;
+        let epoch = first["epoch"].as_str().unwrap().to_owned();
+        assert_eq!(client.recv().await["offset"], 1, "{room}");
+        drop(client);
+        for n in 2..=4 {
+            a.send_to_room(room, json!(n)).await;
+        }
+        let body = json!({"room": room, "app": APP, "message": {"type": "eta", "data": 5}});
+        let (status, keyed, _) = a.api_idempotent("/v1/send/room", &body, room).await;
+        assert_eq!(status, 200, "{keyed}");
+        let (status, again, replayed) = b.api_idempotent("/v1/send/room", &body, room).await;
+        assert_eq!((status, replayed, &again), (200, true, &keyed));
+        let mut client = b.connect("u1", "phone").await;
+        let joined = client
+            .request(json!({"type": "join_room", "data": {"room": room, "since": {"offset": 1, "epoch": epoch}}}))
+            .await;
+        assert_eq!(
+            (
+                joined["data"]["recovered"].clone(),
+                joined["data"]["replayCount"].clone()
+            ),
+            (json!(true), json!(4)),
+            "{room}: {joined}"
+        );
+        for offset in 2..=5 {
+            assert_eq!(client.recv().await["offset"], offset, "{room}");
+        }
+    }
+    let (status, sent) = a
+        .api(
+            reqwest::Method::POST,
+            "/v1/send/app",
+            Some(json!({"app": APP, "message": {"type": "notice"}})),
+        )
+        .await;
+    assert_eq!((status, sent["offset"].clone()), (200, json!(1)), "{sent}");
+}

@@ -489,6 +489,123 @@ async fn an_idempotency_key_is_freed_by_a_failed_send_and_taken_over_from_a_dead
     assert_eq!(status, 409, "{error}");
     assert_eq!(error["error"]["code"], "idempotency_in_progress");
     client.silent_for(200).await;
+    // The inbox holds each message once: the freed key's and the dead claim's sends.
+    assert_eq!(redis.cli(&["LLEN", &inbox]).unwrap().trim(), "2");
+}
+
+/// The send of a gateway that died after storing, before recording its answer: its claim
+/// is left pending. The takeover 30 s later finds the marker written with the message
+/// and stores nothing: the same id and seq, `Idempotent-Replayed`, one inbox entry. The
+/// same for an attempt answered 503 although Redis stored the message (its key freed).
+#[tokio::test]
+async fn a_keyed_send_stored_before_a_crash_or_a_503_is_never_stored_again() {
+    let redis = RedisServer::start();
+    let a = TestGateway::redis(&redis.url(), |c| c.room_history = vec!["orders:*".into()]).await;
+    let b = a.sibling().await;
+    let mut phone = b.connect("u1", "phone").await;
+    let mut tablet = a.connect("u1", "tablet").await;
+    let now_ms = || -> u64 {
+        let time = redis.cli(&["TIME"]).unwrap();
+        time.split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1000
+    };
+    let sends = [
+        (
+            "/v1/send/user",
+            json!({"userId": "u1", "app": APP, "message": {"type": "n", "data": 1}}),
+        ),
+        (
+            "/v1/send/users",
+            json!({"userIds": ["u1", "u2"], "app": APP, "message": {"type": "n", "data": 2}}),
+        ),
+        (
+            "/v1/send/room",
+            json!({"room": "orders:1", "app": APP, "message": {"type": "eta", "data": 3}}),
+        ),
+        (
+            "/v1/send/room",
+            json!({"room": "lobby", "app": APP, "message": {"type": "chat", "data": 4}}),
+        ),
+        (
+            "/v1/send/app",
+            json!({"app": APP, "message": {"type": "notice", "data": 5}}),
+        ),
+    ];
+    for client in [&mut phone, &mut tablet] {
+        for room in ["orders:1", "lobby"] {
+            let joined = client
+                .request(json!({"type": "join_room", "data": {"room": room}}))
+                .await;
+            assert_eq!(joined["type"], "room_joined");
+        }
+    }
+    for (n, (path, body)) in sends.iter().enumerate() {
+        for (case, damage) in ["crashed", "503"].into_iter().enumerate() {
+            let key = format!("k-{n}-{case}");
+            let (status, first, replayed) = a.api_idempotent(path, body, &key).await;
+            assert_eq!((status, replayed), (200, false), "{path}: {first}");
+            let frame = phone.recv().await;
+            assert_eq!(frame["id"], first["id"], "{path}");
+            assert_eq!(tablet.recv().await["id"], first["id"], "{path}");
+            let record = format!("tether:{{i:{APP}:{key}}}:idem");
+            if damage == "crashed" {
+                // As the dead gateway left it: a claim 31 s old, its answer never recorded.
+                let fingerprint = tether_server::broker::idempotency::fingerprint(path, body);
+                let pending = format!("p:{}:00000000deadbeef:{fingerprint}", now_ms() - 31_000);
+                redis
+                    .cli(&["SET", &record, &pending, "PX", "60000"])
+                    .unwrap();
+            } else {
+                // As a 503 leaves it: the key freed for the retry.
+                redis.cli(&["DEL", &record]).unwrap();
+            }
+            let (status, retried, replayed) = b.api_idempotent(path, body, &key).await;
+            assert_eq!(
+                (status, replayed),
+                (200, true),
+                "{path} after {damage}: {retried}"
+            );
+            assert_eq!(retried, first, "{path} after {damage}");
+            // And the next retry replays the recorded answer.
+            let (status, again, replayed) = a.api_idempotent(path, body, &key).await;
+            assert_eq!((status, replayed, &again), (200, true, &first), "{path}");
+        }
+    }
+    phone.silent_for(300).await;
+    tablet.silent_for(0).await;
+    let inbox = |user: &str| format!("tether:{{u:{APP}:{user}}}:inbox");
+    assert_eq!(redis.cli(&["LLEN", &inbox("u1")]).unwrap().trim(), "4");
+    assert_eq!(redis.cli(&["LLEN", &inbox("u2")]).unwrap().trim(), "2");
+    let (_, history) = a
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/history?app={APP}&room=orders:1"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+    // A marker of another request refuses the send (422), even with the claim gone.
+    redis
+        .cli(&["DEL", &format!("tether:{{i:{APP}:k-0-1}}:idem")])
+        .unwrap();
+    let (status, refused, _) = b
+        .api_idempotent(
+            "/v1/send/user",
+            &json!({"userId": "u1", "app": APP, "message": {"type": "n", "data": "other"}}),
+            "k-0-1",
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "idempotency_key_reused");
+    phone.silent_for(200).await;
 }
 
 #[tokio::test]
@@ -727,4 +844,60 @@ async fn a_send_to_several_users_spans_nodes_and_reports_each_user() {
     assert!(!again.replayed && replay.replayed && replay.answer == again.answer);
     on_a.recv().await;
     on_a.silent_for(200).await;
+}
+
+/// A `Publisher` given the gateways' stream settings appends to room and app streams with
+/// the API's semantics: offsets shared with HTTP sends, recovery, markers.
+#[tokio::test]
+async fn a_rust_backend_publishes_into_streams_and_keyed_sends_stay_single() {
+    use tether_protocol::api::OutgoingMessage;
+    use tether_server::publisher::Publisher;
+    let redis = RedisServer::start();
+    let gw = TestGateway::redis(&redis.url(), |c| {
+        c.room_history = vec!["orders:*".into()];
+        c.app_history_size = 5;
+    })
+    .await;
+    let publisher = Publisher::connect(&redis.url())
+        .await
+        .unwrap()
+        .with_streams(gw.config.stream_settings());
+    let mut client = gw.connect("u1", "phone").await;
+    let joined = client
+        .request(json!({"type": "join_room", "data": {"room": "orders:1"}}))
+        .await;
+    let epoch = joined["data"]["epoch"].as_str().unwrap().to_owned();
+    let via_http = gw.send_to_room("orders:1", json!("http")).await;
+    let sent = publisher
+        .send_to_room(APP, "orders:1", OutgoingMessage::new("eta", &json!("rust")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (via_http["offset"].as_u64(), sent.offset),
+        (Some(1), Some(2))
+    );
+    assert_eq!(sent.epoch.as_deref(), Some(epoch.as_str()));
+    for offset in [1, 2] {
+        assert_eq!(client.recv().await["offset"], offset);
+    }
+    let once = publisher.once("eta-7");
+    let message = || OutgoingMessage::new("eta", &json!(7));
+    let first = once.send_to_room(APP, "orders:1", message()).await.unwrap();
+    let again = once.send_to_room(APP, "orders:1", message()).await.unwrap();
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(first.answer, again.answer);
+    assert_eq!(first.answer.offset, Some(3));
+    assert_eq!(client.recv().await["offset"], 3);
+    // The app stream too.
+    let app = publisher
+        .send_to_app(APP, OutgoingMessage::new("notice", &json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(app.offset, Some(1));
+    let frame = client.recv().await;
+    assert_eq!(
+        (frame["offset"].clone(), frame["type"].clone()),
+        (json!(1), json!("notice"))
+    );
+    client.silent_for(200).await;
 }
