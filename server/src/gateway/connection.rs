@@ -525,9 +525,7 @@ impl Connection {
         let app = self.info().app.clone();
         match streams::fill(&*shared.broker, &app, &name, after, &epoch, limits).await {
             Ok(frames) => {
-                let Some((last, _)) = frames.last() else {
-                    return None;
-                };
+                let (last, _) = frames.last()?;
                 counter!("tether_stream_gap_filled_total").increment(frames.len() as u64);
                 self.positions().set(room.as_deref(), &epoch, *last);
                 self.frames_out += frames.len() as u64;
