@@ -544,6 +544,18 @@ impl QueueStore for MemoryStore {
         self.log.lock().unwrap().push("flush".into());
         Ok(())
     }
+    fn stream_positions(
+        &self,
+    ) -> Result<Vec<(Option<String>, tether_protocol::stream::StreamPosition)>, StorageError> {
+        Ok(Vec::new())
+    }
+    fn set_stream_position(
+        &mut self,
+        _room: Option<&str>,
+        _position: Option<&tether_protocol::stream::StreamPosition>,
+    ) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 #[test]
@@ -913,4 +925,41 @@ proptest! {
             );
         }
     }
+}
+
+#[test]
+fn stream_positions_survive_a_reopen_and_leaving_forgets_one() {
+    use tether_protocol::stream::StreamPosition;
+    let dir = tempfile::tempdir().unwrap();
+    let position = |offset| StreamPosition {
+        offset,
+        epoch: "e1".into(),
+    };
+    {
+        let mut outbox = open(dir.path(), limits());
+        // A database from before streams: no positions.
+        assert!(outbox.stream_positions().unwrap().is_empty());
+        outbox
+            .set_stream_position(Some("orders:1"), Some(&position(7)))
+            .unwrap();
+        outbox
+            .set_stream_position(Some("lobby"), Some(&position(2)))
+            .unwrap();
+        outbox
+            .set_stream_position(None, Some(&position(3)))
+            .unwrap();
+        outbox.set_stream_position(Some("lobby"), None).unwrap();
+        outbox.set_inbox_cursor(5).unwrap();
+    }
+    let outbox = open(dir.path(), limits());
+    let mut stored = outbox.stream_positions().unwrap();
+    stored.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        stored,
+        [
+            (None, position(3)),
+            (Some("orders:1".to_owned()), position(7))
+        ]
+    );
+    assert_eq!(outbox.inbox_cursor().unwrap(), 5);
 }

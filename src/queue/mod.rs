@@ -9,6 +9,7 @@ pub use sled_store::SledStore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+use tether_protocol::stream::StreamPosition;
 
 /// A failure of the on-disk store, with what was being done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +111,15 @@ pub trait QueueStore: Send {
     fn set_inbox_cursor(&mut self, seq: u64) -> Result<(), StorageError>;
     /// Writes everything pending to disk.
     fn flush(&mut self) -> Result<(), StorageError>;
+    /// Every stored stream position: per room (`Some(room)`) and the app's broadcast
+    /// stream (`None`). A database written before streams has none.
+    fn stream_positions(&self) -> Result<Vec<(Option<String>, StreamPosition)>, StorageError>;
+    /// Stores (`Some`) or forgets (`None`) one stream's position, durably.
+    fn set_stream_position(
+        &mut self,
+        room: Option<&str>,
+        position: Option<&StreamPosition>,
+    ) -> Result<(), StorageError>;
 }
 
 /// Bounds of the queue.
@@ -525,5 +535,19 @@ impl Outbox {
     /// Writes everything pending to disk.
     pub fn flush(&mut self) -> Result<(), StorageError> {
         self.store.flush()
+    }
+
+    /// Every stored stream position (see [`QueueStore::stream_positions`]).
+    pub fn stream_positions(&self) -> Result<Vec<(Option<String>, StreamPosition)>, StorageError> {
+        self.store.stream_positions()
+    }
+
+    /// Stores or forgets one stream's position, durably.
+    pub fn set_stream_position(
+        &mut self,
+        room: Option<&str>,
+        position: Option<&StreamPosition>,
+    ) -> Result<(), StorageError> {
+        self.store.set_stream_position(room, position)
     }
 }

@@ -1,5 +1,7 @@
 //! [`QueueStore`] on sled 0.34: queued messages in the tree `outbox` keyed by their
-//! big-endian seq (so key order is queue order), the inbox cursor in the default tree.
+//! big-endian seq (so key order is queue order), the inbox cursor in the default tree, and
+//! stream positions in the default tree under `stream:app` and `stream:room:<name>` (JSON
+//! `{offset, epoch}`; a database from before streams simply has none).
 //! sled buffers writes and flushes every 500 ms on its own; the durable operations call
 //! `flush()` themselves.
 //!
@@ -15,9 +17,19 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+use tether_protocol::stream::StreamPosition;
 
 const OUTBOX_TREE: &str = "outbox";
 const INBOX_CURSOR_KEY: &[u8] = b"inbox_cursor";
+const STREAM_PREFIX: &str = "stream:";
+
+/// The key of a stream's position: `stream:app` or `stream:room:<name>`.
+fn stream_key(room: Option<&str>) -> String {
+    match room {
+        None => format!("{STREAM_PREFIX}app"),
+        Some(room) => format!("{STREAM_PREFIX}room:{room}"),
+    }
+}
 
 /// sled's page cache. Its default is 1 GiB, far too much for a phone (ecosystem.md §4.2).
 pub const CACHE_BYTES: u64 = 4 * 1024 * 1024;
@@ -273,5 +285,44 @@ impl QueueStore for SledStore {
 
     fn flush(&mut self) -> Result<(), StorageError> {
         self.with("flushing to disk", &[], |db, _| db.flush().map(|_| ()))
+    }
+
+    fn stream_positions(&self) -> Result<Vec<(Option<String>, StreamPosition)>, StorageError> {
+        let pairs = self.with("reading stream positions", &[], |db, _| {
+            db.scan_prefix(STREAM_PREFIX).collect::<Result<Vec<_>, _>>()
+        })?;
+        pairs
+            .into_iter()
+            .map(|(key, value)| {
+                let key = String::from_utf8_lossy(&key);
+                let name = key.strip_prefix(STREAM_PREFIX).unwrap_or(&key);
+                let room = match name.strip_prefix("room:") {
+                    Some(room) => Some(room.to_owned()),
+                    None => None,
+                };
+                let position: StreamPosition = serde_json::from_slice(&value)
+                    .map_err(|e| StorageError::new("decoding a stream position", e))?;
+                Ok((room, position))
+            })
+            .collect()
+    }
+
+    fn set_stream_position(
+        &mut self,
+        room: Option<&str>,
+        position: Option<&StreamPosition>,
+    ) -> Result<(), StorageError> {
+        let key = stream_key(room);
+        let value = position
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| StorageError::new("encoding a stream position", e))?;
+        self.with("writing a stream position", &[], |db, _| {
+            match value {
+                Some(value) => db.insert(key.as_bytes(), value)?,
+                None => db.remove(key.as_bytes())?,
+            };
+            db.flush().map(|_| ())
+        })
     }
 }
