@@ -20,7 +20,7 @@ import {
   type RoomPresence as GeneratedRoomPresence,
   type TetherErrorLike,
   type TokenProvider,
-} from './generated/index';
+} from './bindings';
 
 /** The connection status as a plain string. */
 export type ConnectionStatusName =
