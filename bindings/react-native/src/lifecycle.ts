@@ -2,7 +2,7 @@
 // modules are passed in (AppState from 'react-native', NetInfo from
 // '@react-native-community/netinfo') so this file imports neither and runs anywhere.
 
-import { NetworkKind } from './generated/index';
+import { NetworkKind } from './bindings';
 import type { TetherStore } from './store';
 
 /** The part of React Native's `AppState` used here. */

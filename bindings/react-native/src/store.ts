@@ -4,6 +4,7 @@
 // status names instead of tagged enums, numbers instead of bigints, parsed JSON payloads,
 // and one Error class with a `kind`. The hook (useWebSocket.ts) is a thin layer over it.
 
+import { RoomStreams, type RoomSnapshot } from './rooms';
 import {
   AppState,
   ClientConfig,
@@ -19,7 +20,7 @@ import {
   type RoomPresence as GeneratedRoomPresence,
   type TetherErrorLike,
   type TokenProvider,
-} from './generated/index';
+} from './bindings';
 
 /** The connection status as a plain string. */
 export type ConnectionStatusName =
@@ -311,40 +312,27 @@ export class TetherStore {
   private readonly ackHandlers = new Set<(id: string) => void>();
   private readonly replacedHandlers = new Set<(id: string, by: string) => void>();
   private readonly expiredHandlers = new Set<(id: string) => void>();
+  private readonly streamResetHandlers = new Set<(room: string | undefined) => void>();
+  private readonly rooms = new RoomStreams(
+    (room) => this.joinRoom(room),
+    (room) => this.leaveRoom(room),
+    (f) => this.guard(f),
+  );
 
   /** @throws TetherException (`invalidConfig`, `storage`) */
   constructor(options: TetherOptions) {
-    const store = this;
+    // Every SDK callback hands over to one method of the store (see "SDK events" below):
+    // a callback the SDK gains is one line here and one method there.
     const listener: EventListener = {
-      onStatus(status) {
-        const name = statusName(status);
-        store.update({
-          connectionStatus: name,
-          isConnected: name === 'connected',
-          ...(name === 'connected' ? { error: null } : {}),
-          ...(status.tag === ConnectionStatus_Tags.Failed ? { error: `failed: ${status.inner.reason}` } : {}),
-        });
-      },
-      onMessage(m) {
-        const message = toMessage(m);
-        store.update({ lastMessage: message });
-        for (const handler of store.messageHandlers) store.guard(() => handler(message));
-      },
-      onAck(id) {
-        for (const handler of store.ackHandlers) store.guard(() => handler(id));
-      },
-      onError(e) {
-        store.update({ error: errorText(e) });
-      },
-      onExpired(id) {
-        // Both limits (ttlMs, maxMessageAgeS) are the app's own: not an error, as on
-        // Kotlin and Swift. The handlers and getStats().expired report it.
-        for (const handler of store.expiredHandlers) store.guard(() => handler(id));
-      },
-      onReplaced(id, by) {
-        // Latest wins was asked for: not an error.
-        for (const handler of store.replacedHandlers) store.guard(() => handler(id, by));
-      },
+      onStatus: (status) => this.handleStatus(status),
+      onMessage: (m) => this.handleMessage(toMessage(m)),
+      onAck: (id) => this.notify(this.ackHandlers, (h) => h(id)),
+      onError: (e) => this.update({ error: errorText(e) }),
+      // Both limits (ttlMs, maxMessageAgeS) are the app's own: not an error, as on Kotlin
+      // and Swift. The handlers and getStats().expired report it.
+      onExpired: (id) => this.notify(this.expiredHandlers, (h) => h(id)),
+      // Latest wins was asked for: not an error.
+      onReplaced: (id, by) => this.notify(this.replacedHandlers, (h) => h(id, by)),
     };
     const tokens: TokenProvider = {
       fetchToken: async (asyncOpts?: { signal: AbortSignal }) => {
@@ -409,6 +397,43 @@ export class TetherStore {
     this.expiredHandlers.add(handler);
     return () => this.expiredHandlers.delete(handler);
   }
+
+  /**
+   * Stream resets: the gateway could not recover the messages a stream missed (a
+   * reconnection that could not replay them), so the app must refetch. `room` is the
+   * room, or undefined for the app's broadcast stream.
+   */
+  onStreamReset(handler: (room: string | undefined) => void): () => void {
+    this.streamResetHandlers.add(handler);
+    return () => this.streamResetHandlers.delete(handler);
+  }
+
+  /**
+   * Records a stream reset (what the SDK's `onStreamReset` callback reports): a watched
+   * room's snapshot shows `streamReset: true` until {@link clearStreamReset}, and the
+   * {@link onStreamReset} handlers hear it (also for `undefined`, the app's stream).
+   */
+  recordStreamReset = (room: string | undefined): void => {
+    if (room !== undefined) this.rooms.streamReset(room);
+    this.notify(this.streamResetHandlers, (h) => h(room));
+  };
+
+  /** The app has refetched `room`: its snapshot's `streamReset` goes back to false. */
+  clearStreamReset = (room: string): void => this.rooms.clearStreamReset(room);
+
+  /**
+   * Joins `room` and keeps its messages (at most `maxMessages`, newest last) for
+   * {@link getRoomSnapshot}; returns the release. Watches of one room share the join:
+   * the last release leaves the room. `useRoom()` and `usePresence()` use this.
+   * @throws TetherException on a bad room name.
+   */
+  watchRoom = (room: string, maxMessages?: number): (() => void) => this.rooms.watch(room, maxMessages);
+
+  /** A room's messages and stream state (the same object until it changes). */
+  getRoomSnapshot = (room: string): RoomSnapshot => this.rooms.snapshot(room);
+
+  /** Called after every change of {@link getRoomSnapshot}(room); returns the unsubscribe. */
+  subscribeRoom = (room: string, listener: Listener): (() => void) => this.rooms.subscribe(room, listener);
 
   connect = (): void => this.client.connect();
   disconnect = (): void => this.client.disconnect();
@@ -499,6 +524,30 @@ export class TetherStore {
     this.ackHandlers.clear();
     this.replacedHandlers.clear();
     this.expiredHandlers.clear();
+    this.streamResetHandlers.clear();
+    this.rooms.clear();
+  }
+
+  // SDK events (the EventListener above hands each one over).
+
+  private handleStatus(status: ConnectionStatus): void {
+    const name = statusName(status);
+    this.update({
+      connectionStatus: name,
+      isConnected: name === 'connected',
+      ...(name === 'connected' ? { error: null } : {}),
+      ...(status.tag === ConnectionStatus_Tags.Failed ? { error: `failed: ${status.inner.reason}` } : {}),
+    });
+  }
+
+  private handleMessage(message: Message): void {
+    this.update({ lastMessage: message });
+    this.rooms.message(message);
+    this.notify(this.messageHandlers, (h) => h(message));
+  }
+
+  private notify<H>(handlers: Set<H>, call: (handler: H) => void): void {
+    for (const handler of handlers) this.guard(() => call(handler));
   }
 
   private call(f: () => void): void {

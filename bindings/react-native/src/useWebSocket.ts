@@ -29,13 +29,17 @@ export interface UseWebSocket {
   getRoomPresence: (room: string) => Promise<RoomPresence>;
 }
 
-/** The connection of the nearest TetherProvider (or of `store` when given). */
-export function useWebSocket(store?: TetherStore): UseWebSocket {
+/** `store`, or the nearest TetherProvider's; throws naming `hook` when there is neither. */
+export function useTetherStore(store: TetherStore | undefined, hook = 'useTetherStore()'): TetherStore {
   const fromContext = useContext(TetherContext);
   const s = store ?? fromContext;
-  if (!s) {
-    throw new Error('useWebSocket() needs a <TetherProvider store={...}> above it (or a store argument)');
-  }
+  if (!s) throw new Error(`${hook} needs a <TetherProvider store={...}> above it (or a store argument)`);
+  return s;
+}
+
+/** The connection of the nearest TetherProvider (or of `store` when given). */
+export function useWebSocket(store?: TetherStore): UseWebSocket {
+  const s = useTetherStore(store, 'useWebSocket()');
   const snapshot = useSyncExternalStore(s.subscribe, s.getSnapshot, s.getSnapshot);
   return useMemo(
     () => ({

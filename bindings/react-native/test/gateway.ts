@@ -34,8 +34,11 @@ export class Gateway {
     return `ws://127.0.0.1:${this.port}/ws`;
   }
 
-  /** Starts a gateway on `port` (0: any free port) and waits until it listens. */
-  static async start(port = 0): Promise<Gateway> {
+  /**
+   * Starts a gateway on `port` (0: any free port) with `settings` (environment variables,
+   * e.g. WS_PRESENCE_EVENTS) and waits until it listens.
+   */
+  static async start(port = 0, settings: Record<string, string> = {}): Promise<Gateway> {
     const env: NodeJS.ProcessEnv = { ...process.env };
     // The embedded broker: this gateway must not join someone's Redis.
     for (const name of ['REDIS_URL', 'REDIS_HOST', 'REDIS_PORT', 'REDIS_PASSWORD', 'REDIS_DB', 'REDIS_CLUSTER']) delete env[name];
@@ -49,6 +52,7 @@ export class Gateway {
         WS_HEARTBEAT_INTERVAL: '2000',
         WS_CONNECTION_TIMEOUT: '10000',
         SHUTDOWN_TIMEOUT: '2000',
+        ...settings,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -98,6 +102,12 @@ export class Gateway {
   async inbound(): Promise<Array<{ id: string; userId: string; type: string; data: unknown }>> {
     const answer = await this.api('GET', `/v1/inbound?app=${APP}&limit=1000`);
     return answer.messages as Array<{ id: string; userId: string; type: string; data: unknown }>;
+  }
+
+  /** GET /v1/presence: the user ids in `room`, on every node. */
+  async presenceUsers(room: string): Promise<string[]> {
+    const answer = await this.api('GET', `/v1/presence?app=${APP}&room=${encodeURIComponent(room)}`);
+    return (answer.members as Array<{ userId: string }>).map((m) => m.userId).sort();
   }
 
   logTail(lines = 40): string {
@@ -154,6 +164,22 @@ export function testOptions(gateway: Gateway, user: string, extra: Record<string
     backoffCapMs: 1_000,
     ...extra,
   };
+}
+
+/** Like {@link waitFor}, for a check that is itself asynchronous (an HTTP call). */
+export async function waitForAsync<T>(what: string, check: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Resolves when `check()` returns a value other than undefined; fails after `ms`. */
