@@ -6,7 +6,21 @@
 plugins {
     id("com.android.library") version "8.13.0"
     id("org.jetbrains.kotlin.android") version "2.4.21"
+    `maven-publish`
 }
+
+// The AAR's coordinates: dev.tether:tether-android:<version>. `gradle publishToMavenLocal`
+// puts it in ~/.m2; `gradle publish -Ptether.publishUrl=<repository URL>` uploads it
+// (credentials from tether.publishUser / tether.publishPassword, if the repository
+// needs them). The version is the SDK crate's (../Cargo.toml) unless -Ptether.version
+// says otherwise.
+group = "dev.tether"
+version = providers.gradleProperty("tether.version").getOrElse(
+    file("../Cargo.toml").readLines()
+        .dropWhile { it.trim() != "[package]" }
+        .first { it.trimStart().startsWith("version = ") }
+        .substringAfter('"').substringBefore('"'),
+)
 
 android {
     namespace = "dev.tether.android"
@@ -20,6 +34,12 @@ android {
     sourceSets["main"].apply {
         java.srcDirs("src/main/kotlin", "src/common/kotlin", "build/generated/uniffi")
         jniLibs.srcDirs("build/rustJniLibs")
+    }
+
+    publishing {
+        singleVariant("release") {
+            withSourcesJar()
+        }
     }
 
     compileOptions {
@@ -66,7 +86,6 @@ dependencies {
     // `api`: the public surface exposes Flow and JsonElement.
     api("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.11.0")
     api("org.jetbrains.kotlinx:kotlinx-serialization-json:1.12.0")
-    implementation("androidx.lifecycle:lifecycle-process:2.9.4")
     implementation("rustls:rustls-platform-verifier")
 }
 
@@ -85,3 +104,35 @@ val buildRust by tasks.registering(Exec::class) {
     commandLine(if (profile == "release") listOf("./build-rust.sh", "--release") else listOf("./build-rust.sh"))
 }
 tasks.named("preBuild") { dependsOn(buildRust) }
+
+publishing {
+    publications {
+        register<MavenPublication>("release") {
+            artifactId = "tether-android"
+            afterEvaluate { from(components["release"]) }
+            pom {
+                name.set("Tether for Android")
+                description.set("Real-time connection SDK: the Rust core, its Kotlin bindings, Flow wrapper and observers")
+                licenses {
+                    license { name.set("Apache-2.0") }
+                }
+            }
+        }
+    }
+    repositories {
+        val publishUrl = providers.gradleProperty("tether.publishUrl")
+        if (publishUrl.isPresent) {
+            maven {
+                name = "release"
+                url = uri(publishUrl.get())
+                val user = providers.gradleProperty("tether.publishUser")
+                if (user.isPresent) {
+                    credentials {
+                        username = user.get()
+                        password = providers.gradleProperty("tether.publishPassword").orNull
+                    }
+                }
+            }
+        }
+    }
+}

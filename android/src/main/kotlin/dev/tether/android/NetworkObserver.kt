@@ -11,16 +11,21 @@ import dev.tether.Tether
 import dev.tether.sdk.NetworkKind
 import dev.tether.sdk.NetworkState
 
-class NetworkObserver(context: Context, private val tether: Tether) : AutoCloseable {
+class NetworkObserver(
+    context: Context,
+    private val setNetwork: (NetworkState) -> Unit,
+) : AutoCloseable {
+    constructor(context: Context, tether: Tether) : this(context, tether::setNetwork)
+
     private val connectivity = context.getSystemService(ConnectivityManager::class.java)
 
     private val callback = object : ConnectivityManager.NetworkCallback() {
         override fun onCapabilitiesChanged(network: Network, capabilities: NetworkCapabilities) {
-            tether.setNetwork(stateOf(capabilities))
+            setNetwork(stateOf(capabilities))
         }
 
         override fun onLost(network: Network) {
-            tether.setNetwork(NetworkState(available = false, kind = NetworkKind.NONE, expensive = false))
+            setNetwork(NetworkState(available = false, kind = NetworkKind.NONE, expensive = false))
         }
     }
 

@@ -1,9 +1,11 @@
 // The one call an Android app makes: TLS set up with the system trust store, a Tether
 // client whose storage lives in the app's files, and the network and lifecycle observers
-// attached. Call from the main thread (Application.onCreate or a ViewModel).
+// attached. Call from the main thread, before the first activity starts
+// (Application.onCreate, or an activity's onCreate): see AppLifecycleObserver.
 
 package dev.tether.android
 
+import android.app.Application
 import android.content.Context
 import dev.tether.Tether
 import dev.tether.sdk.ClientConfig
@@ -41,7 +43,8 @@ class TetherAndroid private constructor(
             val storage = File(context.noBackupFilesDir, "tether").apply { mkdirs() }
             val config = configure(ClientConfig(url = url, app = app, deviceId = deviceId, storageDir = storage.path))
             val tether = Tether(config, tokens)
-            return TetherAndroid(tether, NetworkObserver(context, tether), AppLifecycleObserver(tether))
+            val application = context.applicationContext as Application
+            return TetherAndroid(tether, NetworkObserver(context, tether), AppLifecycleObserver(application, tether))
         }
     }
 }
