@@ -296,10 +296,7 @@ impl QueueStore for SledStore {
             .map(|(key, value)| {
                 let key = String::from_utf8_lossy(&key);
                 let name = key.strip_prefix(STREAM_PREFIX).unwrap_or(&key);
-                let room = match name.strip_prefix("room:") {
-                    Some(room) => Some(room.to_owned()),
-                    None => None,
-                };
+                let room = name.strip_prefix("room:").map(str::to_owned);
                 let position: StreamPosition = serde_json::from_slice(&value)
                     .map_err(|e| StorageError::new("decoding a stream position", e))?;
                 Ok((room, position))
