@@ -17,6 +17,9 @@ pub struct InboundMessage {
     pub seq: Option<u64>,
     /// The room, for room messages.
     pub room: Option<String>,
+    /// Position in its stream, for messages of a room with history or of the app's
+    /// broadcast stream: strictly increasing within the stream, each delivered once.
+    pub offset: Option<u64>,
     /// Payload as JSON text (`null` when absent).
     pub data_json: String,
     /// When the gateway stamped it (ms since the epoch; 0 when missing).
@@ -48,6 +51,12 @@ pub trait EventListener: Send + Sync {
     /// one written to an earlier connection that ended before its ack may have reached
     /// the gateway all the same).
     fn on_replaced(&self, id: String, by: String);
+    /// The stream of `room` (`None`: the app's broadcast stream) lost messages the app
+    /// will never receive: the gateway's history no longer holds what came after the
+    /// last message the app processed (it was away too long, or the history was lost).
+    /// Refetch that room's state from the backend; delivery goes on with the messages
+    /// that follow.
+    fn on_stream_reset(&self, room: Option<String>);
 }
 
 /// Gives the SDK a token. Called before each connection attempt, after the gateway

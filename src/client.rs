@@ -31,8 +31,10 @@ pub struct ClientStats {
     pub acked: u64,
     /// Messages delivered to the listener.
     pub received: u64,
-    /// Inbox messages dropped as already delivered.
+    /// Inbox and stream messages dropped as already delivered.
     pub duplicates_dropped: u64,
+    /// Times a stream lost messages for good (`on_stream_reset`).
+    pub stream_resets: u64,
     /// Messages dropped unsent because they were older than `max_message_age_s` or
     /// their `ttl_ms`.
     pub expired: u64,
@@ -210,6 +212,7 @@ impl TetherClient {
             acked: s.acked,
             received: s.received,
             duplicates_dropped: s.duplicates_dropped,
+            stream_resets: s.stream_resets,
             expired: s.expired,
             replaced: s.replaced,
             queued: s.queued,

@@ -3,7 +3,8 @@
 //! [`TetherClient`] (exported to Kotlin, Swift and React Native through uniffi) owns one
 //! engine task on the SDK's runtime. The engine runs the pure connection state machine
 //! ([`engine::state`]), the WebSocket transport ([`transport`]), the heartbeat, the durable
-//! outbound queue in sled ([`queue`]) and the inbox cursor ([`inbox`]). See `docs/sdk.md`.
+//! outbound queue in sled ([`queue`]), the inbox cursor ([`inbox`]) and the stream
+//! positions ([`streams`]). See `docs/sdk.md`.
 
 uniffi::setup_scaffolding!();
 
@@ -21,6 +22,7 @@ pub mod presence;
 pub mod queue;
 pub mod runtime;
 pub mod send_options;
+pub mod streams;
 pub mod transport;
 
 pub use callbacks::{EventListener, InboundMessage, LogLevel, LogSink, TokenError, TokenProvider};

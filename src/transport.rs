@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tether_protocol::close::{self, CloseCode};
 use tether_protocol::error::{HttpErrorBody, HttpErrorCode};
+use tether_protocol::stream::StreamPosition;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{
     self,
@@ -108,13 +109,26 @@ pub trait Connector: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Connection, ConnectError>> + Send>>;
 }
 
-/// Builds `…/ws?app=&device=&since=`.
-pub fn connect_url(base: &Url, settings: &Settings, since: u64) -> Url {
+/// Builds `…/ws?app=&device=&since=`, with `appOffset`/`appEpoch` when the app stream has a
+/// position to recover from.
+pub fn connect_url(
+    base: &Url,
+    settings: &Settings,
+    since: u64,
+    app_stream: Option<&StreamPosition>,
+) -> Url {
     let mut url = base.clone();
-    url.query_pairs_mut()
+    let mut query = url.query_pairs_mut();
+    query
         .append_pair("app", &settings.app)
         .append_pair("device", &settings.device_id)
         .append_pair("since", &since.to_string());
+    if let Some(position) = app_stream {
+        query
+            .append_pair("appOffset", &position.offset.to_string())
+            .append_pair("appEpoch", &position.epoch);
+    }
+    drop(query);
     url
 }
 

@@ -46,6 +46,7 @@ impl EventListener for Reporter {
     fn on_error(&self, _error: Arc<TetherError>) {}
     fn on_expired(&self, _id: String) {}
     fn on_replaced(&self, _id: String, _by: String) {}
+    fn on_stream_reset(&self, _room: Option<String>) {}
 }
 
 /// The child: sends numbered app messages back to back and reports every inbox message;

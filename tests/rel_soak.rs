@@ -211,6 +211,9 @@ impl tether::EventListener for AppListener {
     fn on_replaced(&self, id: String, _by: String) {
         panic!("message {id} replaced during the soak, which sets no replace keys");
     }
+    fn on_stream_reset(&self, room: Option<String>) {
+        panic!("stream {room:?} reset during the soak, which keeps no history");
+    }
 }
 
 #[derive(Default)]

@@ -534,9 +534,6 @@ impl QueueStore for MemoryStore {
     fn inbox_cursor(&self) -> Result<u64, StorageError> {
         Ok(0)
     }
-    fn set_inbox_cursor(&mut self, _seq: u64) -> Result<(), StorageError> {
-        Ok(())
-    }
     fn flush(&mut self) -> Result<(), StorageError> {
         if self.failing_flush.load(Ordering::SeqCst) {
             return Err(StorageError::new("flushing", "disk failing"));
@@ -549,10 +546,9 @@ impl QueueStore for MemoryStore {
     ) -> Result<Vec<(Option<String>, tether_protocol::stream::StreamPosition)>, StorageError> {
         Ok(Vec::new())
     }
-    fn set_stream_position(
+    fn write_positions(
         &mut self,
-        _room: Option<&str>,
-        _position: Option<&tether_protocol::stream::StreamPosition>,
+        _write: &tether::queue::PositionWrite,
     ) -> Result<(), StorageError> {
         Ok(())
     }

@@ -23,6 +23,8 @@ pub enum Event {
     Error(Arc<TetherError>),
     /// `on_expired`.
     Expired(String),
+    /// `on_stream_reset`: the room's (`None`: the app's) stream lost messages.
+    StreamReset(Option<String>),
     /// The message handler asked the command to stop (`listen --count`).
     Done,
 }
@@ -56,6 +58,9 @@ impl EventListener for Forward {
     }
     // The CLI sends without replace keys: nothing is ever replaced.
     fn on_replaced(&self, _id: String, _by: String) {}
+    fn on_stream_reset(&self, room: Option<String>) {
+        let _ = self.events.send(Event::StreamReset(room));
+    }
 }
 
 /// The token from the command line, every time the SDK asks.

@@ -5,6 +5,7 @@
 use super::state::{ConnectFailure, Event};
 use super::{Engine, Session};
 use crate::callbacks::app_reason;
+use crate::streams::StreamKey;
 use crate::transport::{connect_url, ConnectError, ConnectRequest, Connection, Outgoing};
 use futures_util::FutureExt;
 use std::collections::BTreeSet;
@@ -113,7 +114,12 @@ impl Engine {
             n => &self.settings.fallback_urls[n - 1],
         };
         let request = ConnectRequest {
-            url: connect_url(base, &self.settings, self.inbox.on_connect()),
+            url: connect_url(
+                base,
+                &self.settings,
+                self.inbox.on_connect(),
+                self.streams.since(&StreamKey::App),
+            ),
             token,
         };
         info!(url = %request.url, "connecting");

@@ -1,34 +1,74 @@
 //! The one place host callbacks are called from: a task that takes [`HostEvent`]s in
 //! order and runs the listener on a blocking thread, never while engine state is held.
-//! After `on_message` returns for a user message, its seq goes back to the engine, which
-//! only then moves the durable inbox cursor. The next batch waits until that cursor is
+//! After `on_message` returns for a user message (its seq) or a stream message (its
+//! offset), the batch's [`Processed`] goes back to the engine, which only then moves the
+//! durable inbox cursor and stream positions. The next batch waits until those are
 //! written, so a crash replays at most one batch ([`BATCH`] messages) however far the
 //! engine falls behind.
 
 use crate::callbacks::{app_reason, EventListener, InboundMessage};
 use crate::engine::state::ConnectionStatus;
 use crate::error::TetherError;
+use crate::streams::StreamKey;
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
+use tether_protocol::stream::StreamPosition;
 use tokio::sync::{mpsc, watch};
 
 /// Most events handed to the listener in one trip to a blocking thread, and so the most
 /// messages a crash can deliver twice.
 const BATCH: usize = 64;
 
-/// How long a batch waits for the cursor of the one before; past that (a failing disk,
-/// reported by the engine) delivery goes on, at least once.
+/// How long a batch waits for the positions of the one before to be written; past that
+/// (a failing disk, reported by the engine) delivery goes on, at least once.
 const CURSOR_WAIT: Duration = Duration::from_secs(2);
+
+/// What the listener processed in one batch, for the engine to write down; `batch`
+/// numbers them from 1, and the engine answers on the `durable` watch with the highest
+/// batch whose positions are on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Processed {
+    /// Which batch.
+    pub batch: u64,
+    /// The highest inbox seq processed.
+    pub seq: Option<u64>,
+    /// The last position processed per stream, in delivery order.
+    pub streams: Vec<(StreamKey, StreamPosition)>,
+}
+
+impl Processed {
+    fn is_empty(&self) -> bool {
+        self.seq.is_none() && self.streams.is_empty()
+    }
+
+    fn record(&mut self, message: &InboundMessage, stream: Option<(StreamKey, StreamPosition)>) {
+        if let Some(seq) = message.seq {
+            self.seq = Some(self.seq.map_or(seq, |s| s.max(seq)));
+        }
+        if let Some((key, position)) = stream {
+            self.streams.retain(|(k, _)| *k != key);
+            self.streams.push((key, position));
+        }
+    }
+}
 
 /// Something to tell the host.
 #[derive(Debug, Clone)]
 pub enum HostEvent {
     /// `on_status`.
     Status(ConnectionStatus),
-    /// `on_message`; the seq is reported back once the listener returned.
-    Message(InboundMessage),
+    /// `on_message`; its seq or stream position is reported back once the listener
+    /// returned.
+    Message {
+        /// The message.
+        message: InboundMessage,
+        /// The stream it belongs to and its position there (stream messages only).
+        stream: Option<(StreamKey, StreamPosition)>,
+    },
+    /// `on_stream_reset`: the room's (`None`: the app's) stream lost messages for good.
+    StreamReset(Option<String>),
     /// `on_ack`.
     Ack(String),
     /// `on_error`.
@@ -68,15 +108,18 @@ fn panic_reason(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-fn deliver(listener: &dyn EventListener, event: HostEvent, processed: &mut Vec<u64>) {
+fn deliver(listener: &dyn EventListener, event: HostEvent, processed: &mut Processed) {
     match event {
         HostEvent::Status(status) => guarded("on_status", || listener.on_status(status)),
-        HostEvent::Message(message) => {
-            let seq = message.seq;
+        HostEvent::Message { message, stream } => {
+            let done = message.clone();
             guarded("on_message", || listener.on_message(message));
             // Counted as processed even when the listener threw: otherwise one message
             // the app cannot handle would be replayed forever.
-            processed.extend(seq);
+            processed.record(&done, stream);
+        }
+        HostEvent::StreamReset(room) => {
+            guarded("on_stream_reset", || listener.on_stream_reset(room));
         }
         HostEvent::Ack(id) => guarded("on_ack", || listener.on_ack(id)),
         HostEvent::Error(error) => guarded("on_error", || listener.on_error(error)),
@@ -87,13 +130,15 @@ fn deliver(listener: &dyn EventListener, event: HostEvent, processed: &mut Vec<u
     }
 }
 
-/// Runs until the engine drops its sender. `durable` is the inbox cursor as written.
+/// Runs until the engine drops its sender. `durable` is the highest batch whose
+/// positions the engine wrote.
 pub async fn run(
     listener: Arc<dyn EventListener>,
     mut events: mpsc::UnboundedReceiver<HostEvent>,
-    processed: mpsc::UnboundedSender<u64>,
+    processed: mpsc::UnboundedSender<Processed>,
     mut durable: watch::Receiver<u64>,
 ) {
+    let mut batches = 0;
     while let Some(first) = events.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -104,30 +149,25 @@ pub async fn run(
         }
         let listener = listener.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let mut seqs = Vec::new();
+            let mut done = Processed::default();
             for event in batch {
-                deliver(listener.as_ref(), event, &mut seqs);
+                deliver(listener.as_ref(), event, &mut done);
             }
-            seqs
+            done
         })
         .await;
         match done {
-            Ok(seqs) => {
-                let highest = seqs.iter().copied().max();
-                for seq in seqs {
-                    // The engine may be gone (shutdown); nothing left to do then.
-                    let _ = processed.send(seq);
-                }
-                if let Some(highest) = highest {
-                    let written = durable.wait_for(|cursor| *cursor >= highest);
-                    if tokio::time::timeout(CURSOR_WAIT, written).await.is_err() {
-                        tracing::warn!(
-                            seq = highest,
-                            "inbox cursor not written yet; delivering on"
-                        );
-                    }
+            Ok(mut done) if !done.is_empty() => {
+                batches += 1;
+                done.batch = batches;
+                // The engine may be gone (shutdown); nothing left to do then.
+                let _ = processed.send(done);
+                let written = durable.wait_for(|batch| *batch >= batches);
+                if tokio::time::timeout(CURSOR_WAIT, written).await.is_err() {
+                    tracing::warn!(batch = batches, "positions not written yet; delivering on");
                 }
             }
+            Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "listener thread failed"),
         }
     }
@@ -151,17 +191,22 @@ mod tests {
         fn on_error(&self, _error: Arc<TetherError>) {}
         fn on_expired(&self, _id: String) {}
         fn on_replaced(&self, _id: String, _by: String) {}
+        fn on_stream_reset(&self, _room: Option<String>) {}
     }
 
     fn message(seq: u64) -> HostEvent {
-        HostEvent::Message(InboundMessage {
-            r#type: "n".into(),
-            id: format!("m{seq}"),
-            seq: Some(seq),
-            room: None,
-            data_json: "null".into(),
-            ts: 0,
-        })
+        HostEvent::Message {
+            message: InboundMessage {
+                r#type: "n".into(),
+                id: format!("m{seq}"),
+                seq: Some(seq),
+                offset: None,
+                room: None,
+                data_json: "null".into(),
+                ts: 0,
+            },
+            stream: None,
+        }
     }
 
     async fn settle() {
@@ -207,19 +252,26 @@ mod tests {
         settle().await;
         assert_eq!(count(), BATCH, "one batch, then a wait for its cursor");
         let mut reported = Vec::new();
-        while let Ok(seq) = processed.try_recv() {
-            reported.push(seq);
+        while let Ok(done) = processed.try_recv() {
+            reported.push(done);
         }
-        assert_eq!(reported, (1..=BATCH as u64).collect::<Vec<_>>());
+        assert_eq!(
+            reported,
+            [Processed {
+                batch: 1,
+                seq: Some(BATCH as u64),
+                streams: Vec::new()
+            }]
+        );
 
-        durable.send_replace(BATCH as u64 - 1);
+        durable.send_replace(0);
         settle().await;
-        assert_eq!(count(), BATCH, "not before the whole batch is written");
-        durable.send_replace(BATCH as u64);
+        assert_eq!(count(), BATCH, "not before the batch is written");
+        durable.send_replace(1);
         until_seen(&seen, 2 * BATCH).await;
         settle().await;
         assert_eq!(count(), 2 * BATCH, "the next batch once it is");
-        durable.send_replace(200);
+        durable.send_replace(4);
         until_seen(&seen, 200).await;
         assert_eq!(count(), 200);
     }

@@ -1,43 +1,102 @@
 //! The inbound side: frames from the gateway (session start, pongs, acks, errors,
-//! published messages), the inbox rules applied to published messages, and moving the
-//! durable cursor once the listener has processed them.
+//! published messages), the inbox and stream rules applied to published messages, and
+//! moving the durable cursor and stream positions once the listener has processed them.
 
-use super::dispatch::HostEvent;
+use super::dispatch::{HostEvent, Processed};
 use super::heartbeat::Heartbeat;
 use super::state::Event;
 use super::{wall_ms, Engine, PROBE_DEADLINE};
 use crate::callbacks::InboundMessage;
 use crate::error::{Error, ErrorKind, TetherError};
 use crate::inbox::Verdict as InboxVerdict;
+use crate::queue::PositionWrite;
+use crate::streams::{Joined, StreamKey, Verdict as StreamVerdict};
 use crate::transport::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 use tether_protocol::client::ClientMessage;
 use tether_protocol::server::ServerMessage;
+use tether_protocol::stream::{StreamJoin, StreamPosition};
 use tether_protocol::{close, Envelope};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 impl Engine {
-    pub(super) fn on_processed(&mut self, seq: u64) {
+    pub(super) fn on_processed(&mut self, done: Processed) {
         // Coalesce: one durable write and one ack for everything processed so far.
-        let mut highest = seq;
+        let mut batch = done.batch;
+        let mut highest = done.seq;
+        let mut streams = done.streams;
         while let Ok(more) = self.processed.try_recv() {
-            highest = highest.max(more);
+            batch = batch.max(more.batch);
+            highest = highest.max(more.seq);
+            streams.extend(more.streams);
         }
-        let Some(cursor) = self.inbox.on_processed(highest) else {
-            // Nothing new to write: what the dispatcher waits for is durable already.
-            self.durable.send_replace(self.inbox.since());
+        for (key, position) in streams {
+            self.streams.on_processed(&key, position);
+        }
+        let cursor = highest.and_then(|seq| self.inbox.on_processed(seq));
+        if !self.write_positions(cursor) {
             return;
+        }
+        self.durable.send_replace(batch);
+        if let Some(cursor) = cursor {
+            if self.established() {
+                self.send_frame(ClientMessage::Ack { seq: cursor }.to_json());
+            }
+        }
+    }
+
+    /// Writes the inbox cursor (when given) and every stream position changed since the
+    /// last write, in one durable step. False when the disk failed (reported; the stream
+    /// positions are tried again with the next write).
+    pub(super) fn write_positions(&mut self, inbox_cursor: Option<u64>) -> bool {
+        let changed = self.streams.take_writes();
+        let write = PositionWrite {
+            inbox_cursor,
+            streams: changed
+                .iter()
+                .map(|(key, position)| (key.room().map(str::to_owned), position.clone()))
+                .collect(),
         };
-        if let Err(e) = self.outbox.set_inbox_cursor(cursor) {
-            self.report(Error::from(e).into());
-            return;
+        match self.outbox.write_positions(&write) {
+            Ok(()) => true,
+            Err(e) => {
+                self.streams.keep_writes(changed);
+                self.report(Error::from(e).into());
+                false
+            }
         }
-        self.durable.send_replace(cursor);
-        if self.established() {
-            self.send_frame(ClientMessage::Ack { seq: cursor }.to_json());
+    }
+
+    /// The gateway said where the connection stands in a stream (`room_joined`,
+    /// `appStream`); `None`: it keeps no history of it.
+    fn on_stream_joined(&mut self, key: StreamKey, join: Option<&StreamJoin>) {
+        match self.streams.on_joined(&key, join) {
+            Joined::Recovered => {
+                debug!(
+                    room = key.room(),
+                    replay = join.map_or(0, |j| j.replay_count),
+                    "stream recovered"
+                );
+            }
+            Joined::Started => {
+                self.write_positions(None);
+            }
+            Joined::Reset => {
+                self.write_positions(None);
+                self.stream_reset(&key, "the gateway no longer holds what followed");
+            }
         }
+    }
+
+    fn stream_reset(&mut self, key: &StreamKey, why: &str) {
+        info!(
+            room = key.room(),
+            "stream reset: {why}; the app must refetch"
+        );
+        self.snapshot.stream_resets += 1;
+        self.tell(HostEvent::StreamReset(key.room().map(str::to_owned)));
     }
 
     pub(super) fn on_incoming(&mut self, incoming: Incoming) {
@@ -98,6 +157,8 @@ impl Engine {
                 if let Some(ms) = established.token_expires_in {
                     self.plan_refresh(Duration::from_millis(ms));
                 }
+                // Before the replay of the app stream that follows this frame.
+                self.on_stream_joined(StreamKey::App, established.app_stream.as_ref());
                 self.apply(Event::Established);
             }
             ServerMessage::Pong { ts, .. } => {
@@ -123,9 +184,12 @@ impl Engine {
                 Ok(None) => debug!(%id, "ack for a message no longer queued"),
                 Err(e) => self.report(Error::from(e).into()),
             },
-            ServerMessage::RoomJoined { room, .. } => {
+            ServerMessage::RoomJoined { room, stream } => {
                 debug!(%room, "room joined");
                 self.rooms.joined(&room);
+                if self.rooms.wants(&room) {
+                    self.on_stream_joined(StreamKey::Room(room), stream.as_ref());
+                }
             }
             ServerMessage::RoomLeft { room } => debug!(%room, "room left"),
             ServerMessage::TokenRefreshed(refreshed) => {
@@ -137,7 +201,24 @@ impl Engine {
         }
     }
 
-    fn on_published(&mut self, envelope: Envelope) {
+    fn on_published(&mut self, mut envelope: Envelope) {
+        if let (Some(offset), Some(epoch)) = (envelope.offset, envelope.epoch.take()) {
+            let key = StreamKey::of(envelope.room.as_deref());
+            match self.streams.on_message(&key, offset, &epoch) {
+                StreamVerdict::Duplicate => {
+                    debug!(room = key.room(), offset, "stream duplicate dropped");
+                    self.snapshot.duplicates_dropped += 1;
+                    return;
+                }
+                StreamVerdict::Reset => {
+                    self.write_positions(None);
+                    self.stream_reset(&key, "messages before this one were missed");
+                }
+                StreamVerdict::Deliver => {}
+            }
+            self.deliver(envelope, Some((key, StreamPosition { offset, epoch })));
+            return;
+        }
         match self.inbox.on_message(envelope.seq) {
             InboxVerdict::Duplicate => {
                 debug!(seq = ?envelope.seq, "duplicate dropped");
@@ -155,13 +236,13 @@ impl Engine {
                         envelope.seq.unwrap_or_default()
                     ),
                 ));
-                self.deliver(envelope);
+                self.deliver(envelope, None);
             }
-            InboxVerdict::Deliver => self.deliver(envelope),
+            InboxVerdict::Deliver => self.deliver(envelope, None),
         }
     }
 
-    fn deliver(&mut self, envelope: Envelope) {
+    fn deliver(&mut self, envelope: Envelope, stream: Option<(StreamKey, StreamPosition)>) {
         debug!(kind = %envelope.kind, seq = ?envelope.seq, "message");
         let message = InboundMessage {
             data_json: envelope.data_json().to_owned(),
@@ -169,10 +250,11 @@ impl Engine {
             id: envelope.id.unwrap_or_default(),
             seq: envelope.seq,
             room: envelope.room,
+            offset: envelope.offset,
             ts: envelope.ts.unwrap_or(0),
         };
         self.snapshot.received += 1;
         self.snapshot.last_message = Some(Arc::new(message.clone()));
-        self.tell(HostEvent::Message(message));
+        self.tell(HostEvent::Message { message, stream });
     }
 }

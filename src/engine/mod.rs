@@ -26,10 +26,11 @@ use crate::inbox::Inbox;
 use crate::lifecycle::{AppState, NetworkState};
 use crate::queue::Outbox;
 use crate::send_options::SendOptions;
+use crate::streams::{StreamKey, Streams};
 use crate::transport::{ConnectError, Connection, Connector};
 use crate::transport::{Incoming, Outgoing};
 use backoff::Backoff;
-use dispatch::HostEvent;
+use dispatch::{HostEvent, Processed};
 use heartbeat::{Heartbeat, Verdict as HeartbeatVerdict};
 use state::{Action, ConnectionStatus, Event, Machine, Timings};
 use std::collections::BTreeSet;
@@ -111,8 +112,10 @@ pub struct Snapshot {
     pub acked: u64,
     /// Messages delivered to the app.
     pub received: u64,
-    /// Inbox duplicates dropped.
+    /// Inbox and stream duplicates dropped.
     pub duplicates_dropped: u64,
+    /// Streams reported reset (`on_stream_reset`).
+    pub stream_resets: u64,
     /// Messages dropped for age or their time to live.
     pub expired: u64,
     /// Messages a newer one with the same replace key took the place of.
@@ -143,6 +146,7 @@ impl Snapshot {
             acked: 0,
             received: 0,
             duplicates_dropped: 0,
+            stream_resets: 0,
             expired: 0,
             replaced: 0,
             queued: 0,
@@ -207,9 +211,10 @@ pub struct Parts {
     pub commands: mpsc::UnboundedReceiver<Command>,
     /// Events for the dispatcher.
     pub host: mpsc::UnboundedSender<HostEvent>,
-    /// Seqs the listener processed.
-    pub processed: mpsc::UnboundedReceiver<u64>,
-    /// The durable inbox cursor, for the dispatcher (see [`dispatch::run`]).
+    /// What the listener processed, batch by batch.
+    pub processed: mpsc::UnboundedReceiver<Processed>,
+    /// The highest batch whose positions are written, for the dispatcher (see
+    /// [`dispatch::run`]).
     pub durable: watch::Sender<u64>,
     /// Where the snapshot goes.
     pub snapshot: watch::Sender<Snapshot>,
@@ -221,6 +226,7 @@ pub struct Engine {
     machine: Machine,
     outbox: Outbox,
     inbox: Inbox,
+    streams: Streams,
     rooms: rooms::Rooms,
     presence: presence::Presence,
     connector: Arc<dyn Connector>,
@@ -228,7 +234,7 @@ pub struct Engine {
     commands: mpsc::UnboundedReceiver<Command>,
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
-    processed: mpsc::UnboundedReceiver<u64>,
+    processed: mpsc::UnboundedReceiver<Processed>,
     durable: watch::Sender<u64>,
     host: mpsc::UnboundedSender<HostEvent>,
     /// Callbacks due, held until the snapshot they follow from is published (see
@@ -295,7 +301,8 @@ impl Drop for Engine {
 }
 
 impl Engine {
-    /// Builds the engine; fails when the stored inbox cursor cannot be read.
+    /// Builds the engine; fails when the stored inbox cursor or stream positions cannot
+    /// be read.
     pub fn new(parts: Parts) -> Result<Self, Error> {
         let Parts {
             settings,
@@ -315,7 +322,7 @@ impl Engine {
             backoff_reset_after: settings.backoff_reset_after,
         };
         let inbox = Inbox::new(outbox.inbox_cursor()?);
-        durable.send_replace(inbox.since());
+        let streams = Streams::new(outbox.stream_positions()?);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let machine = Machine::new(timings, seed);
         let hosts = hosts::Hosts::new(1 + settings.fallback_urls.len());
@@ -325,6 +332,7 @@ impl Engine {
             machine,
             outbox,
             inbox,
+            streams,
             rooms: rooms::Rooms::default(),
             presence: presence::Presence::default(),
             connector,
@@ -373,7 +381,7 @@ impl Engine {
                     None => self.apply(Event::Shutdown),
                 },
                 Some(internal) = self.internal_rx.recv() => self.on_internal(internal),
-                Some(seq) = self.processed.recv() => self.on_processed(seq),
+                Some(done) = self.processed.recv() => self.on_processed(done),
                 incoming = next_incoming(&mut self.session) => self.on_incoming(incoming),
                 () = sleep_until(wake) => self.on_timers(),
             }
@@ -499,7 +507,11 @@ impl Engine {
         if let Some(session) = self.session.as_mut() {
             session.established = true;
         }
-        for join in self.rooms.rejoin_all() {
+        let streams = &self.streams;
+        let joins = self
+            .rooms
+            .rejoin_all(|room| streams.since(&StreamKey::of(Some(room))).cloned());
+        for join in joins {
             self.send_frame(join.to_json());
         }
         self.expire_old();
@@ -532,13 +544,18 @@ impl Engine {
                 let _ = reply.send(result);
             }
             Command::JoinRoom(room) => {
-                if let Some(join) = self.rooms.join(room) {
+                // A position stored by an earlier run of the app recovers what it missed
+                // while it was not running.
+                let since = self.streams.since(&StreamKey::of(Some(&room))).cloned();
+                if let Some(join) = self.rooms.join(room, since) {
                     if self.established() {
                         self.send_frame(join.to_json());
                     }
                 }
             }
             Command::LeaveRoom(room) => {
+                self.streams.forget(&StreamKey::of(Some(&room)));
+                self.write_positions(None);
                 if let Some(leave) = self.rooms.leave(&room) {
                     if self.established() {
                         self.send_frame(leave.to_json());

@@ -308,6 +308,11 @@ impl Engine {
             .as_deref()
             .and_then(|r| self.rooms.refused(r, error.code));
         if let Some(refusal) = refused_room {
+            if !refusal.kept {
+                self.streams
+                    .forget(&crate::streams::StreamKey::Room(refusal.room.clone()));
+                self.write_positions(None);
+            }
             let what = if refusal.kept {
                 "will retry after the next reconnect"
             } else {

@@ -1,10 +1,13 @@
 //! The rooms a client wants to be in, re-joined after every reconnect. Each `join_room`
 //! carries an id, so an `error` answering it (whose `ref` is that id) names the room: a
 //! room the gateway refuses for good (forbidden, invalid, too many) is dropped instead of
-//! being re-joined, and refused again, on every reconnect.
+//! being re-joined, and refused again, on every reconnect. A join of a room with history
+//! carries the position the app processed last (`since`), so the gateway replays what
+//! the app missed.
 
 use std::collections::{BTreeSet, HashMap};
 use tether_protocol::client::ClientMessage;
+use tether_protocol::stream::StreamPosition;
 use tether_protocol::ErrorCode;
 
 /// What became of a refused join.
@@ -27,8 +30,10 @@ pub struct Rooms {
 
 impl Rooms {
     /// Adds a room; the join request to send now (when connected), if it is new.
-    pub fn join(&mut self, room: String) -> Option<ClientMessage> {
-        self.wanted.insert(room.clone()).then(|| self.request(room))
+    pub fn join(&mut self, room: String, since: Option<StreamPosition>) -> Option<ClientMessage> {
+        self.wanted
+            .insert(room.clone())
+            .then(|| self.request(room, since))
     }
 
     /// Removes a room; the leave request to send, if it was wanted.
@@ -40,21 +45,30 @@ impl Rooms {
         })
     }
 
-    /// Join requests for every wanted room (a new session).
-    pub fn rejoin_all(&mut self) -> Vec<ClientMessage> {
+    /// Join requests for every wanted room (a new session), each with its position.
+    pub fn rejoin_all(
+        &mut self,
+        since: impl Fn(&str) -> Option<StreamPosition>,
+    ) -> Vec<ClientMessage> {
         self.pending.clear();
         let rooms: Vec<String> = self.wanted.iter().cloned().collect();
-        rooms.into_iter().map(|room| self.request(room)).collect()
+        rooms
+            .into_iter()
+            .map(|room| {
+                let position = since(&room);
+                self.request(room, position)
+            })
+            .collect()
     }
 
-    fn request(&mut self, room: String) -> ClientMessage {
+    fn request(&mut self, room: String, since: Option<StreamPosition>) -> ClientMessage {
         self.next_id += 1;
         let id = format!("join-{}", self.next_id);
         self.pending.insert(id.clone(), room.clone());
         ClientMessage::JoinRoom {
             room,
             id: Some(id),
-            since: None,
+            since,
         }
     }
 
@@ -79,6 +93,11 @@ impl Rooms {
         Some(Refusal { room, kept })
     }
 
+    /// Whether the app wants to be in `room`.
+    pub fn wants(&self, room: &str) -> bool {
+        self.wanted.contains(room)
+    }
+
     /// Rooms wanted.
     pub fn wanted(&self) -> impl Iterator<Item = &String> {
         self.wanted.iter()
@@ -88,6 +107,34 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_rejoin_carries_the_room_s_position() {
+        let mut rooms = Rooms::default();
+        let at = StreamPosition {
+            offset: 9,
+            epoch: "e1".into(),
+        };
+        let first = rooms.join("news".into(), Some(at.clone())).unwrap();
+        assert!(matches!(first, ClientMessage::JoinRoom { since: Some(ref s), .. } if *s == at));
+        rooms.join("lobby".into(), None).unwrap();
+        let later = StreamPosition {
+            offset: 12,
+            epoch: "e1".into(),
+        };
+        let again = rooms.rejoin_all(|room| (room == "news").then(|| later.clone()));
+        let sent: Vec<(String, Option<StreamPosition>)> = again
+            .into_iter()
+            .map(|m| match m {
+                ClientMessage::JoinRoom { room, since, .. } => (room, since),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [("lobby".to_owned(), None), ("news".to_owned(), Some(later))]
+        );
+    }
 
     fn id_of(message: &ClientMessage) -> String {
         match message {
@@ -99,9 +146,9 @@ mod tests {
     #[test]
     fn a_room_refused_for_good_is_not_rejoined() {
         let mut rooms = Rooms::default();
-        let join = rooms.join("admin".into()).unwrap();
-        rooms.join("lobby".into()).unwrap();
-        assert!(rooms.join("lobby".into()).is_none(), "already wanted");
+        let join = rooms.join("admin".into(), None).unwrap();
+        rooms.join("lobby".into(), None).unwrap();
+        assert!(rooms.join("lobby".into(), None).is_none(), "already wanted");
         let refusal = rooms.refused(&id_of(&join), ErrorCode::Forbidden).unwrap();
         assert_eq!(
             refusal,
@@ -111,7 +158,7 @@ mod tests {
             }
         );
         let again: Vec<String> = rooms
-            .rejoin_all()
+            .rejoin_all(|_| None)
             .iter()
             .map(|m| match m {
                 ClientMessage::JoinRoom { room, .. } => room.clone(),
@@ -124,7 +171,7 @@ mod tests {
     #[test]
     fn a_passing_refusal_keeps_the_room() {
         let mut rooms = Rooms::default();
-        let join = rooms.join("lobby".into()).unwrap();
+        let join = rooms.join("lobby".into(), None).unwrap();
         let refusal = rooms
             .refused(&id_of(&join), ErrorCode::Unavailable)
             .unwrap();
@@ -135,7 +182,7 @@ mod tests {
     #[test]
     fn answers_are_matched_by_id_only() {
         let mut rooms = Rooms::default();
-        let join = rooms.join("lobby".into()).unwrap();
+        let join = rooms.join("lobby".into(), None).unwrap();
         assert!(rooms.refused("join_room", ErrorCode::Forbidden).is_none());
         assert!(rooms.refused("m-1", ErrorCode::Forbidden).is_none());
         rooms.joined("lobby");

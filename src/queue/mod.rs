@@ -91,8 +91,27 @@ impl QueuedMessage {
     }
 }
 
-/// Durable storage of the queue and the inbox cursor. Implementations must make
-/// `append_all` and `set_inbox_cursor` durable (on disk) before returning.
+/// Where the app stands in what it received, written in one durable step: the inbox
+/// cursor and stream positions (`Some(room)`, or `None` for the app's broadcast stream;
+/// a position of `None` forgets the stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PositionWrite {
+    /// The new inbox cursor, if it moved.
+    pub inbox_cursor: Option<u64>,
+    /// Stream positions that changed.
+    pub streams: Vec<(Option<String>, Option<StreamPosition>)>,
+}
+
+impl PositionWrite {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.inbox_cursor.is_none() && self.streams.is_empty()
+    }
+}
+
+/// Durable storage of the queue, the inbox cursor and the stream positions.
+/// Implementations must make `append_all` and `write_positions` durable (on disk) before
+/// returning.
 pub trait QueueStore: Send {
     /// Every queued message, in `seq` order.
     fn load(&self) -> Result<Vec<QueuedMessage>, StorageError>;
@@ -107,19 +126,14 @@ pub trait QueueStore: Send {
     fn remove(&mut self, seq: u64) -> Result<(), StorageError>;
     /// The highest inbox `seq` the app has processed (0 when none).
     fn inbox_cursor(&self) -> Result<u64, StorageError>;
-    /// Stores the inbox cursor durably.
-    fn set_inbox_cursor(&mut self, seq: u64) -> Result<(), StorageError>;
     /// Writes everything pending to disk.
     fn flush(&mut self) -> Result<(), StorageError>;
     /// Every stored stream position: per room (`Some(room)`) and the app's broadcast
     /// stream (`None`). A database written before streams has none.
     fn stream_positions(&self) -> Result<Vec<(Option<String>, StreamPosition)>, StorageError>;
-    /// Stores (`Some`) or forgets (`None`) one stream's position, durably.
-    fn set_stream_position(
-        &mut self,
-        room: Option<&str>,
-        position: Option<&StreamPosition>,
-    ) -> Result<(), StorageError>;
+    /// Stores the inbox cursor and stream positions of `write` durably, with one sync:
+    /// a stream position is never on disk later than the inbox cursor written with it.
+    fn write_positions(&mut self, write: &PositionWrite) -> Result<(), StorageError>;
 }
 
 /// Bounds of the queue.
@@ -529,7 +543,18 @@ impl Outbox {
 
     /// Stores the inbox cursor durably.
     pub fn set_inbox_cursor(&mut self, seq: u64) -> Result<(), StorageError> {
-        self.store.set_inbox_cursor(seq)
+        self.write_positions(&PositionWrite {
+            inbox_cursor: Some(seq),
+            streams: Vec::new(),
+        })
+    }
+
+    /// Stores the inbox cursor and stream positions durably, with one sync.
+    pub fn write_positions(&mut self, write: &PositionWrite) -> Result<(), StorageError> {
+        if write.is_empty() {
+            return Ok(());
+        }
+        self.store.write_positions(write)
     }
 
     /// Writes everything pending to disk.
@@ -548,6 +573,9 @@ impl Outbox {
         room: Option<&str>,
         position: Option<&StreamPosition>,
     ) -> Result<(), StorageError> {
-        self.store.set_stream_position(room, position)
+        self.write_positions(&PositionWrite {
+            inbox_cursor: None,
+            streams: vec![(room.map(str::to_owned), position.cloned())],
+        })
     }
 }

@@ -11,7 +11,7 @@
 //! whose append failed is removed at that reopening if part of it reached the disk, since
 //! its caller was told it was not stored.
 
-use super::{QueueStore, QueuedMessage, StorageError};
+use super::{PositionWrite, QueueStore, QueuedMessage, StorageError};
 use backon::{BlockingRetryable, ConstantBuilder};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -276,13 +276,6 @@ impl QueueStore for SledStore {
         }
     }
 
-    fn set_inbox_cursor(&mut self, seq: u64) -> Result<(), StorageError> {
-        self.with("writing the inbox cursor", &[], |db, _| {
-            db.insert(INBOX_CURSOR_KEY, &seq.to_be_bytes())?;
-            db.flush().map(|_| ())
-        })
-    }
-
     fn flush(&mut self) -> Result<(), StorageError> {
         self.with("flushing to disk", &[], |db, _| db.flush().map(|_| ()))
     }
@@ -304,22 +297,36 @@ impl QueueStore for SledStore {
             .collect()
     }
 
-    fn set_stream_position(
-        &mut self,
-        room: Option<&str>,
-        position: Option<&StreamPosition>,
-    ) -> Result<(), StorageError> {
-        let key = stream_key(room);
-        let value = position
-            .map(serde_json::to_vec)
-            .transpose()
-            .map_err(|e| StorageError::new("encoding a stream position", e))?;
-        self.with("writing a stream position", &[], |db, _| {
-            match value {
-                Some(value) => db.insert(key.as_bytes(), value)?,
-                None => db.remove(key.as_bytes())?,
-            };
-            db.flush().map(|_| ())
-        })
+    fn write_positions(&mut self, write: &PositionWrite) -> Result<(), StorageError> {
+        let streams = write
+            .streams
+            .iter()
+            .map(|(room, position)| {
+                let value = position
+                    .as_ref()
+                    .map(serde_json::to_vec)
+                    .transpose()
+                    .map_err(|e| StorageError::new("encoding a stream position", e))?;
+                Ok((stream_key(room.as_deref()), value))
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        self.with(
+            "writing the inbox cursor and stream positions",
+            &[],
+            |db, _| {
+                let mut batch = sled::Batch::default();
+                if let Some(seq) = write.inbox_cursor {
+                    batch.insert(INBOX_CURSOR_KEY, seq.to_be_bytes().to_vec());
+                }
+                for (key, value) in streams {
+                    match value {
+                        Some(value) => batch.insert(key.as_bytes(), value),
+                        None => batch.remove(key.as_bytes()),
+                    }
+                }
+                db.apply_batch(batch)?;
+                db.flush().map(|_| ())
+            },
+        )
     }
 }

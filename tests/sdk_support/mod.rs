@@ -30,6 +30,7 @@ pub enum Seen {
     Error(TetherError),
     Expired(String),
     Replaced { id: String, by: String },
+    StreamReset(Option<String>),
 }
 
 /// Records every callback, in order, and lets a test wait for one.
@@ -136,6 +137,9 @@ impl EventListener for Recorder {
     }
     fn on_replaced(&self, id: String, by: String) {
         self.push(Seen::Replaced { id, by });
+    }
+    fn on_stream_reset(&self, room: Option<String>) {
+        self.push(Seen::StreamReset(room));
     }
 }
 

@@ -28,6 +28,7 @@ impl EventListener for Quiet {
     fn on_error(&self, _: Arc<TetherError>) {}
     fn on_expired(&self, _: String) {}
     fn on_replaced(&self, _: String, _: String) {}
+    fn on_stream_reset(&self, _: Option<String>) {}
 }
 
 /// Never asked: the client never connects.

@@ -22,6 +22,8 @@ struct Line<'a> {
     id: &'a str,
     seq: Option<u64>,
     room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
     data: &'a RawValue,
     ts: u64,
 }
@@ -36,6 +38,7 @@ pub fn json_line(message: &InboundMessage) -> String {
         id: &message.id,
         seq: message.seq,
         room: message.room.as_deref(),
+        offset: message.offset,
         data: parsed.unwrap_or(RawValue::NULL),
         ts: message.ts,
     };
@@ -123,9 +126,19 @@ async fn watch(session: &mut Session, args: &ListenArgs) -> Result<()> {
                 eprintln!("{}", describe(&status));
             }
             Event::Error(e) => report_error(&e, &session.url, &mut last_error),
+            Event::StreamReset(room) => eprintln!("{}", describe_reset(room.as_deref())),
             Event::Ack(_) | Event::Expired(_) => {}
         }
     }
+}
+
+/// What a stream reset means, for stderr.
+fn describe_reset(room: Option<&str>) -> String {
+    let stream = match room {
+        Some(room) => format!("room {room}"),
+        None => "the app's broadcasts".to_owned(),
+    };
+    format!("missed messages of {stream} that the gateway no longer keeps; refetch its state")
 }
 
 #[cfg(test)]
@@ -139,6 +152,7 @@ mod tests {
             id: "m1".into(),
             seq: Some(3),
             room: None,
+            offset: None,
             data_json: data_json.into(),
             ts: 17,
         }
@@ -152,6 +166,19 @@ mod tests {
             r#"{"type":"notification","id":"m1","seq":3,"room":null,"data":{"text":"hi"},"ts":17}"#
         );
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn a_stream_message_line_carries_its_offset_and_a_reset_names_the_stream() {
+        let mut m = message("1");
+        m.room = Some("news".into());
+        m.offset = Some(9);
+        assert_eq!(
+            json_line(&m),
+            r#"{"type":"notification","id":"m1","seq":3,"room":"news","offset":9,"data":1,"ts":17}"#
+        );
+        assert!(describe_reset(Some("news")).contains("room news"));
+        assert!(describe_reset(None).contains("app's broadcasts"));
     }
 
     #[test]

@@ -89,7 +89,7 @@ async fn wait_for_ack(session: &mut Session, id: &str, args: &SendArgs) -> Resul
                 }
             }
             Event::Error(e) => report_error(&e, &session.url, &mut last_error),
-            Event::Ack(_) | Event::Expired(_) | Event::Done => {}
+            Event::Ack(_) | Event::Expired(_) | Event::StreamReset(_) | Event::Done => {}
         }
     }
 }
