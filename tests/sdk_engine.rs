@@ -1577,3 +1577,128 @@ async fn sends_made_at_the_same_moment_keep_their_call_order_and_latest_wins() {
     }
     assert_eq!(sent, [&*ids[0], &*ids[2], &*ids[3], &*ids[4]]);
 }
+
+fn room_joined(room: &str, offset: u64, epoch: &str, recovered: bool, replay: u32) -> String {
+    format!(
+        r#"{{"type":"room_joined","data":{{"room":"{room}","offset":{offset},"epoch":"{epoch}","recovered":{recovered},"replayCount":{replay}}}}}"#
+    )
+}
+
+fn stream_message(room: Option<&str>, offset: u64, epoch: &str) -> String {
+    let room = room.map_or("null".to_owned(), |r| format!("\"{r}\""));
+    format!(
+        r#"{{"type":"eta","id":"{epoch}{offset}","room":{room},"offset":{offset},"epoch":"{epoch}","data":{offset},"ts":1}}"#
+    )
+}
+
+/// (room, offset) of every stream message the app got, in order, and the resets it was told.
+fn stream_log(recorder: &Recorder) -> (Vec<(Option<String>, u64)>, Vec<Option<String>>) {
+    let mut messages = Vec::new();
+    let mut resets = Vec::new();
+    for seen in recorder.all.lock().unwrap().iter() {
+        match seen {
+            Seen::Message(m) if m.offset.is_some() => {
+                messages.push((m.room.clone(), m.offset.unwrap()));
+            }
+            Seen::StreamReset(room) => resets.push(room.clone()),
+            _ => {}
+        }
+    }
+    (messages, resets)
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_are_delivered_once_in_offset_order_and_rejoined_from_their_position() {
+    let mut h = start();
+    let room = Some("news:1".to_owned());
+    h.client.join_room("news:1".into()).unwrap();
+    h.client.connect();
+    let mut socket = h.socket().await;
+    assert_eq!(
+        query(&socket.request, "appOffset"),
+        None,
+        "nothing to recover yet"
+    );
+    socket
+        .send(r#"{"type":"connection_established","data":{"connectionId":"c","serverId":"s","userId":"u","app":"a","userType":"customer","heartbeatInterval":600000,"replayFrom":null,"replayCount":0,"appStream":{"offset":10,"epoch":"A","recovered":false,"replayCount":0}}}"#)
+        .await;
+    let join = socket.next_of("join_room").await;
+    assert!(join["data"]["since"].is_null(), "{join}");
+    socket.send(&room_joined("news:1", 5, "E", false, 0)).await;
+    for offset in [6, 7, 7, 6, 8] {
+        socket
+            .send(&stream_message(Some("news:1"), offset, "E"))
+            .await;
+    }
+    socket.send(&stream_message(None, 11, "A")).await;
+    wait_for(
+        &mut h.seen,
+        LONG,
+        |e| matches!(e, Seen::Message(m) if m.offset == Some(11)),
+    )
+    .await;
+    assert_eq!(h.client.stats().duplicates_dropped, 2);
+
+    // The next session asks for what followed the last message processed, per stream.
+    socket.close(Some(1012)).await;
+    let mut socket = h.socket().await;
+    assert_eq!(query(&socket.request, "appOffset").as_deref(), Some("11"));
+    assert_eq!(query(&socket.request, "appEpoch").as_deref(), Some("A"));
+    socket
+        .send(r#"{"type":"connection_established","data":{"connectionId":"c","serverId":"s","userId":"u","app":"a","userType":"customer","heartbeatInterval":600000,"replayFrom":null,"replayCount":0,"appStream":{"offset":11,"epoch":"A","recovered":true,"replayCount":0}}}"#)
+        .await;
+    let join = socket.next_of("join_room").await;
+    assert_eq!(
+        join["data"]["since"],
+        serde_json::json!({"offset": 8, "epoch": "E"})
+    );
+    socket.send(&room_joined("news:1", 9, "E", true, 2)).await;
+    // The replay overlaps what was delivered already at its start.
+    socket.send(&stream_message(Some("news:1"), 8, "E")).await;
+    socket.send(&stream_message(Some("news:1"), 9, "E")).await;
+    // A gap, then another epoch: both lost messages for good.
+    socket.send(&stream_message(Some("news:1"), 12, "E")).await;
+    socket.send(&stream_message(Some("news:1"), 1, "F")).await;
+    wait_for(
+        &mut h.seen,
+        LONG,
+        |e| matches!(e, Seen::Message(m) if m.id == "F1"),
+    )
+    .await;
+
+    // A position the gateway no longer holds: reset, and the stream restarts there.
+    socket.close(Some(1012)).await;
+    let mut socket = h.connected(600_000).await;
+    let join = socket.next_of("join_room").await;
+    assert_eq!(
+        join["data"]["since"],
+        serde_json::json!({"offset": 1, "epoch": "F"})
+    );
+    socket.send(&room_joined("news:1", 30, "G", false, 0)).await;
+    socket.send(&stream_message(Some("news:1"), 31, "G")).await;
+    wait_for(
+        &mut h.seen,
+        LONG,
+        |e| matches!(e, Seen::Message(m) if m.id == "G31"),
+    )
+    .await;
+
+    let (messages, resets) = stream_log(&h.recorder);
+    let expected: Vec<(Option<String>, u64)> = [6, 7, 8]
+        .into_iter()
+        .map(|o| (room.clone(), o))
+        .chain([(None, 11)])
+        .chain([9, 12, 1, 31].into_iter().map(|o| (room.clone(), o)))
+        .collect();
+    assert_eq!(messages, expected);
+    assert_eq!(resets, [room.clone(), room.clone(), room.clone()]);
+    assert_eq!(h.client.stats().stream_resets, 3);
+    assert_eq!(h.client.stats().duplicates_dropped, 3);
+
+    // Leaving forgets the position: a later join starts afresh, with nothing to recover.
+    h.client.leave_room("news:1".into()).unwrap();
+    socket.next_of("leave_room").await;
+    h.client.join_room("news:1".into()).unwrap();
+    let join = socket.next_of("join_room").await;
+    assert!(join["data"]["since"].is_null(), "{join}");
+}

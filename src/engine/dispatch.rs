@@ -32,6 +32,8 @@ const CURSOR_WAIT: Duration = Duration::from_secs(2);
 pub struct Processed {
     /// Which batch.
     pub batch: u64,
+    /// Messages the listener returned for.
+    pub messages: u64,
     /// The highest inbox seq processed.
     pub seq: Option<u64>,
     /// The last position processed per stream, in delivery order.
@@ -39,11 +41,8 @@ pub struct Processed {
 }
 
 impl Processed {
-    fn is_empty(&self) -> bool {
-        self.seq.is_none() && self.streams.is_empty()
-    }
-
     fn record(&mut self, message: &InboundMessage, stream: Option<(StreamKey, StreamPosition)>) {
+        self.messages += 1;
         if let Some(seq) = message.seq {
             self.seq = Some(self.seq.map_or(seq, |s| s.max(seq)));
         }
@@ -157,7 +156,7 @@ pub async fn run(
         })
         .await;
         match done {
-            Ok(mut done) if !done.is_empty() => {
+            Ok(mut done) if done.messages > 0 => {
                 batches += 1;
                 done.batch = batches;
                 // The engine may be gone (shutdown); nothing left to do then.
@@ -259,6 +258,7 @@ mod tests {
             reported,
             [Processed {
                 batch: 1,
+                messages: BATCH as u64,
                 seq: Some(BATCH as u64),
                 streams: Vec::new()
             }]

@@ -27,7 +27,9 @@ impl Engine {
         let mut batch = done.batch;
         let mut highest = done.seq;
         let mut streams = done.streams;
+        self.unprocessed = self.unprocessed.saturating_sub(done.messages);
         while let Ok(more) = self.processed.try_recv() {
+            self.unprocessed = self.unprocessed.saturating_sub(more.messages);
             batch = batch.max(more.batch);
             highest = highest.max(more.seq);
             streams.extend(more.streams);
@@ -254,6 +256,7 @@ impl Engine {
             ts: envelope.ts.unwrap_or(0),
         };
         self.snapshot.received += 1;
+        self.unprocessed += 1;
         self.snapshot.last_message = Some(Arc::new(message.clone()));
         self.tell(HostEvent::Message { message, stream });
     }

@@ -46,6 +46,10 @@ use tracing::{debug, info, warn};
 /// How long a suspected socket has to answer a ping.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How long `shutdown()` waits for the listener to finish the messages handed to it, so
+/// their cursor and positions are written and a clean restart delivers none again.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
 /// Most commands handled in one go before the engine looks at the socket and its
 /// timers again (and most sends stored with one sync).
 const COMMAND_BATCH: usize = 64;
@@ -237,6 +241,8 @@ pub struct Engine {
     processed: mpsc::UnboundedReceiver<Processed>,
     durable: watch::Sender<u64>,
     host: mpsc::UnboundedSender<HostEvent>,
+    /// Messages handed to the dispatcher that the listener has not returned for yet.
+    unprocessed: u64,
     /// Callbacks due, held until the snapshot they follow from is published (see
     /// [`Engine::publish`]).
     told: Vec<HostEvent>,
@@ -343,6 +349,7 @@ impl Engine {
             processed,
             durable,
             host,
+            unprocessed: 0,
             told: Vec::new(),
             snapshot_tx: snapshot,
             token: None,
@@ -387,6 +394,7 @@ impl Engine {
             }
             self.publish();
         }
+        self.drain_processed().await;
         if let Err(e) = self.outbox.flush() {
             warn!(error = %e, "final flush failed");
         }
@@ -396,6 +404,25 @@ impl Engine {
         drop(self);
         if let Some(reply) = reply {
             let _ = reply.send(());
+        }
+    }
+
+    /// Waits (at most [`SHUTDOWN_DRAIN`]) until the listener returned for every message
+    /// handed to it, writing their cursor and positions as it goes.
+    async fn drain_processed(&mut self) {
+        let deadline = Instant::now() + SHUTDOWN_DRAIN;
+        while self.unprocessed > 0 {
+            match tokio::time::timeout_at(deadline, self.processed.recv()).await {
+                Ok(Some(done)) => self.on_processed(done),
+                Ok(None) => return,
+                Err(_) => {
+                    warn!(
+                        messages = self.unprocessed,
+                        "the listener did not finish before shutdown; those messages come again"
+                    );
+                    return;
+                }
+            }
         }
     }
 

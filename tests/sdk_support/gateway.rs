@@ -93,6 +93,33 @@ impl Backend {
         answer["delivered"].as_u64()
     }
 
+    /// `POST /v1/send/room` or, without a room, `POST /v1/send/app`: the whole answer
+    /// (`id`, `delivered`, and `offset`/`epoch` for a stream).
+    pub async fn publish(&self, room: Option<&str>, kind: &str, data: Value) -> Value {
+        let (path, body) = match room {
+            Some(room) => (
+                "room",
+                serde_json::json!({"room": room, "app": APP, "message": {"type": kind, "data": data}}),
+            ),
+            None => (
+                "app",
+                serde_json::json!({"app": APP, "message": {"type": kind, "data": data}}),
+            ),
+        };
+        self.http
+            .post(format!("http://{}/v1/send/{path}", self.addr))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("send")
+            .error_for_status()
+            .expect("send status")
+            .json()
+            .await
+            .expect("send body")
+    }
+
     /// `DELETE /v1/connections`: kicks the user (4403).
     pub async fn kick(&self, user: &str) {
         self.http
