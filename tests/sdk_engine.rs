@@ -1591,8 +1591,11 @@ fn stream_message(room: Option<&str>, offset: u64, epoch: &str) -> String {
     )
 }
 
+/// (room, offset) of a stream message.
+type StreamAt = (Option<String>, u64);
+
 /// (room, offset) of every stream message the app got, in order, and the resets it was told.
-fn stream_log(recorder: &Recorder) -> (Vec<(Option<String>, u64)>, Vec<Option<String>>) {
+fn stream_log(recorder: &Recorder) -> (Vec<StreamAt>, Vec<Option<String>>) {
     let mut messages = Vec::new();
     let mut resets = Vec::new();
     for seen in recorder.all.lock().unwrap().iter() {
@@ -1684,7 +1687,7 @@ async fn streams_are_delivered_once_in_offset_order_and_rejoined_from_their_posi
     .await;
 
     let (messages, resets) = stream_log(&h.recorder);
-    let expected: Vec<(Option<String>, u64)> = [6, 7, 8]
+    let expected: Vec<StreamAt> = [6, 7, 8]
         .into_iter()
         .map(|o| (room.clone(), o))
         .chain([(None, 11)])
