@@ -232,7 +232,9 @@ pub enum PubTarget {
         #[command(flatten)]
         message: PubMessage,
     },
-    /// To the members of a room, live only. Prints {"id","delivered"}.
+    /// To the members of a room: live only, or kept in the room's history when the
+    /// gateway keeps one (WS_ROOM_HISTORY). Prints {"id","delivered"}, with
+    /// "offset","epoch" for a room with history.
     Room {
         /// Room name.
         #[arg(long)]
@@ -240,7 +242,9 @@ pub enum PubTarget {
         #[command(flatten)]
         message: PubMessage,
     },
-    /// To every connection of the app, live only. Prints {"id"}.
+    /// To every connection of the app: live only, or kept when the gateway keeps the
+    /// app's broadcasts (WS_APP_HISTORY_SIZE). Prints {"id"}, with "offset","epoch"
+    /// then.
     App {
         #[command(flatten)]
         message: PubMessage,

@@ -38,7 +38,14 @@ pub struct Gw {
 
 impl Gw {
     pub async fn start() -> Gw {
-        let gateway = Gateway::start(Config::for_tests(SECRET)).await.unwrap();
+        Gw::start_with(|_| {}).await
+    }
+
+    /// A gateway with `tune` applied to the test config.
+    pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Gw {
+        let mut config = Config::for_tests(SECRET);
+        tune(&mut config);
+        let gateway = Gateway::start(config).await.unwrap();
         let base = format!("http://{}", gateway.local_addr());
         Gw { gateway, base }
     }
