@@ -3,12 +3,17 @@
 //! `server/src/broker/inbox.rs`): the SDK's inbox cursor rules (`src/inbox.rs`) against a
 //! model, over random interleavings of connects, messages (fresh, repeated, from an inbox
 //! that restarted), processing and restarts; and the Redis key escaping as a property
-//! (reversible, so two ids never share a key, and free of key and pattern syntax).
+//! (reversible, so two ids never share a key, and free of key and pattern syntax); and the
+//! SDK's stream rules (`src/streams.rs`) against a gateway model that publishes, cuts,
+//! replays after `since` and outlives client restarts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on purpose
 
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 use tether::inbox::{Inbox, Verdict};
+use tether::protocol::stream::{StreamJoin, StreamPosition};
+use tether::streams::{Joined, StreamKey, Streams, Verdict as StreamVerdict};
 use tether_server::broker::redis::keys;
 
 #[derive(Debug, Clone)]
@@ -35,8 +40,109 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+#[derive(Debug, Clone)]
+enum StreamOp {
+    /// The backend publishes one message; a joined connection gets it live.
+    Publish,
+    /// The app's listener returns for the oldest message handed to it.
+    Process,
+    /// The socket dies (messages published meanwhile are not received).
+    Cut,
+    /// A new connection joins with the stored position; the gateway replays after it.
+    Rejoin,
+    /// The app is killed: what its listener had not returned for is gone with it.
+    Restart,
+}
+
+fn stream_op() -> impl Strategy<Value = StreamOp> {
+    prop_oneof![
+        5 => Just(StreamOp::Publish),
+        4 => Just(StreamOp::Process),
+        1 => Just(StreamOp::Cut),
+        1 => Just(StreamOp::Rejoin),
+        1 => Just(StreamOp::Restart),
+    ]
+}
+
+/// Applies the position writes to the model's disk.
+fn persist(streams: &mut Streams, disk: &mut BTreeMap<Option<String>, StreamPosition>) {
+    for (key, position) in streams.take_writes() {
+        let room = key.room().map(str::to_owned);
+        match position {
+            Some(position) => disk.insert(room, position),
+            None => disk.remove(&room),
+        };
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn every_stream_message_reaches_the_app_once_in_offset_order_across_cuts_and_restarts(
+        ops in proptest::collection::vec(stream_op(), 1..120),
+    ) {
+        let key = StreamKey::Room("news".into());
+        let epoch = "e1";
+        let mut disk = BTreeMap::new();
+        let mut streams = Streams::default();
+        let join = |offset: u64, recovered: bool| StreamJoin {
+            offset,
+            epoch: epoch.into(),
+            recovered,
+            replay_count: 0,
+        };
+        prop_assert_eq!(streams.on_joined(&key, Some(&join(0, false))), Joined::Started);
+        persist(&mut streams, &mut disk);
+        let mut published = 0u64;
+        let mut connected = true;
+        let mut pending: Vec<u64> = Vec::new();
+        let mut seen: Vec<u64> = Vec::new();
+        let receive = |streams: &mut Streams, pending: &mut Vec<u64>, offset: u64| {
+            match streams.on_message(&key, offset, epoch) {
+                StreamVerdict::Deliver => pending.push(offset),
+                StreamVerdict::Duplicate => {}
+                StreamVerdict::Reset => panic!("offset {offset}: reset, yet nothing was lost"),
+            }
+        };
+        let ops = ops.into_iter().chain([StreamOp::Rejoin]);
+        for op in ops {
+            match op {
+                StreamOp::Publish => {
+                    published += 1;
+                    if connected {
+                        receive(&mut streams, &mut pending, published);
+                    }
+                }
+                StreamOp::Process => {
+                    if !pending.is_empty() {
+                        let offset = pending.remove(0);
+                        seen.push(offset);
+                        streams.on_processed(&key, StreamPosition { offset, epoch: epoch.into() });
+                    }
+                }
+                StreamOp::Cut => connected = false,
+                StreamOp::Rejoin => {
+                    let since = streams.since(&key).cloned().expect("joined before");
+                    prop_assert_eq!(&since, disk.get(&Some("news".to_owned())).unwrap());
+                    prop_assert!(since.offset <= published);
+                    prop_assert_eq!(streams.on_joined(&key, Some(&join(published, true))), Joined::Recovered);
+                    for offset in since.offset + 1..=published {
+                        receive(&mut streams, &mut pending, offset);
+                    }
+                    connected = true;
+                }
+                StreamOp::Restart => {
+                    streams = Streams::new(disk.clone());
+                    pending.clear();
+                    connected = false;
+                }
+            }
+            persist(&mut streams, &mut disk);
+        }
+        seen.append(&mut pending);
+        prop_assert_eq!(seen, (1..=published).collect::<Vec<_>>());
+    }
 
     #[test]
     fn the_sdk_inbox_hands_each_seq_over_once_in_order_and_moves_its_cursor_only_forward_after_processing(
