@@ -1,4 +1,4 @@
-//! The inbox cursor rules (PROTOCOL.md §6): user messages carry a `seq`; each reaches the
+//! The inbox cursor rules (docs/protocol.md §6): user messages carry a `seq`; each reaches the
 //! app once, duplicates (`seq` at or below what was already handed over) are dropped, and
 //! the cursor moves, durably, only after the app's listener returned for that message, so
 //! a kill between delivery and processing replays the message instead of losing it.

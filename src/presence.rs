@@ -1,5 +1,5 @@
 //! Who is in a room, as `TetherClient::room_presence` returns it: uniffi records
-//! converted from the protocol's `room_presence` answer (PROTOCOL.md §4).
+//! converted from the protocol's `room_presence` answer (docs/protocol.md §4).
 
 use tether_protocol::server;
 

@@ -1,6 +1,7 @@
 //! The SDK's own tokio runtime: two named worker threads shared by every client in the
 //! process. Exported calls never block on it; they send commands or await channels, which
-//! works from any foreign executor (ecosystem.md §1.4, option 3).
+//! works from any foreign executor (a Kotlin coroutine, a Swift task, the JavaScript event
+//! loop) without that side running a Rust runtime of its own.
 
 use crate::error::Error;
 use std::sync::LazyLock;

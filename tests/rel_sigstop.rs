@@ -1,5 +1,5 @@
 //! Fault: the SDK's process suspended with SIGSTOP past the gateway's idle timeout, then
-//! resumed (the desktop analogue of iOS suspending an app; reliability anchors T30).
+//! resumed (the desktop analogue of iOS suspending an app; docs/reliability.md).
 //!
 //! The SDK runs in a child process (this test binary run again with `TETHER_REL_STOP_CHILD`
 //! set); the parent holds the gateway, stops and resumes the child, and judges.

@@ -1,4 +1,4 @@
-//! Fault: a reconnect storm (reliability anchors T26). 500 SDK clients lose their
+//! Fault: a reconnect storm (docs/reliability.md). 500 SDK clients lose their
 //! gateway at the same instant; it comes back 3 s later.
 //!
 //! Heavy (500 clients, 500 databases): ignored in a plain `cargo test`; run by

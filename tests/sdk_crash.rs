@@ -1,4 +1,4 @@
-//! Crash safety (PROTOCOL.md §6, "from a client"): a process running the SDK is killed
+//! Crash safety (docs/protocol.md §6, "from a client"): a process running the SDK is killed
 //! with SIGKILL right after `send_message` returned and before the gateway's ack could
 //! arrive, several times, then restarted on the same storage directory. Every message
 //! whose `send_message` returned Ok reaches the backend, and none is stored twice.

@@ -1,6 +1,6 @@
 //! The SDK end to end against the real gateway: rooms across reconnects, the gateway's
 //! "stay away" closes (kicked 4403, replaced 4409), app background/foreground and the
-//! network going away, each as PROTOCOL.md §4, §8 and docs/sdk.md describe.
+//! network going away, each as docs/protocol.md §4, §8 and docs/sdk.md describe.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on purpose
 

@@ -1,4 +1,4 @@
-//! Client frames as the gateway decodes them (`ClientMessage::parse`, PROTOCOL.md §4).
+//! Client frames as the gateway decodes them (`ClientMessage::parse`, docs/protocol.md §4).
 //! Never a panic; whatever is accepted follows the name rules and survives an encode /
 //! decode round trip unchanged.
 #![no_main]

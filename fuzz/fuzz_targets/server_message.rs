@@ -1,4 +1,4 @@
-//! Gateway frames as the SDK decodes them (`ServerMessage::parse`, PROTOCOL.md §5). Never
+//! Gateway frames as the SDK decodes them (`ServerMessage::parse`, docs/protocol.md §5). Never
 //! a panic on anything a (possibly hostile or broken) server sends; accepted frames
 //! survive an encode / decode round trip.
 #![no_main]

@@ -1,4 +1,4 @@
-//! Bodies of the gateway's backend HTTP API (PROTOCOL.md §9), shared by the gateway,
+//! Bodies of the gateway's backend HTTP API (docs/protocol.md §9), shared by the gateway,
 //! its tests, the bench harness and any Rust backend that calls it.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Frames a client sends (PROTOCOL.md §4): decoding with the protocol's error rules on the
+//! Frames a client sends (docs/protocol.md §4): decoding with the protocol's error rules on the
 //! gateway side, encoding on the SDK side.
 
 use crate::envelope::{to_raw, Envelope};
@@ -188,7 +188,7 @@ fn data_as<T: for<'de> Deserialize<'de>>(
 }
 
 impl ClientMessage {
-    /// Decodes one text frame from a client, applying PROTOCOL.md §4's rules.
+    /// Decodes one text frame from a client, applying docs/protocol.md §4's rules.
     pub fn parse(text: &str) -> Result<ClientMessage, FrameError> {
         let envelope: Envelope = match serde_json::from_str(text) {
             Ok(envelope) => envelope,

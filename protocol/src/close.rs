@@ -1,4 +1,4 @@
-//! Close codes the gateway sends and what a client should do after each (PROTOCOL.md §8).
+//! Close codes the gateway sends and what a client should do after each (docs/protocol.md §8).
 
 /// A WebSocket close code.
 pub type CloseCode = u16;

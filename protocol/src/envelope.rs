@@ -1,4 +1,4 @@
-//! The one JSON object every frame carries (PROTOCOL.md §3).
+//! The one JSON object every frame carries (docs/protocol.md §3).
 //!
 //! `data` is kept as raw JSON text so the gateway can forward what a backend published
 //! without decoding and re-encoding it, and the SDK can hand it to the app as a string.

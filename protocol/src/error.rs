@@ -1,4 +1,4 @@
-//! Error codes: those carried in `error` frames (PROTOCOL.md §4) and those in the JSON
+//! Error codes: those carried in `error` frames (docs/protocol.md §4) and those in the JSON
 //! body of a refused handshake or API call (§2, §9).
 
 use serde::{Deserialize, Serialize};

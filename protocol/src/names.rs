@@ -1,4 +1,4 @@
-//! Rules for the names that travel in URLs, tokens and envelopes (PROTOCOL.md §2-§4).
+//! Rules for the names that travel in URLs, tokens and envelopes (docs/protocol.md §2-§4).
 //!
 //! Each rule is a pure check returning a [`NameError`] that says which name broke which
 //! rule, so the gateway can answer `invalid_params` / `invalid_room` with a useful message

@@ -1,4 +1,4 @@
-//! Frames the gateway sends (PROTOCOL.md §5): encoding on the gateway side, decoding on
+//! Frames the gateway sends (docs/protocol.md §5): encoding on the gateway side, decoding on
 //! the SDK side.
 
 use crate::envelope::{to_raw, Envelope};

@@ -1,5 +1,5 @@
 //! Gateway configuration: every setting is an environment variable (read from `.env` too)
-//! and a command-line flag of the same name (PROTOCOL.md §10). Parsing happens once at
+//! and a command-line flag of the same name (docs/protocol.md §10). Parsing happens once at
 //! start; a bad value stops start-up with a message that names the variable.
 
 use crate::broker::idempotency::{MAX_TTL_S, MIN_TTL_S};

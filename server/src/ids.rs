@@ -4,7 +4,7 @@ use crate::clock::now_ms;
 use std::fmt;
 use std::sync::Arc;
 
-/// A new node id, `server_<ms>_<6 hex>` as in PROTOCOL.md §9.
+/// A new node id, `server_<ms>_<6 hex>` as in docs/protocol.md §9.
 pub fn new_server_id() -> String {
     format!(
         "server_{}_{:06x}",

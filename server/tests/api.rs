@@ -1,4 +1,4 @@
-//! PROTOCOL.md §9: the backend HTTP API, its authentication and errors, stats, health and
+//! docs/protocol.md §9: the backend HTTP API, its authentication and errors, stats, health and
 //! metrics.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Clock skew between gateway nodes (reliability anchors T23). Nodes are `tether-server`
+//! Clock skew between gateway nodes (docs/reliability.md). Nodes are `tether-server`
 //! processes; a skewed node runs under libfaketime (`LD_PRELOAD`, Debian package
 //! `faketime`), which shifts its wall clock only (`FAKETIME_DONT_FAKE_MONOTONIC=1`).
 //! Without libfaketime the tests say why and pass, unless `TETHER_REQUIRE_FAKETIME=1`

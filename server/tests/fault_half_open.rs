@@ -1,4 +1,4 @@
-//! Fault: half-open client sockets (reliability anchors T7). The client's packets are
+//! Fault: half-open client sockets (docs/reliability.md). The client's packets are
 //! dropped by nftables inside a network namespace this test makes: no FIN, no RST, the
 //! gateway's socket looks open forever. The gateway must notice by itself (the idle
 //! timeout) and free the connection slot.

@@ -1,4 +1,4 @@
-//! Fault: a gateway node SIGKILLed mid-traffic (reliability anchors T15). The nodes are
+//! Fault: a gateway node SIGKILLed mid-traffic (docs/reliability.md). The nodes are
 //! real `tether-server` processes sharing one Redis with AOF; the test is their client,
 //! their backend and the judge.
 

@@ -1,4 +1,4 @@
-//! Redis faults under traffic (reliability anchors T16, T18, T19, T21): Redis SIGKILLed
+//! Redis faults under traffic (docs/reliability.md): Redis SIGKILLed
 //! and restarted from its append-only file, frozen with SIGSTOP for 10 s, the node's
 //! subscriber connection killed again and again, and the inbox TTL and length caps
 //! reached in Redis. `redis_faults.rs` covers each fault on an idle gateway; these run

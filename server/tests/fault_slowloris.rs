@@ -1,4 +1,4 @@
-//! Fault: slowloris on the handshake (reliability anchors T4). Many sockets each trickle
+//! Fault: slowloris on the handshake (docs/reliability.md). Many sockets each trickle
 //! their HTTP upgrade request a byte at a time and never finish it.
 
 #![allow(clippy::unwrap_used)] // test helpers panic on purpose

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §1, §3 and §4: frames, the envelope, control messages and bad input.
+//! docs/protocol.md §1, §3 and §4: frames, the envelope, control messages and bad input.
 
 mod support;
 

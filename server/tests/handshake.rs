@@ -1,4 +1,4 @@
-//! PROTOCOL.md §2: the handshake, its refusals and their order, and the per-user limit.
+//! docs/protocol.md §2: the handshake, its refusals and their order, and the per-user limit.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §6: durable messages to a user, their seq, replay on connect, per-device
+//! docs/protocol.md §6: durable messages to a user, their seq, replay on connect, per-device
 //! cursors, acks, and the inbox's retention.
 
 mod support;

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §7 and §8: heartbeat and idle timeout, token expiry, kicks, slow clients
+//! docs/protocol.md §7 and §8: heartbeat and idle timeout, token expiry, kicks, slow clients
 //! and graceful shutdown.
 
 mod support;

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §4 `room_presence` and §9 `GET /v1/presence`: who is in a room, on one
+//! docs/protocol.md §4 `room_presence` and §9 `GET /v1/presence`: who is in a room, on one
 //! node (embedded broker) and across nodes on one Redis, after joins, leaves, closes, a
 //! node that stopped without closing its connections, and Redis losing its data.
 

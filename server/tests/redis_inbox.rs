@@ -1,4 +1,4 @@
-//! PROTOCOL.md §6 in Redis's own terms: how the inbox is laid out (a list of
+//! docs/protocol.md §6 in Redis's own terms: how the inbox is laid out (a list of
 //! `<ms>:<frame>` in seq order), that inboxes an earlier build wrote as sorted sets are
 //! taken over without losing a message, and that reads stay exact when a seq is missing.
 

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §2, §6 and §9 across nodes: several gateway nodes on one Redis behave as
+//! docs/protocol.md §2, §6 and §9 across nodes: several gateway nodes on one Redis behave as
 //! one gateway.
 
 mod support;

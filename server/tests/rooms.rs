@@ -1,4 +1,4 @@
-//! PROTOCOL.md §4 and §6: rooms (join, leave, claims, caps, app scope) and live delivery
+//! docs/protocol.md §4 and §6: rooms (join, leave, claims, caps, app scope) and live delivery
 //! to a room and to a whole app.
 
 mod support;

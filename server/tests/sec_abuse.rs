@@ -1,5 +1,5 @@
 //! Security: abuse from a connected, authenticated client or a careless backend
-//! (reliability anchors T6, T12, T13). Floods end in 4008 without hurting other users;
+//! (docs/reliability.md). Floods end in 4008 without hurting other users;
 //! room and inbox explosions stay inside their caps (in Redis too); ids full of key and
 //! pattern syntax never reach a Redis key or channel unescaped; nobody reads or acks
 //! another user's inbox. What already has a test elsewhere (per-connection rate limit,

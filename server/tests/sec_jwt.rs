@@ -1,4 +1,4 @@
-//! Security: the JWT matrix at the handshake (PROTOCOL.md §2; reliability anchors T8). Every
+//! Security: the JWT matrix at the handshake (docs/protocol.md §2; docs/reliability.md). Every
 //! bad token is refused with 401 before any upgrade; the unit tests in `src/auth.rs` cover
 //! the verifier alone, these go through the real handshake, including an RS256-configured
 //! gateway and tokens too large for the request head.

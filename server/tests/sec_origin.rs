@@ -1,4 +1,4 @@
-//! Security: cross-site WebSocket hijacking (reliability anchors T9). A browser page on
+//! Security: cross-site WebSocket hijacking (docs/reliability.md). A browser page on
 //! another site can open a WebSocket to the gateway, but it always sends its `Origin`;
 //! the gateway refuses any Origin not on `WS_ALLOWED_ORIGINS` before looking at the
 //! token, so a token the page got hold of (in the query, where browsers put it) does not

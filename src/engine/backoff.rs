@@ -43,7 +43,7 @@ impl Backoff {
         Duration::from_millis(rng.random_range(0..=ceiling))
     }
 
-    /// The small jittered delay for "reconnect at once" (a node restarting, PROTOCOL.md
+    /// The small jittered delay for "reconnect at once" (a node restarting, docs/protocol.md
     /// §8): drawn from `[0, base]` so a whole node's clients do not return in one instant.
     pub fn immediate(&self, rng: &mut impl Rng) -> Duration {
         self.delay(0, rng)

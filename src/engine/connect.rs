@@ -1,6 +1,6 @@
 //! Getting a socket: the single-flight token fetch (the app's async provider, cancelled
 //! after a time limit), the connection attempt, abandoning either when the state machine says so, and
-//! sorting a failed attempt into what the machine should do next (PROTOCOL.md §2).
+//! sorting a failed attempt into what the machine should do next (docs/protocol.md §2).
 
 use super::state::{ConnectFailure, Event};
 use super::{Engine, Session};
@@ -35,7 +35,7 @@ pub(super) enum Internal {
 /// How long the token provider may take; then its call is cancelled.
 pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sorts a failed attempt by what to do next (PROTOCOL.md §2's table).
+/// Sorts a failed attempt by what to do next (docs/protocol.md §2's table).
 pub fn classify(error: &ConnectError) -> ConnectFailure {
     match error {
         ConnectError::Refused {

@@ -2,7 +2,7 @@
 //! trip time. Pure: the engine passes the monotonic and wall clocks in, so tests drive it
 //! with tokio's paused clock.
 //!
-//! Dead means no frame for two intervals (PROTOCOL.md §7). A phone that slept, or a process
+//! Dead means no frame for two intervals (docs/protocol.md §7). A phone that slept, or a process
 //! that was stopped, wakes with timers long overdue and a socket that may be dead although
 //! nothing said so: when the clock jumped past the expected tick, the session is not trusted
 //! and must answer a ping within a short probe deadline.

@@ -1,4 +1,4 @@
-//! `room_presence` requests (PROTOCOL.md §4): who is in a room the connection has
+//! `room_presence` requests (docs/protocol.md §4): who is in a room the connection has
 //! joined. Calls for the same room share one request (single-flight): the answer carries
 //! no id, so it is matched by its room; an `error` answering it is matched by its `ref`,
 //! the request's id. Pending calls fail when the answer does not come within

@@ -1,4 +1,4 @@
-//! Keeping a connection past its token's `exp` without reconnecting (PROTOCOL.md §4,
+//! Keeping a connection past its token's `exp` without reconnecting (docs/protocol.md §4,
 //! `refresh_token`): the gateway says in `connection_established` (and `token_refreshed`)
 //! how long the token has left; shortly before that runs out the engine asks the app's
 //! token provider (the same single-flight call as for connecting) and sends the new token.

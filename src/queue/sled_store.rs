@@ -31,7 +31,8 @@ fn stream_key(room: Option<&str>) -> String {
     }
 }
 
-/// sled's page cache. Its default is 1 GiB, far too much for a phone (ecosystem.md §4.2).
+/// sled's page cache. Its default is 1 GiB, far too much for a phone; the queue and the
+/// positions are small, and 4 MiB keeps them in memory.
 pub const CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! A real `tether-server` gateway (embedded broker) for end-to-end tests, with its
-//! backend HTTP API (PROTOCOL.md §9) and token minting.
+//! backend HTTP API (docs/protocol.md §9) and token minting.
 
 use serde_json::Value;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! The HTTP side of the gateway: the backend API under `/v1` (admin key required),
-//! `/health`, `/metrics` and the API's OpenAPI document (PROTOCOL.md §9).
+//! `/health`, `/metrics` and the API's OpenAPI document (docs/protocol.md §9).
 //!
 //! Every endpoint is one row of [`table`]: the router is built from it and [`endpoints`]
 //! lists it, so the OpenAPI test (`server/tests/openapi.rs`) sees exactly what is served.

@@ -1,5 +1,5 @@
 //! One (app, user) inbox as the embedded broker keeps it, and the cursor rules of
-//! PROTOCOL.md §6 as plain code: seq strictly increasing, trimmed by age and length,
+//! docs/protocol.md §6 as plain code: seq strictly increasing, trimmed by age and length,
 //! a cursor per device created at the user's watermark and moved only by that device's
 //! acks, replay after the larger of the cursor and `since`.
 

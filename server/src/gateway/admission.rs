@@ -106,7 +106,7 @@ pub async fn release(shared: Arc<Shared>, id: ConnId, lease: Lease, registered: 
         futures_util::future::join_all(events).await;
     }
     if let Err(e) = released {
-        // The lease expires on its own in the registry (PROTOCOL.md §7).
+        // The lease expires on its own in the registry (docs/protocol.md §7).
         warn!(error = %e, conn = %lease.conn, "could not release connection slot");
     }
 }

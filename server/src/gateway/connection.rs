@@ -1,6 +1,6 @@
 //! One task per connection: it owns the socket, answers the client's frames, writes the
 //! frames the hub queued for it (all that wait, in one write), and enforces the timeouts
-//! and limits of PROTOCOL.md §4, §7 and §8. When it ends, the connection's resources are
+//! and limits of docs/protocol.md §4, §7 and §8. When it ends, the connection's resources are
 //! released before the closing handshake.
 
 use super::admission::{self, Admitted};

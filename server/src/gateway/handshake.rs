@@ -1,4 +1,4 @@
-//! `GET /ws`: decides, before any upgrade, whether a client may connect (PROTOCOL.md §2).
+//! `GET /ws`: decides, before any upgrade, whether a client may connect (docs/protocol.md §2).
 //!
 //! Checks run in the protocol's order (origin, token, parameters, app, limits) and the
 //! first that fails answers with an HTTP status and `{"error":{"code","message"}}`. A

@@ -1,4 +1,4 @@
-//! Join and leave events (PROTOCOL.md §4): in rooms whose names match
+//! Join and leave events (docs/protocol.md §4): in rooms whose names match
 //! `WS_PRESENCE_EVENTS`, every member hears `presence_joined` when a connection joins and
 //! `presence_left` when one leaves or closes, on every node, as room messages from the
 //! gateway (the types are reserved, so neither clients nor backends can forge them).
