@@ -784,32 +784,35 @@ pub const MAX_HISTORY_SIZE: u64 = 10_000;
 impl Config {
     /// What the stream `name` of an app keeps, or `None` when it is live only.
     pub fn history_of(&self, name: &StreamName) -> Option<HistoryLimits> {
-        match name {
-            StreamName::Room(room) => {
-                tether_protocol::names::room_allowed(&self.room_history, room).then_some(
-                    HistoryLimits {
-                        size: self.room_history_size,
-                        ttl_ms: self.room_history_ttl_s.saturating_mul(1000),
-                    },
-                )
-            }
-            StreamName::App => (self.app_history_size > 0).then_some(HistoryLimits {
-                size: self.app_history_size,
-                ttl_ms: self.app_history_ttl_s.saturating_mul(1000),
-            }),
-        }
+        crate::broker::stream::limits_for(
+            &self.room_history,
+            Some(self.room_limits()),
+            self.app_limits(),
+            name,
+        )
     }
 
     /// The stream settings, for a `Publisher` working beside gateways with this configuration.
     pub fn stream_settings(&self) -> StreamSettings {
         StreamSettings {
             rooms: self.room_history.clone(),
-            room: Some(HistoryLimits {
-                size: self.room_history_size,
-                ttl_ms: self.room_history_ttl_s.saturating_mul(1000),
-            }),
-            app: self.history_of(&StreamName::App),
+            room: Some(self.room_limits()),
+            app: self.app_limits(),
         }
+    }
+
+    fn room_limits(&self) -> HistoryLimits {
+        HistoryLimits {
+            size: self.room_history_size,
+            ttl_ms: self.room_history_ttl_s.saturating_mul(1000),
+        }
+    }
+
+    fn app_limits(&self) -> Option<HistoryLimits> {
+        (self.app_history_size > 0).then_some(HistoryLimits {
+            size: self.app_history_size,
+            ttl_ms: self.app_history_ttl_s.saturating_mul(1000),
+        })
     }
 }
 

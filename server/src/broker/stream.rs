@@ -56,12 +56,23 @@ pub struct StreamSettings {
 impl StreamSettings {
     /// What the stream `name` keeps, or `None` when it is live only.
     pub fn limits_of(&self, name: &StreamName) -> Option<HistoryLimits> {
-        match name {
-            StreamName::Room(room) => self
-                .room
-                .filter(|_| tether_protocol::names::room_allowed(&self.rooms, room)),
-            StreamName::App => self.app,
+        limits_for(&self.rooms, self.room, self.app, name)
+    }
+}
+
+/// What the stream `name` keeps under these settings (see [`StreamSettings`]), without
+/// building them.
+pub fn limits_for(
+    rooms: &[String],
+    room: Option<HistoryLimits>,
+    app: Option<HistoryLimits>,
+    name: &StreamName,
+) -> Option<HistoryLimits> {
+    match name {
+        StreamName::Room(name) => {
+            room.filter(|_| tether_protocol::names::room_allowed(rooms, name))
         }
+        StreamName::App => app,
     }
 }
 

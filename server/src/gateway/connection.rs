@@ -528,20 +528,22 @@ impl Connection {
                 let (last, _) = frames.last()?;
                 counter!("tether_stream_gap_filled_total").increment(frames.len() as u64);
                 self.positions().set(room.as_deref(), &epoch, *last);
-                self.frames_out += frames.len() as u64;
-                if self
-                    .socket
-                    .send_texts(frames.iter().map(|(_, f)| f.as_bytes()))
-                    .is_err()
-                {
-                    return Some(End::Gone);
-                }
+                return self.send_frames(frames.iter().map(|(_, f)| f.as_bytes()));
             }
             Err(e) => {
                 debug!(error = %e, "stream fill failed; the client recovers when it joins again")
             }
         }
         None
+    }
+
+    /// Sends frames (counted); `Some(End::Gone)` when the socket is gone.
+    fn send_frames<'a>(&mut self, frames: impl ExactSizeIterator<Item = &'a [u8]>) -> Option<End> {
+        if frames.len() == 0 {
+            return None;
+        }
+        self.frames_out += frames.len() as u64;
+        self.socket.send_texts(frames).is_err().then_some(End::Gone)
     }
 
     /// Live messages may have been missed (the broker's subscription was down): sends what
@@ -561,14 +563,7 @@ impl Connection {
         {
             Ok(frames) if !frames.is_empty() => {
                 self.sent_upto = frames.last().map_or(self.sent_upto, |(seq, _)| *seq);
-                self.frames_out += frames.len() as u64;
-                if self
-                    .socket
-                    .send_texts(frames.iter().map(|(_, f)| f.as_bytes()))
-                    .is_err()
-                {
-                    return Some(End::Gone);
-                }
+                return self.send_frames(frames.iter().map(|(_, f)| f.as_bytes()));
             }
             Ok(_) => {}
             Err(e) => debug!(error = %e, "resync failed; the client catches up when it reconnects"),
@@ -586,15 +581,8 @@ impl Connection {
                         Ok(replies) => replies,
                         Err(end) => return Some(end),
                     };
-                    if !replies.is_empty() {
-                        self.frames_out += replies.len() as u64;
-                        if self
-                            .socket
-                            .send_texts(replies.iter().map(String::as_bytes))
-                            .is_err()
-                        {
-                            return Some(End::Gone);
-                        }
+                    if let Some(end) = self.send_frames(replies.iter().map(String::as_bytes)) {
+                        return Some(end);
                     }
                 }
                 Incoming::Binary(_) => {
