@@ -34,12 +34,35 @@ pub struct Claims {
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// Audience.
+    /// Audience: one, or an array of several (RFC 7519 §4.1.3); a configured audience
+    /// must be among them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
     /// Not before, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+}
+
+/// The `aud` claim, in either form RFC 7519 allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "tether"`.
+    One(String),
+    /// `"aud": ["tether", "billing"]`.
+    Many(Vec<String>),
+}
+
+impl From<&str> for Audience {
+    fn from(aud: &str) -> Self {
+        Audience::One(aud.to_owned())
+    }
+}
+
+impl From<String> for Audience {
+    fn from(aud: String) -> Self {
+        Audience::One(aud)
+    }
 }
 
 impl Claims {
@@ -378,6 +401,13 @@ mod tests {
         assert!(
             matches!(verifier(Some("other"), None).verify(&token), Err(TokenError::Invalid(m)) if m.contains("iss"))
         );
+        assert!(
+            matches!(verifier(None, Some("else")).verify(&token), Err(TokenError::Invalid(m)) if m.contains("aud"))
+        );
+        // The array form: accepted when the configured audience is one of them.
+        claims.aud = Some(Audience::Many(vec!["billing".into(), "tether".into()]));
+        let token = mint_token(SECRET, &claims);
+        assert!(verifier(None, Some("tether")).verify(&token).is_ok());
         assert!(
             matches!(verifier(None, Some("else")).verify(&token), Err(TokenError::Invalid(m)) if m.contains("aud"))
         );

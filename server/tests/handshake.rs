@@ -3,7 +3,7 @@
 mod support;
 
 use support::*;
-use tether_server::auth::Claims;
+use tether_server::auth::{Audience, Claims};
 
 #[tokio::test]
 async fn a_valid_handshake_gets_connection_established_first() {
@@ -103,6 +103,19 @@ async fn issuer_and_audience_are_checked_when_configured() {
         .connect_with(&gw.token_for(&claims), &format!("app={APP}"), &[])
         .await
         .is_ok());
+    // RFC 7519's array form: the configured audience among several.
+    claims.aud = Some(Audience::Many(vec!["billing".into(), "tether".into()]));
+    assert!(gw
+        .connect_with(&gw.token_for(&claims), &format!("app={APP}"), &[])
+        .await
+        .is_ok());
+    claims.aud = Some(Audience::Many(vec!["billing".into()]));
+    assert_eq!(
+        gw.refused(Some(&gw.token_for(&claims)), &format!("app={APP}"), &[])
+            .await
+            .1,
+        "invalid_token"
+    );
 }
 
 #[tokio::test]

@@ -46,7 +46,7 @@ pub fn mint(args: &TokenArgs) -> Result<String> {
     claims.rooms = args.rooms.clone();
     claims.user_type = args.user_type.clone();
     claims.iss = args.issuer.clone();
-    claims.aud = args.audience.clone();
+    claims.aud = args.audience.clone().map(Into::into);
     tracing::info!(
         user = %claims.sub,
         apps = ?claims.apps,
