@@ -142,6 +142,20 @@ async fn an_ack_above_the_newest_seq_is_invalid_ack() {
     let error = client.recv().await;
     assert_eq!(error["type"], "error");
     assert_eq!(error["data"]["code"], "invalid_ack");
+    // Both are counted where operations look (docs/operations.md).
+    let (_, metrics) = gw.api(reqwest::Method::GET, "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for wanted in [
+        "tether_frames_invalid_total{reason=\"invalid_ack\"}",
+        "tether_inbox_appended_total",
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(wanted))
+            .unwrap_or_else(|| panic!("no {wanted} in {metrics}"));
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(count >= 1.0, "{line}");
+    }
 }
 
 #[tokio::test]

@@ -234,6 +234,7 @@ impl Broker for MemoryBroker {
         self.markers
             .lock()
             .record(app, &target, marker, MarkedSend::User(delivery), now);
+        metrics::counter!("tether_inbox_appended_total").increment(1);
         Ok(Marked::New(delivery))
     }
 

@@ -745,11 +745,15 @@ impl Connection {
                     .await
                 {
                     Ok(AckOutcome::Recorded) => None,
-                    Ok(AckOutcome::BeyondNewest { newest }) => Some(ServerMessage::error(
-                        ErrorCode::InvalidAck,
-                        format!("seq {seq} is above the newest inbox message ({newest})"),
-                        Some("ack".into()),
-                    )),
+                    Ok(AckOutcome::BeyondNewest { newest }) => {
+                        counter!("tether_frames_invalid_total", "reason" => ErrorCode::InvalidAck.as_str())
+                            .increment(1);
+                        Some(ServerMessage::error(
+                            ErrorCode::InvalidAck,
+                            format!("seq {seq} is above the newest inbox message ({newest})"),
+                            Some("ack".into()),
+                        ))
+                    }
                     Err(e) => Some(ServerMessage::error(
                         ErrorCode::Unavailable,
                         e.to_string(),

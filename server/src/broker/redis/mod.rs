@@ -426,6 +426,7 @@ impl Broker for RedisBroker {
             .await?;
         if !appended.found {
             inner.count_queued(now, &appended.trimmed_at);
+            metrics::counter!("tether_inbox_appended_total").increment(1);
         }
         Ok(appended.marked())
     }
