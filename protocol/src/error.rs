@@ -85,6 +85,10 @@ pub enum HttpErrorCode {
     InvalidRequest,
     /// 404: no such route.
     NotFound,
+    /// 405: the route exists, not with this method (see `Allow`).
+    MethodNotAllowed,
+    /// 413: the request body is larger than the API accepts.
+    PayloadTooLarge,
     /// 409: a request with the same `Idempotency-Key` is still being processed.
     IdempotencyInProgress,
     /// 422: the `Idempotency-Key` was used with a different request.
@@ -109,6 +113,8 @@ impl HttpErrorCode {
             HttpErrorCode::Unauthorized => "unauthorized",
             HttpErrorCode::InvalidRequest => "invalid_request",
             HttpErrorCode::NotFound => "not_found",
+            HttpErrorCode::MethodNotAllowed => "method_not_allowed",
+            HttpErrorCode::PayloadTooLarge => "payload_too_large",
             HttpErrorCode::IdempotencyInProgress => "idempotency_in_progress",
             HttpErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             HttpErrorCode::Internal => "internal",
@@ -124,6 +130,8 @@ impl HttpErrorCode {
             | HttpErrorCode::Unauthorized => 401,
             HttpErrorCode::OriginForbidden | HttpErrorCode::AppForbidden => 403,
             HttpErrorCode::NotFound => 404,
+            HttpErrorCode::MethodNotAllowed => 405,
+            HttpErrorCode::PayloadTooLarge => 413,
             HttpErrorCode::IdempotencyInProgress => 409,
             HttpErrorCode::IdempotencyKeyReused => 422,
             HttpErrorCode::TooManyConnections | HttpErrorCode::RateLimited => 429,

@@ -175,6 +175,26 @@ async fn unknown_routes_are_404_with_the_error_body() {
 }
 
 #[tokio::test]
+async fn a_wrong_method_is_405_with_the_error_body_and_allow() {
+    let gw = TestGateway::start().await;
+    let response = reqwest::Client::new()
+        .delete(format!("http://{}/v1/stats", gw.addr))
+        .bearer_auth(support::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let allow = response.headers().get("allow").cloned();
+    assert_eq!(
+        allow.as_ref().and_then(|v| v.to_str().ok()),
+        Some("GET,HEAD")
+    );
+    let body: serde_json::Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Allow"));
+}
+
+#[tokio::test]
 async fn api_requests_are_counted_by_route_and_status() {
     let gw = TestGateway::start().await;
     let (status, _) = gw.api(Method::GET, "/v1/stats", None).await;

@@ -656,6 +656,7 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
             .call(Method::POST, path, Some(huge.into_bytes()), Some(ADMIN_KEY))
             .await;
         assert_eq!(answer.status, 413, "{path}");
+        assert_eq!(answer.body["error"]["code"], "payload_too_large", "{path}");
     }
 
     // Inbound pages.

@@ -17,9 +17,9 @@ use crate::auth::{api_key_matches, bearer};
 use crate::state::Shared;
 use axum::extract::{MatchedPath, Request, State};
 use axum::handler::Handler;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use error::ApiError;
@@ -128,6 +128,36 @@ pub fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     public
         .merge(admin)
         .route_layer(middleware::from_fn(count_requests))
+        .layer(middleware::map_response(json_errors))
+}
+
+/// Every error of the API has the JSON error body, also the 405 and 413 that the router
+/// and the body limit answer on their own (empty or plain text otherwise).
+async fn json_errors(response: Response) -> Response {
+    let (code, message) = match response.status() {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            HttpErrorCode::MethodNotAllowed,
+            "this route does not take that method; see the Allow header",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            HttpErrorCode::PayloadTooLarge,
+            "the request body is larger than the API accepts",
+        ),
+        _ => return response,
+    };
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut answer = ApiError::new(code, message).into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
 }
 
 /// `tether_api_requests_total{route, status}`, refusals by the admin-key check included.
