@@ -190,6 +190,13 @@ fn data_as<T: for<'de> Deserialize<'de>>(
 impl ClientMessage {
     /// Decodes one text frame from a client, applying docs/protocol.md §4's rules.
     pub fn parse(text: &str) -> Result<ClientMessage, FrameError> {
+        if crate::depth::exceeds(text.as_bytes(), crate::depth::MAX_DEPTH) {
+            return Err(FrameError::rejected(
+                ErrorCode::InvalidMessage,
+                crate::depth::refusal(),
+                salvage_reference(text),
+            ));
+        }
         let envelope: Envelope = match serde_json::from_str(text) {
             Ok(envelope) => envelope,
             Err(e) if e.is_syntax() || e.is_eof() => return Err(FrameError::NotJson),

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod client;
 pub mod close;
+pub mod depth;
 pub mod envelope;
 pub mod error;
 pub mod names;

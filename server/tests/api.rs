@@ -175,6 +175,23 @@ async fn unknown_routes_are_404_with_the_error_body() {
 }
 
 #[tokio::test]
+async fn api_bodies_nested_deeper_than_64_levels_are_400() {
+    let gw = TestGateway::start().await;
+    let mut data = json!(1);
+    for _ in 0..100 {
+        data = json!([data]);
+    }
+    let body = json!({"userId": "u1", "app": APP, "message": {"type": "n", "data": data}});
+    let (status, error) = gw.api(Method::POST, "/v1/send/user", Some(body)).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["code"], "invalid_request");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("64 levels"));
+}
+
+#[tokio::test]
 async fn a_wrong_method_is_405_with_the_error_body_and_allow() {
     let gw = TestGateway::start().await;
     let response = reqwest::Client::new()

@@ -334,3 +334,40 @@ async fn after_a_retryable_refusal_later_app_messages_wait_for_the_refused_one()
         .collect();
     assert_eq!(ids, ["m0", "m1", "m2", "m3"]);
 }
+
+#[tokio::test]
+async fn frames_nested_deeper_than_64_levels_are_refused_before_they_are_stored() {
+    let gw = TestGateway::start().await;
+    let mut client = gw.connect("u1", "d").await;
+    let deep = format!(
+        r#"{{"type":"chat","id":"deep-1","data":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    client.send_text(&deep).await;
+    let error = client.recv().await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["data"]["code"], "invalid_message");
+    assert!(error["data"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("64 levels"));
+    // 63 levels of data (64 with the envelope) are fine.
+    let fine = format!(
+        r#"{{"type":"chat","id":"ok-1","data":{}{}}}"#,
+        "[".repeat(63),
+        "]".repeat(63)
+    );
+    client.send_text(&fine).await;
+    assert_eq!(client.recv().await["type"], "ack");
+    let (_, page) = gw
+        .api(reqwest::Method::GET, "/v1/inbound?app=shop", None)
+        .await;
+    let ids: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["ok-1"], "{page}");
+}

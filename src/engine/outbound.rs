@@ -93,6 +93,16 @@ impl Engine {
     /// size); the id it gets.
     fn check_message(&self, kind: &str, data_json: &str) -> Result<String, Error> {
         validate_app_type(kind)?;
+        // The gateway refuses deeper nesting; refused here, the app hears it at once.
+        if tether_protocol::depth::exceeds(
+            data_json.as_bytes(),
+            tether_protocol::depth::MAX_DEPTH - 1,
+        ) {
+            return Err(Error::Message(format!(
+                "data_json: {}",
+                tether_protocol::depth::refusal()
+            )));
+        }
         let data = raw_json(data_json)
             .map_err(|e| Error::Message(format!("data_json is not valid JSON: {e}")))?;
         let id = uuid::Uuid::now_v7().to_string();

@@ -74,5 +74,12 @@ impl IntoResponse for ApiError {
 
 /// Decodes a JSON body, answering 400 with serde's explanation when it does not fit.
 pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    use tether_protocol::depth;
+    if depth::exceeds(body, depth::MAX_DEPTH) {
+        return Err(ApiError::invalid(format!(
+            "malformed JSON body: {}",
+            depth::refusal()
+        )));
+    }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))
 }
