@@ -110,6 +110,12 @@ publishing {
         register<MavenPublication>("release") {
             artifactId = "tether-android"
             afterEvaluate { from(components["release"]) }
+            // rustls-platform-verifier is declared without a version (the resolution rule
+            // above sets it from Cargo.lock): publish the resolved versions, or the POM
+            // would name it with none and no app could resolve it.
+            versionMapping {
+                allVariants { fromResolutionResult() }
+            }
             pom {
                 name.set("Tether for Android")
                 description.set("Real-time connection SDK: the Rust core, its Kotlin bindings, Flow wrapper and observers")

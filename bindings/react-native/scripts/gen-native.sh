@@ -22,6 +22,16 @@ for f in "$LIB" "$UBRN"; do
   [ -x "$f" ] || [ -f "$f" ] || { echo "gen-native: $f is missing: run scripts/gen-bindings first" >&2; exit 1; }
 done
 
+# The device libraries `ubrn build android` wrote (android/src/main/jniLibs/<abi>/) are kept
+# across the regeneration, so that a release's `npm pack` carries them (build/, where
+# `ubrn build ios` puts TetherFFI.xcframework, is not touched here).
+KEEP="$(mktemp -d)"
+restore_jni_libs() {
+  if [ -d "$KEEP/jniLibs" ]; then mkdir -p android/src/main && rm -rf android/src/main/jniLibs && mv "$KEEP/jniLibs" android/src/main/; fi
+  rm -rf "$KEEP"
+}
+trap restore_jni_libs EXIT
+if [ -d android/src/main/jniLibs ]; then mv android/src/main/jniLibs "$KEEP/"; fi
 rm -rf src/native cpp android ios TetherReactNative.podspec
 # Bindings: run from the workspace root, as ubrn reads uniffi.toml through cargo metadata.
 (cd "$ROOT" && "$UBRN" generate jsi bindings --library "$LIB" \
