@@ -48,16 +48,7 @@ async fn message_with(
     seen: &mut mpsc::UnboundedReceiver<Seen>,
     data: &str,
 ) -> tether::InboundMessage {
-    match wait_for(
-        seen,
-        WAIT,
-        |e| matches!(e, Seen::Message(m) if m.data_json == data),
-    )
-    .await
-    {
-        Seen::Message(m) => m,
-        _ => unreachable!(),
-    }
+    sdk_support::message_with(seen, WAIT, data).await
 }
 
 /// Sends to the room until a member is reached (the join is asynchronous).

@@ -51,17 +51,11 @@ async fn until(client: &TetherClient, what: impl Fn(&ConnectionStatus) -> bool) 
     wait_snapshot(&mut watch, WAIT, |s| what(&s.status)).await;
 }
 
-async fn message_with(seen: &mut mpsc::UnboundedReceiver<Seen>, data: &str) -> InboundMessage {
-    match wait_for(
-        seen,
-        WAIT,
-        |e| matches!(e, Seen::Message(m) if m.data_json == data),
-    )
-    .await
-    {
-        Seen::Message(m) => m,
-        _ => unreachable!(),
-    }
+async fn message_with(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+    data: &str,
+) -> tether::InboundMessage {
+    sdk_support::message_with(seen, WAIT, data).await
 }
 
 /// A published stream message as the backend's answer confirmed it.
@@ -148,19 +142,6 @@ fn assert_ledger(got: &BTreeMap<u64, InboundMessage>, sent: &[Confirmed]) {
     assert_eq!(got.len(), sent.len(), "delivered messages nobody confirmed");
 }
 
-fn resets(recorder: &Recorder) -> Vec<Option<String>> {
-    recorder
-        .all
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|s| match s {
-            Seen::StreamReset(room) => Some(room.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn history_rooms(size: u64) -> impl FnOnce(&mut tether_server::Config) {
     move |config| {
         config.room_history = vec!["news:*".into()];
@@ -202,7 +183,7 @@ async fn cuts_while_a_publisher_runs_deliver_every_room_message_once_in_offset_o
     let got = received_after(&sdk.recorder, Some(ROOM), base.offset);
     assert_ledger(&got, &sent);
     assert!(
-        resets(&sdk.recorder).is_empty(),
+        sdk.recorder.stream_resets().is_empty(),
         "nothing was lost for good"
     );
     let stats = sdk.client.stats();
@@ -240,7 +221,7 @@ async fn a_restarted_client_recovers_the_room_from_its_stored_position() {
         received_after(&again.recorder, Some(ROOM), 0).len() == sent.len(),
         "what the first run processed is not delivered again"
     );
-    assert!(resets(&again.recorder).is_empty());
+    assert!(again.recorder.stream_resets().is_empty());
     again.client.shutdown().await;
 }
 
@@ -305,6 +286,6 @@ async fn the_app_broadcast_stream_is_recovered_at_connect() {
     message_with(&mut sdk.seen, "\"a5\"").await;
     let got = received_after(&sdk.recorder, None, first.offset);
     assert_ledger(&got, &sent);
-    assert!(resets(&sdk.recorder).is_empty());
+    assert!(sdk.recorder.stream_resets().is_empty());
     sdk.client.shutdown().await;
 }

@@ -56,6 +56,19 @@ impl Recorder {
         let _ = self.tx.send(seen);
     }
 
+    /// The streams reported reset, in order (`None`: the app stream).
+    pub fn stream_resets(&self) -> Vec<Option<String>> {
+        self.all
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| match s {
+                Seen::StreamReset(room) => Some(room.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn acks(&self) -> Vec<String> {
         self.all
             .lock()
@@ -159,6 +172,24 @@ pub async fn wait_for(
     })
     .await
     .expect("the expected callback did not come in time")
+}
+
+/// Waits (at most `limit`) for the message whose data is `data` (JSON text).
+pub async fn message_with(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+    limit: Duration,
+    data: &str,
+) -> InboundMessage {
+    match wait_for(
+        seen,
+        limit,
+        |e| matches!(e, Seen::Message(m) if m.data_json == data),
+    )
+    .await
+    {
+        Seen::Message(m) => m,
+        _ => unreachable!("wait_for returns what the predicate accepted"),
+    }
 }
 
 /// Waits (at most `limit`) until the client's published snapshot satisfies `pred`.
