@@ -115,19 +115,27 @@ impl Streams {
         self.streams.get(key).map(|s| &s.processed)
     }
 
-    /// The gateway answered a join. `None`: the stream keeps no history (any more), and
-    /// the position held for it is forgotten.
-    pub fn on_joined(&mut self, key: &StreamKey, join: Option<&StreamJoin>) -> Joined {
+    /// The gateway answered a join that asked to recover from `asked` (`None`: a fresh
+    /// join). `join` `None`: the stream keeps no history (any more), and the position
+    /// held for it is forgotten.
+    pub fn on_joined(
+        &mut self,
+        key: &StreamKey,
+        join: Option<&StreamJoin>,
+        asked: Option<&StreamPosition>,
+    ) -> Joined {
         let Some(join) = join else {
             self.forget(key);
             return Joined::Started;
         };
-        let held = self.streams.get(key);
-        if join.recovered && held.is_some_and(|s| s.processed.epoch == join.epoch) {
+        let held = self.streams.contains_key(key);
+        if held && join.recovered && asked.is_some_and(|a| a.epoch == join.epoch) {
             // The replay follows; what was dispatched already is dropped as it comes.
             return Joined::Recovered;
         }
-        let verdict = if held.is_some() {
+        // A join that asked for nothing recovers nothing: the stream starts where it
+        // stands (a join after a leave, or the first one), and that is no loss.
+        let verdict = if asked.is_some() {
             Joined::Reset
         } else {
             Joined::Started
@@ -241,7 +249,7 @@ mod tests {
         let mut streams = Streams::default();
         assert_eq!(streams.since(&room()), None);
         assert_eq!(
-            streams.on_joined(&room(), Some(&join(7, "e1", false))),
+            streams.on_joined(&room(), Some(&join(7, "e1", false)), None),
             Joined::Started
         );
         assert_eq!(streams.since(&room()), Some(&pos(7, "e1")));
@@ -261,7 +269,7 @@ mod tests {
         assert_eq!(streams.since(&room()), Some(&pos(4, "e1")));
         // Reconnect with since 4 while 5 and 6 are still with the listener.
         assert_eq!(
-            streams.on_joined(&room(), Some(&join(7, "e1", true))),
+            streams.on_joined(&room(), Some(&join(7, "e1", true)), Some(&pos(4, "e1"))),
             Joined::Recovered
         );
         assert_eq!(streams.on_message(&room(), 5, "e1"), Verdict::Duplicate);
@@ -273,7 +281,7 @@ mod tests {
     fn a_lost_position_resets_and_restarts_where_the_stream_stands() {
         let mut streams = Streams::new([(Some("news".into()), pos(3, "e1"))]);
         assert_eq!(
-            streams.on_joined(&room(), Some(&join(40, "e2", false))),
+            streams.on_joined(&room(), Some(&join(40, "e2", false)), Some(&pos(3, "e1"))),
             Joined::Reset
         );
         assert_eq!(streams.since(&room()), Some(&pos(40, "e2")));
@@ -287,9 +295,15 @@ mod tests {
     fn a_recovered_answer_of_another_epoch_is_a_reset() {
         let mut streams = Streams::new([(Some("news".into()), pos(3, "e1"))]);
         assert_eq!(
-            streams.on_joined(&room(), Some(&join(9, "e2", true))),
+            streams.on_joined(&room(), Some(&join(9, "e2", true)), Some(&pos(3, "e1"))),
             Joined::Reset
         );
+        // A fresh join (after a leave, a join answered late) resets nothing.
+        assert_eq!(
+            streams.on_joined(&room(), Some(&join(12, "e2", false)), None),
+            Joined::Started
+        );
+        assert_eq!(streams.since(&room()), Some(&pos(12, "e2")));
     }
 
     #[test]
@@ -307,7 +321,7 @@ mod tests {
     #[test]
     fn leaving_or_losing_history_forgets_the_position() {
         let mut streams = Streams::new([(Some("news".into()), pos(3, "e1"))]);
-        assert_eq!(streams.on_joined(&room(), None), Joined::Started);
+        assert_eq!(streams.on_joined(&room(), None, None), Joined::Started);
         assert_eq!(streams.since(&room()), None);
         assert_eq!(streams.take_writes(), vec![(room(), None)]);
         streams.forget(&room());

@@ -92,7 +92,7 @@ proptest! {
             recovered,
             replay_count: 0,
         };
-        prop_assert_eq!(streams.on_joined(&key, Some(&join(0, false))), Joined::Started);
+        prop_assert_eq!(streams.on_joined(&key, Some(&join(0, false)), None), Joined::Started);
         persist(&mut streams, &mut disk);
         let mut published = 0u64;
         let mut connected = true;
@@ -126,7 +126,7 @@ proptest! {
                     let since = streams.since(&key).cloned().expect("joined before");
                     prop_assert_eq!(&since, disk.get(&Some("news".to_owned())).unwrap());
                     prop_assert!(since.offset <= published);
-                    prop_assert_eq!(streams.on_joined(&key, Some(&join(published, true))), Joined::Recovered);
+                    prop_assert_eq!(streams.on_joined(&key, Some(&join(published, true)), Some(&since)), Joined::Recovered);
                     for offset in since.offset + 1..=published {
                         receive(&mut streams, &mut pending, offset);
                     }

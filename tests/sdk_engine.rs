@@ -1707,3 +1707,27 @@ async fn streams_are_delivered_once_in_offset_order_and_rejoined_from_their_posi
     let join = socket.next_of("join_room").await;
     assert!(join["data"]["since"].is_null(), "{join}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_quick_leave_and_join_is_no_stream_reset() {
+    let mut h = start();
+    h.client.connect();
+    let mut socket = h.connected(600_000).await;
+    h.client.join_room("news:1".into()).unwrap();
+    socket.next_of("join_room").await;
+    h.client.leave_room("news:1".into()).unwrap();
+    socket.next_of("leave_room").await;
+    h.client.join_room("news:1".into()).unwrap();
+    let again = socket.next_of("join_room").await;
+    assert!(again["data"]["since"].is_null(), "{again}");
+    // The answers come after both joins: two fresh starts, nothing lost.
+    socket.send(&room_joined("news:1", 5, "E", false, 0)).await;
+    socket
+        .send(r#"{"type":"room_left","data":{"room":"news:1"}}"#)
+        .await;
+    socket.send(&room_joined("news:1", 6, "E", false, 0)).await;
+    socket.send(&stream_message(Some("news:1"), 7, "E")).await;
+    wait_for(&mut h.seen, LONG, |e| matches!(e, Seen::Message(m) if m.id == "E7")).await;
+    assert_eq!(h.recorder.stream_resets(), Vec::<Option<String>>::new());
+    assert_eq!(h.client.stats().stream_resets, 0);
+}

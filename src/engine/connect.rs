@@ -113,12 +113,13 @@ impl Engine {
             0 => &self.settings.url,
             n => &self.settings.fallback_urls[n - 1],
         };
+        self.app_since_sent = self.streams.since(&StreamKey::App).cloned();
         let request = ConnectRequest {
             url: connect_url(
                 base,
                 &self.settings,
                 self.inbox.on_connect(),
-                self.streams.since(&StreamKey::App),
+                self.app_since_sent.as_ref(),
             ),
             token,
         };

@@ -73,8 +73,13 @@ impl Engine {
 
     /// The gateway said where the connection stands in a stream (`room_joined`,
     /// `appStream`); `None`: it keeps no history of it.
-    fn on_stream_joined(&mut self, key: StreamKey, join: Option<&StreamJoin>) {
-        match self.streams.on_joined(&key, join) {
+    fn on_stream_joined(
+        &mut self,
+        key: StreamKey,
+        join: Option<&StreamJoin>,
+        asked: Option<StreamPosition>,
+    ) {
+        match self.streams.on_joined(&key, join, asked.as_ref()) {
             Joined::Recovered => {
                 debug!(
                     room = key.room(),
@@ -160,7 +165,8 @@ impl Engine {
                     self.plan_refresh(Duration::from_millis(ms));
                 }
                 // Before the replay of the app stream that follows this frame.
-                self.on_stream_joined(StreamKey::App, established.app_stream.as_ref());
+                let asked = self.app_since_sent.take();
+                self.on_stream_joined(StreamKey::App, established.app_stream.as_ref(), asked);
                 self.apply(Event::Established);
             }
             ServerMessage::Pong { ts, .. } => {
@@ -188,9 +194,11 @@ impl Engine {
             },
             ServerMessage::RoomJoined { room, stream } => {
                 debug!(%room, "room joined");
-                self.rooms.joined(&room);
+                // No join pending (the answer to one sent before a leave): it asked
+                // for nothing.
+                let asked = self.rooms.joined(&room).flatten();
                 if self.rooms.wants(&room) {
-                    self.on_stream_joined(StreamKey::Room(room), stream.as_ref());
+                    self.on_stream_joined(StreamKey::Room(room), stream.as_ref(), asked);
                 }
             }
             ServerMessage::RoomLeft { room } => debug!(%room, "room left"),

@@ -248,6 +248,8 @@ pub struct Engine {
     told: Vec<HostEvent>,
     snapshot_tx: watch::Sender<Snapshot>,
     snapshot: Snapshot,
+    /// The app stream position the last attempt asked to recover from (`appOffset`).
+    app_since_sent: Option<tether_protocol::stream::StreamPosition>,
     /// The token for the attempt about to open (never logged).
     token: Option<String>,
     /// A digest of the token the socket was opened with (or last refreshed to), to tell
@@ -352,6 +354,7 @@ impl Engine {
             unprocessed: 0,
             told: Vec::new(),
             snapshot_tx: snapshot,
+            app_since_sent: None,
             token: None,
             token_digest: None,
             token_in_flight: false,

@@ -19,12 +19,22 @@ pub struct Refusal {
     pub kept: bool,
 }
 
+/// A join sent and not answered yet.
+#[derive(Debug)]
+struct Pending {
+    /// Requests are numbered in the order they were sent.
+    number: u64,
+    room: String,
+    /// The position it asked to recover from.
+    since: Option<StreamPosition>,
+}
+
 /// Wanted rooms and joins awaiting an answer.
 #[derive(Debug, Default)]
 pub struct Rooms {
     wanted: BTreeSet<String>,
-    /// Join request id -> room, until `room_joined` or an `error` answers it.
-    pending: HashMap<String, String>,
+    /// Join request id -> the request, until `room_joined` or an `error` answers it.
+    pending: HashMap<String, Pending>,
     next_id: u64,
 }
 
@@ -38,7 +48,7 @@ impl Rooms {
 
     /// Removes a room; the leave request to send, if it was wanted.
     pub fn leave(&mut self, room: &str) -> Option<ClientMessage> {
-        self.pending.retain(|_, r| r != room);
+        self.pending.retain(|_, p| p.room != room);
         self.wanted.remove(room).then(|| ClientMessage::LeaveRoom {
             room: room.to_owned(),
             id: None,
@@ -64,7 +74,14 @@ impl Rooms {
     fn request(&mut self, room: String, since: Option<StreamPosition>) -> ClientMessage {
         self.next_id += 1;
         let id = format!("join-{}", self.next_id);
-        self.pending.insert(id.clone(), room.clone());
+        self.pending.insert(
+            id.clone(),
+            Pending {
+                number: self.next_id,
+                room: room.clone(),
+                since: since.clone(),
+            },
+        );
         ClientMessage::JoinRoom {
             room,
             id: Some(id),
@@ -72,14 +89,22 @@ impl Rooms {
         }
     }
 
-    /// `room_joined` arrived.
-    pub fn joined(&mut self, room: &str) {
-        self.pending.retain(|_, r| r != room);
+    /// `room_joined` arrived: it answers the oldest join of that room still pending
+    /// (the gateway answers in order). The position that join asked to recover from, or
+    /// `None` when no join of the room was pending.
+    pub fn joined(&mut self, room: &str) -> Option<Option<StreamPosition>> {
+        let id = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.room == room)
+            .min_by_key(|(_, p)| p.number)
+            .map(|(id, _)| id.clone())?;
+        self.pending.remove(&id).map(|p| p.since)
     }
 
     /// An `error` arrived; `Some` when it answers one of our joins.
     pub fn refused(&mut self, reference: &str, code: ErrorCode) -> Option<Refusal> {
-        let room = self.pending.remove(reference)?;
+        let room = self.pending.remove(reference)?.room;
         let kept = !matches!(
             code,
             ErrorCode::Forbidden
@@ -144,6 +169,21 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_tells_what_its_join_asked() {
+        let mut rooms = Rooms::default();
+        let at = StreamPosition {
+            offset: 3,
+            epoch: "e1".into(),
+        };
+        rooms.join("news".into(), None).unwrap();
+        rooms.leave("news").unwrap();
+        rooms.join("news".into(), Some(at.clone())).unwrap();
+        let again = rooms.rejoin_all(|_| Some(at.clone()));
+        assert_eq!(again.len(), 1);
+        assert_eq!(rooms.joined("news"), Some(Some(at)));
+    }
+
+    #[test]
     fn a_room_refused_for_good_is_not_rejoined() {
         let mut rooms = Rooms::default();
         let join = rooms.join("admin".into(), None).unwrap();
@@ -185,7 +225,8 @@ mod tests {
         let join = rooms.join("lobby".into(), None).unwrap();
         assert!(rooms.refused("join_room", ErrorCode::Forbidden).is_none());
         assert!(rooms.refused("m-1", ErrorCode::Forbidden).is_none());
-        rooms.joined("lobby");
+        assert_eq!(rooms.joined("lobby"), Some(None));
+        assert_eq!(rooms.joined("lobby"), None, "nothing pending any more");
         assert!(
             rooms.refused(&id_of(&join), ErrorCode::Forbidden).is_none(),
             "already answered"
