@@ -1144,8 +1144,149 @@ mod tests {
         assert_eq!(config.dedup_ttl_s, 604_800);
         assert_eq!(config.idempotency_ttl_s, 3_600);
         assert_eq!(config.jwt.leeway_s, 5);
+        assert!(
+            matches!(config.jwt.key, JwtKey::Secret(_)),
+            "HS256 by default"
+        );
+        assert!(config.admin_api_key.is_none());
         assert!(config.allowed_origins.is_empty());
+        assert!(config.presence_events.is_empty());
+        assert!(config.room_history.is_empty());
+        assert_eq!(config.room_history_size, 100);
+        assert_eq!(config.room_history_ttl_s, 300);
+        assert_eq!(config.app_history_size, 0);
+        assert_eq!(config.app_history_ttl_s, 300);
+        assert_eq!(config.outbound_queue, 1024);
+        assert_eq!(config.rate_limit_per_connection, 100);
+        assert_eq!(config.handshake_rate_per_ip, 0);
+        assert_eq!(config.rate_limit_per_user, 200);
+        assert_eq!(config.handshake_timeout, Duration::from_millis(10_000));
+        assert_eq!(config.inbound_max_per_app, 100_000);
+        assert_eq!(config.registry_ttl, Duration::from_secs(300));
+        assert_eq!(config.shutdown_timeout, Duration::from_millis(10_000));
         assert_eq!(config.log_format, LogFormat::Pretty);
+        let parts = parse(&["--jwt-secret", SECRET, "--redis-password", "p"]).unwrap();
+        assert_eq!(
+            parts.redis.unwrap().urls,
+            ["redis://:p@127.0.0.1:6379/0"],
+            "REDIS_HOST 127.0.0.1, REDIS_PORT 6379, REDIS_DB 0"
+        );
+        let sentinel = parse(&[
+            "--jwt-secret",
+            SECRET,
+            "--redis-sentinels",
+            "s1:26379",
+            "--redis-sentinel-master",
+            "m",
+        ])
+        .unwrap()
+        .redis_sentinel
+        .unwrap();
+        assert_eq!(sentinel.sync_replicas, 1);
+        assert_eq!(sentinel.check_interval, Duration::from_millis(1000));
+    }
+
+    /// Every bound README's configuration table and docs/protocol.md §10 state, at its
+    /// edge: the value just inside is accepted, the one just outside stops start-up with
+    /// an error naming the variable (ours start `VARIABLE:`; clap's, for a value the type
+    /// cannot hold, name the flag's `<VARIABLE>`).
+    #[test]
+    fn every_documented_bound_is_enforced_at_its_edge() {
+        let sentinels = [
+            "--redis-sentinels",
+            "s1:26379",
+            "--redis-sentinel-master",
+            "m",
+        ];
+        let room_128 = "r".repeat(128);
+        let room_129 = "r".repeat(129);
+        let pattern_129 = format!("{room_128}*");
+        let secret_31 = &SECRET[..31];
+        let key_16 = "0123456789abcdef";
+        let key_15 = &key_16[..15];
+        let u32_max = u32::MAX.to_string();
+        let u32_over = (u64::from(u32::MAX) + 1).to_string();
+        // (variable, flag, just inside, just outside, extra arguments)
+        #[rustfmt::skip]
+        let edges: Vec<(&str, &str, &str, &str, &[&str])> = vec![
+            ("JWT_SECRET", "--jwt-secret", SECRET, secret_31, &[]),
+            ("JWT_LEEWAY", "--jwt-leeway", "60", "61", &[]),
+            ("JWT_LEEWAY", "--jwt-leeway", "0", "-1", &[]),
+            ("ADMIN_API_KEY", "--admin-api-key", key_16, key_15, &[]),
+            ("WS_HEARTBEAT_INTERVAL", "--ws-heartbeat-interval", "1000", "999", &[]),
+            // Longer than the interval (default 30000).
+            ("WS_CONNECTION_TIMEOUT", "--ws-connection-timeout", "30001", "30000", &[]),
+            ("WS_MAX_CONNECTIONS_PER_USER", "--ws-max-connections-per-user", "1", "0", &[]),
+            ("WS_MAX_CONNECTIONS_PER_USER", "--ws-max-connections-per-user", &u32_max, &u32_over, &[]),
+            ("WS_MAX_MESSAGE_BYTES", "--ws-max-message-bytes", "1024", "1023", &[]),
+            ("WS_MAX_MESSAGE_BYTES", "--ws-max-message-bytes", "16777216", "16777217", &[]),
+            ("WS_MAX_ROOMS_PER_CONNECTION", "--ws-max-rooms-per-connection", "1", "0", &[]),
+            ("WS_MAX_ROOMS_PER_CONNECTION", "--ws-max-rooms-per-connection", &u32_max, &u32_over, &[]),
+            ("WS_MESSAGE_TTL", "--ws-message-ttl", "1", "0", &[]),
+            ("WS_MAX_QUEUE_PER_USER", "--ws-max-queue-per-user", "1", "0", &[]),
+            ("WS_MAX_QUEUE_PER_USER", "--ws-max-queue-per-user", &u32_max, &u32_over, &[]),
+            ("WS_DEDUP_TTL", "--ws-dedup-ttl", "1", "0", &[]),
+            ("API_IDEMPOTENCY_TTL", "--api-idempotency-ttl", "60", "59", &[]),
+            ("API_IDEMPOTENCY_TTL", "--api-idempotency-ttl", "604800", "604801", &[]),
+            ("WS_OUTBOUND_QUEUE", "--ws-outbound-queue", "8", "7", &[]),
+            ("WS_HANDSHAKE_TIMEOUT", "--ws-handshake-timeout", "100", "99", &[]),
+            ("WS_HANDSHAKE_TIMEOUT", "--ws-handshake-timeout", "120000", "120001", &[]),
+            ("WS_REGISTRY_TTL", "--ws-registry-ttl", "3", "2", &[]),
+            ("WS_INBOUND_MAX_PER_APP", "--ws-inbound-max-per-app", "1", "0", &[]),
+            ("WS_ROOM_HISTORY_SIZE", "--ws-room-history-size", "1", "0", &[]),
+            ("WS_ROOM_HISTORY_SIZE", "--ws-room-history-size", "10000", "10001", &[]),
+            ("WS_ROOM_HISTORY_TTL", "--ws-room-history-ttl", "1", "0", &[]),
+            ("WS_ROOM_HISTORY_TTL", "--ws-room-history-ttl", "604800", "604801", &[]),
+            ("WS_APP_HISTORY_SIZE", "--ws-app-history-size", "0", "-1", &[]),
+            ("WS_APP_HISTORY_SIZE", "--ws-app-history-size", "10000", "10001", &[]),
+            ("WS_APP_HISTORY_TTL", "--ws-app-history-ttl", "1", "0", &[]),
+            ("WS_APP_HISTORY_TTL", "--ws-app-history-ttl", "604800", "604801", &[]),
+            // 0 turns these limits off; the largest is the 32-bit maximum.
+            ("WS_RATE_LIMIT", "--ws-rate-limit", "0", "-1", &[]),
+            ("WS_RATE_LIMIT", "--ws-rate-limit", &u32_max, &u32_over, &[]),
+            ("WS_HANDSHAKE_RATE_PER_IP", "--ws-handshake-rate-per-ip", "0", "-1", &[]),
+            ("WS_HANDSHAKE_RATE_PER_IP", "--ws-handshake-rate-per-ip", &u32_max, &u32_over, &[]),
+            ("WS_RATE_LIMIT_PER_USER", "--ws-rate-limit-per-user", "0", "-1", &[]),
+            ("WS_RATE_LIMIT_PER_USER", "--ws-rate-limit-per-user", &u32_max, &u32_over, &[]),
+            ("SHUTDOWN_TIMEOUT", "--shutdown-timeout", "0", "-1", &[]),
+            ("WS_ALLOWED_ORIGINS", "--ws-allowed-origins", "https://*.a.example", "https://*.*.a.example", &[]),
+            ("WS_ALLOWED_ORIGINS", "--ws-allowed-origins", "https://a.example", "https://a.example,", &[]),
+            ("WS_PRESENCE_EVENTS", "--ws-presence-events", &pattern_129, &room_129, &[]),
+            ("WS_ROOM_HISTORY", "--ws-room-history", &room_128, "a*b", &[]),
+            ("TETHER_BIND", "--bind", "0.0.0.0:0", "localhost:8080", &[]),
+            ("LOG_FORMAT", "--log-format", "JSON", "text", &[]),
+            ("REDIS_URL", "--redis-url", "rediss://cache:6380", "http://cache:6379", &[]),
+            ("REDIS_PORT", "--redis-port", "65535", "65536", &[]),
+            ("REDIS_SENTINEL_SYNC_REPLICAS", "--redis-sentinel-sync-replicas", "16", "17", &sentinels),
+            ("REDIS_SENTINEL_CHECK_INTERVAL", "--redis-sentinel-check-interval", "100", "99", &sentinels),
+            ("REDIS_SENTINEL_CHECK_INTERVAL", "--redis-sentinel-check-interval", "60000", "60001", &sentinels),
+        ];
+        for (variable, flag, inside, outside, extra) in edges {
+            let run = |value: &str| {
+                let mut args: Vec<&str> = Vec::new();
+                if flag != "--jwt-secret" {
+                    args.extend(["--jwt-secret", SECRET]);
+                }
+                args.extend(extra);
+                // `--flag=value` keeps a leading `-` a value, not a flag.
+                let arg = format!("{flag}={value}");
+                args.push(&arg);
+                parse(&args)
+            };
+            if let Err(err) = run(inside) {
+                panic!("{variable}={inside:?} is inside the documented range but refused: {err}");
+            }
+            match run(outside) {
+                Ok(_) => {
+                    panic!("{variable}={outside:?} is outside the documented range but accepted")
+                }
+                Err(err) => assert!(
+                    err.starts_with(&format!("{variable}:"))
+                        || err.contains(&format!("<{variable}>")),
+                    "{variable}={outside:?}: the error does not name the variable: {err}"
+                ),
+            }
+        }
     }
 
     #[test]
