@@ -59,6 +59,9 @@ pub struct Hold {
     pub concurrency: usize,
 }
 
+/// The room the subscribers of [`Role::Broadcast`] join.
+pub const BROADCAST_ROOM: &str = "broadcast";
+
 /// Settings of [`Role::Broadcast`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Broadcast {
