@@ -12,6 +12,7 @@ mod s4_rooms;
 mod s5_users;
 mod s6_storm;
 mod s7_slow;
+mod s8_recovery;
 mod servers;
 
 use crate::report::{self, Row};
@@ -28,7 +29,7 @@ pub const BOTH_CPUS: &str = "0,1";
 
 /// Runs the named scenarios and writes the report.
 pub async fn run(what: Vec<String>, quick: bool, peers: bool, out: Option<PathBuf>) -> Result<()> {
-    let all = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "q1", "q2"];
+    let all = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "q1", "q2"];
     let chosen: Vec<String> = if what.iter().any(|w| w == "all") {
         all.iter().map(|s| (*s).to_owned()).collect()
     } else {
@@ -45,6 +46,7 @@ pub async fn run(what: Vec<String>, quick: bool, peers: bool, out: Option<PathBu
             "s5" => s5_users::run(quick).await?,
             "s6" => s6_storm::run(quick).await?,
             "s7" => s7_slow::run(quick).await?,
+            "s8" => s8_recovery::run(quick).await?,
             "q1" => q1_sdk_queue::run(quick).await?,
             "q2" => q2_send_users::run(quick).await?,
             other => bail!("unknown scenario {other} (known: {})", all.join(" ")),
@@ -68,6 +70,14 @@ pub async fn run(what: Vec<String>, quick: bool, peers: bool, out: Option<PathBu
     });
     report::write(&dir, &machine(quick), &rows)?;
     eprintln!("report: {}", dir.join("report.md").display());
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.figures.get("verdict").and_then(|v| v.as_str()) == Some("FAIL"))
+        .map(|r| r.case.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("FAIL: {}", failed.join("; "));
+    }
     Ok(())
 }
 

@@ -1,27 +1,33 @@
 //! S3, room broadcast: one room of N subscribers, a closed-loop publisher keeping W
 //! messages in flight (a message is done when every subscriber has it), on one node and
 //! on two nodes through Redis. Deliveries per second, server CPU per 1k deliveries, and
-//! publish-to-receive latency.
+//! publish-to-receive latency. Tether also runs with the room's history on
+//! (`WS_ROOM_HISTORY` matching the room, default size 100): the same broadcast through
+//! the stream path (offset, epoch, history append), next to the run without it.
 
 use super::servers::{self, Kind};
 use super::{row, CLIENT_CPU, SERVER_CPU};
 use crate::orchestrate::Worker;
 use crate::procs;
 use crate::report::{decode_histogram, Row};
-use crate::worker::{Broadcast, Role};
-use anyhow::{Context, Result};
+use crate::worker::{Broadcast, Role, BROADCAST_ROOM};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 /// Runs S3 for Tether and the peers: W = 4 on one node and on two nodes over Redis, W = 16
-/// on one node.
+/// on one node; at W = 4 Tether runs once more with the room's history on, right after the
+/// run without it (the peers keep no history).
 pub async fn run(quick: bool, peers: bool) -> Result<Vec<Row>> {
     let subscribers = if quick { 2_000 } else { 5_000 };
     let mut rows = Vec::new();
     for (nodes, window) in [(1, 4), (2, 4), (1, 16)] {
         for kind in servers::kinds(peers) {
-            rows.push(measure(kind, nodes, subscribers, window, quick).await?);
+            rows.push(measure(kind, nodes, subscribers, window, false, quick).await?);
+            if kind == Kind::Tether && window == 4 {
+                rows.push(measure(kind, nodes, subscribers, window, true, quick).await?);
+            }
         }
     }
     Ok(rows)
@@ -32,16 +38,14 @@ async fn measure(
     nodes: usize,
     subscribers: u32,
     window: u32,
+    history: bool,
     quick: bool,
 ) -> Result<Row> {
-    let servers = servers::start(
-        kind,
-        nodes,
-        false,
-        &[("WS_OUTBOUND_QUEUE", "4096")],
-        SERVER_CPU,
-    )
-    .await?;
+    let mut env = vec![("WS_OUTBOUND_QUEUE", "4096")];
+    if history {
+        env.push(("WS_ROOM_HISTORY", BROADCAST_ROOM));
+    }
+    let servers = servers::start(kind, nodes, false, &env, SERVER_CPU).await?;
     let (warmup_s, measure_s) = if quick { (2, 5) } else { (5, 30) };
     let addrs = servers.addrs();
     let role = Role::Broadcast(Broadcast {
@@ -83,14 +87,19 @@ async fn measure(
     worker.stop().await;
     let result = &result["result"];
     let deliveries = result["deliveries"].as_f64().unwrap_or(0.0);
+    let streamed = result["streamed_deliveries"].as_f64().unwrap_or(0.0);
+    if history && streamed < deliveries {
+        bail!("room history on, but {streamed} of {deliveries} deliveries carried an offset");
+    }
     let seconds = result["seconds"].as_f64().unwrap_or(1.0);
     let cpu = cpu_after - cpu_before;
     let mut row = row(
         "S3",
         format!(
-            "{} {nodes} node{} W={window}",
+            "{} {nodes} node{} W={window}{}",
             kind.label(),
-            if nodes > 1 { "s (Redis)" } else { "" }
+            if nodes > 1 { "s (Redis)" } else { "" },
+            if history { ", room history on" } else { "" }
         ),
         json!({
             "subscribers": ready["ready"],

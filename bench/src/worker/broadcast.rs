@@ -2,7 +2,9 @@
 //! (W messages in flight; a message is done when every subscriber has it) or open loop (a
 //! fixed rate), optionally with subscribers that read slowly.
 
-use super::{emit, histogram, now_ns, open_all, percentiles, source, wait_for_go, Broadcast};
+use super::{
+    emit, histogram, now_ns, open_all, percentiles, source, wait_for_go, Broadcast, BROADCAST_ROOM,
+};
 use crate::client;
 use crate::procs::{ADMIN_KEY, APP};
 use crate::ws::{number_after, Frame, Ws};
@@ -20,6 +22,8 @@ struct Progress {
     counts: Vec<Cell<u32>>,
     complete: Notify,
     deliveries: Cell<u64>,
+    /// Deliveries that carried a stream position (rooms with history).
+    streamed: Cell<u64>,
     measuring: Cell<bool>,
     measure_from: Cell<u64>,
     latency: RefCell<Histogram<u64>>,
@@ -31,7 +35,7 @@ pub async fn run_broadcast(config: Broadcast) -> Result<()> {
         let target = config.targets[i as usize % config.targets.len()];
         let user = format!("s{i}");
         let (dialect, source) = (config.dialect, source(&config.sources, i));
-        async move { client::open(dialect, target, source, &user, Some("broadcast"), 4096).await }
+        async move { client::open(dialect, target, source, &user, Some(BROADCAST_ROOM), 4096).await }
     })
     .await;
     let subscribed = connections.len() as u32;
@@ -44,6 +48,7 @@ pub async fn run_broadcast(config: Broadcast) -> Result<()> {
         counts: (0..RING).map(|_| Cell::new(0)).collect(),
         complete: Notify::new(),
         deliveries: Cell::new(0),
+        streamed: Cell::new(0),
         measuring: Cell::new(false),
         measure_from: Cell::new(u64::MAX),
         latency: RefCell::new(histogram()),
@@ -99,7 +104,7 @@ pub async fn run_broadcast(config: Broadcast) -> Result<()> {
             }
         }
         let body = json!({
-            "room": "broadcast",
+            "room": BROADCAST_ROOM,
             "app": APP,
             "message": {"type": "bench", "data": {"s": next, "t": now_ns(), "p": padding}},
         });
@@ -121,6 +126,7 @@ pub async fn run_broadcast(config: Broadcast) -> Result<()> {
         "subscribers": subscribed,
         "published": next,
         "deliveries": progress.deliveries.get(),
+        "streamed_deliveries": progress.streamed.get(),
         "seconds": measured,
         "deliveries_per_s": progress.deliveries.get() as f64 / measured.max(1e-9),
         "incomplete_messages": lost_messages,
@@ -153,6 +159,9 @@ async fn fast_reader(mut ws: Ws, dialect: client::Dialect, fast: u32, progress: 
         slot.set(slot.get() + 1);
         if progress.measuring.get() && index >= progress.measure_from.get() {
             progress.deliveries.set(progress.deliveries.get() + 1);
+            if text.starts_with(br#"{"offset":"#) {
+                progress.streamed.set(progress.streamed.get() + 1);
+            }
             let _ = progress
                 .latency
                 .borrow_mut()

@@ -7,7 +7,10 @@ mod broadcast;
 mod connect;
 mod hold;
 mod listen;
+mod proxy;
 mod publish;
+mod recover;
+mod send_room;
 mod storm;
 
 use crate::client::Dialect;
@@ -36,6 +39,13 @@ pub enum Role {
     Publish(Publish),
     /// Clients that reconnect with full-jitter backoff and keep a ledger (S6).
     Storm(Storm),
+    /// A fault proxy in front of a gateway that cuts the connections it carries (S8).
+    Proxy(Proxy),
+    /// Subscribers of a room with history that rejoin with their position (S8).
+    Recover(Recover),
+    /// An open-loop publisher through `POST /v1/send/room` keeping the confirmed
+    /// offsets (S8).
+    SendRoom(SendRoom),
 }
 
 /// Settings of [`Role::Hold`].
@@ -58,6 +68,9 @@ pub struct Hold {
     /// Connections opened at once.
     pub concurrency: usize,
 }
+
+/// The room the subscribers of [`Role::Broadcast`] join.
+pub const BROADCAST_ROOM: &str = "broadcast";
 
 /// Settings of [`Role::Broadcast`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +171,47 @@ pub struct Storm {
     pub cap_ms: u64,
 }
 
+/// Settings of [`Role::Proxy`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proxy {
+    /// The gateway behind it.
+    pub upstream: SocketAddr,
+    /// Source address of its connections to the gateway.
+    pub source: Option<IpAddr>,
+}
+
+/// Settings of [`Role::Recover`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recover {
+    /// The gateway.
+    pub direct: SocketAddr,
+    /// The fault proxy in front of it.
+    pub proxied: SocketAddr,
+    /// Subscriber i goes through the proxy when `i % cut_every == 0` (0: none does).
+    pub cut_every: u32,
+    /// Source addresses.
+    pub sources: Vec<IpAddr>,
+    /// First user number (users `r<n>`).
+    pub first_user: u64,
+    /// Subscribers.
+    pub count: u32,
+    /// The room (one with history).
+    pub room: String,
+}
+
+/// Settings of [`Role::SendRoom`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendRoom {
+    /// The gateway taking the sends.
+    pub target: SocketAddr,
+    /// The room.
+    pub room: String,
+    /// Offered messages per second (open loop).
+    pub rate_per_s: u32,
+    /// Duration, s.
+    pub duration_s: u64,
+}
+
 /// Ns since the epoch (all processes of a run share the box's clock).
 pub fn now_ns() -> u64 {
     SystemTime::now()
@@ -198,6 +252,9 @@ pub fn run(role: Role) -> Result<()> {
             Role::Listen(config) => listen::run(config).await,
             Role::Publish(config) => publish::run(config).await,
             Role::Storm(config) => storm::run(config).await,
+            Role::Proxy(config) => proxy::run(config).await,
+            Role::Recover(config) => recover::run(config).await,
+            Role::SendRoom(config) => send_room::run(config).await,
         }
     })
 }
