@@ -52,6 +52,11 @@ export interface Message {
   seq?: number;
   /** The room, for room messages. */
   room?: string;
+  /**
+   * Position in its stream, for messages of a room with history or of the app's
+   * broadcast stream: strictly increasing within the stream, each delivered once.
+   */
+  offset?: number;
   /** The payload, parsed from JSON. */
   data: unknown;
   /** When the gateway stamped it (ms since the epoch). */
@@ -110,6 +115,8 @@ export interface TetherStats {
   acked: number;
   received: number;
   duplicatesDropped: number;
+  /** Times a stream lost messages for good (see {@link TetherStore.onStreamReset}). */
+  streamResets: number;
   /** Messages dropped unsent: older than `maxMessageAgeS` or their `ttlMs`. */
   expired: number;
   /** Messages dropped unsent because a newer one with the same `replaceKey` came. */
@@ -240,6 +247,7 @@ export function toMessage(m: InboundMessage): Message {
   const message: Message = { type: m.type, id: m.id, data, ts: Number(m.ts) };
   if (m.seq !== undefined) message.seq = Number(m.seq);
   if (m.room !== undefined) message.room = m.room;
+  if (m.offset !== undefined) message.offset = Number(m.offset);
   return message;
 }
 
@@ -251,6 +259,7 @@ function toStats(s: ClientStats): TetherStats {
     acked: Number(s.acked),
     received: Number(s.received),
     duplicatesDropped: Number(s.duplicatesDropped),
+    streamResets: Number(s.streamResets),
     expired: Number(s.expired),
     replaced: Number(s.replaced),
     queued: s.queued,
@@ -333,6 +342,8 @@ export class TetherStore {
       onExpired: (id) => this.notify(this.expiredHandlers, (h) => h(id)),
       // Latest wins was asked for: not an error.
       onReplaced: (id, by) => this.notify(this.replacedHandlers, (h) => h(id, by)),
+      // A stream lost messages for good: the watched room's snapshot shows it.
+      onStreamReset: (room) => this.recordStreamReset(room),
     };
     const tokens: TokenProvider = {
       fetchToken: async (asyncOpts?: { signal: AbortSignal }) => {
@@ -399,9 +410,11 @@ export class TetherStore {
   }
 
   /**
-   * Stream resets: the gateway could not recover the messages a stream missed (a
-   * reconnection that could not replay them), so the app must refetch. `room` is the
-   * room, or undefined for the app's broadcast stream.
+   * Stream resets: the gateway could not recover the messages a stream missed (the app
+   * was away longer than the room's history holds, or the history was lost), so the app
+   * must refetch that room's state; delivery goes on with the messages that follow.
+   * `room` is the room, or undefined for the app's broadcast stream. Called before the
+   * first message after the gap reaches {@link onMessage}.
    */
   onStreamReset(handler: (room: string | undefined) => void): () => void {
     this.streamResetHandlers.add(handler);
@@ -409,7 +422,7 @@ export class TetherStore {
   }
 
   /**
-   * Records a stream reset (what the SDK's `onStreamReset` callback reports): a watched
+   * Records a stream reset (the SDK's `onStreamReset` callback calls this): a watched
    * room's snapshot shows `streamReset: true` until {@link clearStreamReset}, and the
    * {@link onStreamReset} handlers hear it (also for `undefined`, the app's stream).
    */

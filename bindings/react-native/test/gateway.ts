@@ -94,8 +94,17 @@ export class Gateway {
 
   /** POST /v1/send/room; returns how many connections it reached. */
   async sendToRoom(room: string, type: string, data: unknown): Promise<number> {
-    const answer = await this.api('POST', '/v1/send/room', { room, app: APP, message: { type, data } });
-    return answer.delivered as number;
+    return (await this.publishToRoom(room, type, data)).delivered;
+  }
+
+  /** POST /v1/send/room, with the stream offset a room with history gave the message. */
+  async publishToRoom(room: string, type: string, data: unknown): Promise<Published> {
+    return published(await this.api('POST', '/v1/send/room', { room, app: APP, message: { type, data } }));
+  }
+
+  /** POST /v1/send/app: a broadcast to every connection of the app. */
+  async publishToApp(type: string, data: unknown): Promise<Published> {
+    return published(await this.api('POST', '/v1/send/app', { app: APP, message: { type, data } }));
   }
 
   /** GET /v1/inbound: the app messages clients sent, oldest first. */
@@ -125,6 +134,18 @@ export class Gateway {
     if (!response.ok) throw new Error(`${method} ${path}: HTTP ${response.status} ${text}`);
     return JSON.parse(text) as Record<string, unknown>;
   }
+}
+
+/** What the backend API answered a publish: connections reached, and the stream offset (streams only). */
+export interface Published {
+  delivered: number;
+  offset?: number;
+}
+
+function published(answer: Record<string, unknown>): Published {
+  const result: Published = { delivered: typeof answer.delivered === 'number' ? answer.delivered : 0 };
+  if (typeof answer.offset === 'number') result.offset = answer.offset;
+  return result;
 }
 
 const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64url');

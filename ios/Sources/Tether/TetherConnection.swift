@@ -19,6 +19,7 @@ public final class TetherConnection: @unchecked Sendable {
     private let errorHub: Hub<TetherError>
     private let expiredHub: Hub<String>
     private let replacedHub: Hub<Replaced>
+    private let streamResetHub: Hub<String?>
 
     /// - Parameter tokens: called before every connection attempt and after the gateway
     ///   refuses a token, and shortly before the connection's token runs out (the new one
@@ -39,7 +40,8 @@ public final class TetherConnection: @unchecked Sendable {
             acks: Hub<String>(lossless: true),
             errors: Hub<TetherError>(lossless: false),
             expired: Hub<String>(lossless: true),
-            replaced: Hub<Replaced>(lossless: true)
+            replaced: Hub<Replaced>(lossless: true),
+            streamResets: Hub<String?>(lossless: true)
         )
         statusHub = hubs.status
         messageHub = hubs.messages
@@ -47,6 +49,7 @@ public final class TetherConnection: @unchecked Sendable {
         errorHub = hubs.errors
         expiredHub = hubs.expired
         replacedHub = hubs.replaced
+        streamResetHub = hubs.streamResets
         client = try TetherClient(config: config, listener: hubs, tokens: ClosureTokens(tokens))
     }
 
@@ -63,6 +66,10 @@ public final class TetherConnection: @unchecked Sendable {
     /// Messages from the backend, in order, each once. Nothing is dropped: while a stream
     /// holds 256 unread messages, the SDK waits (it stops taking messages in and acking
     /// them) until the app reads on. Iterate every stream you ask for, or cancel its task.
+    /// Messages of a stream (a room with history, the app's broadcasts when the gateway
+    /// keeps them) carry `offset`, strictly increasing within the stream; what a stream
+    /// missed while disconnected (or while the app was not running) is replayed, and
+    /// `streamResets()` says when it cannot be.
     public func messages() -> AsyncStream<InboundMessage> { messageHub.stream() }
 
     /// Ids of sent messages the gateway stored (the ids `send` returned).
@@ -77,6 +84,13 @@ public final class TetherConnection: @unchecked Sendable {
     /// Messages dropped unsent because a newer one with the same `replaceKey` was queued
     /// while they waited (latest wins).
     public func replaced() -> AsyncStream<Replaced> { replacedHub.stream() }
+
+    /// Streams that lost messages for good: the room (nil: the app's broadcast stream)
+    /// whose history no longer held what came after the last message the app processed
+    /// (it was away too long, or the gateway lost the history). Refetch that room's state
+    /// from the backend; `messages()` goes on with the ones that follow. Sent before the
+    /// first message after the gap; counted in `stats().streamResets`.
+    public func streamResets() -> AsyncStream<String?> { streamResetHub.stream() }
 
     /// Connects, and keeps connecting after failures. Idempotent.
     public func connect() { client.connect() }
@@ -174,13 +188,14 @@ public final class TetherConnection: @unchecked Sendable {
         errorHub.finish()
         expiredHub.finish()
         replacedHub.finish()
+        streamResetHub.finish()
     }
 }
 
 /// Fans one sequence of values out to any number of AsyncStreams. Callbacks arrive on the
 /// SDK's dispatcher thread, streams are iterated elsewhere, hence the lock.
 ///
-/// A lossless hub (messages, acks, expirations) never drops a value: when a stream's
+/// A lossless hub (messages, acks, expirations, stream resets) never drops a value: when a stream's
 /// buffer is full it holds the dispatcher thread until the app has read some, which is
 /// what stops the SDK from acking messages the app has not seen (the SDK counts a message
 /// as processed once `onMessage` returns). A lossy hub (status, errors) keeps the newest.
@@ -303,6 +318,7 @@ private final class Listener: EventListener, @unchecked Sendable {
     let errors: Hub<TetherError>
     let expired: Hub<String>
     let replaced: Hub<Replaced>
+    let streamResets: Hub<String?>
 
     init(
         status: Hub<ConnectionStatus>,
@@ -310,7 +326,8 @@ private final class Listener: EventListener, @unchecked Sendable {
         acks: Hub<String>,
         errors: Hub<TetherError>,
         expired: Hub<String>,
-        replaced: Hub<Replaced>
+        replaced: Hub<Replaced>,
+        streamResets: Hub<String?>
     ) {
         self.status = status
         self.messages = messages
@@ -318,6 +335,7 @@ private final class Listener: EventListener, @unchecked Sendable {
         self.errors = errors
         self.expired = expired
         self.replaced = replaced
+        self.streamResets = streamResets
     }
 
     func onStatus(status: ConnectionStatus) { self.status.send(status) }
@@ -326,6 +344,7 @@ private final class Listener: EventListener, @unchecked Sendable {
     func onError(error: TetherError) { errors.send(error) }
     func onExpired(id: String) { expired.send(id) }
     func onReplaced(id: String, by: String) { replaced.send(Replaced(id: id, by: by)) }
+    func onStreamReset(room: String?) { streamResets.send(room) }
 }
 
 /// Hands the app's async token closure to the SDK, which awaits it as a Swift task of its

@@ -62,6 +62,7 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
     private val errorFlow = events<TetherException>()
     private val expiredFlow = events<String>()
     private val replacedFlow = events<Replaced>()
+    private val streamResetFlow = events<String?>()
 
     /** The underlying generated client, for what this wrapper does not cover. */
     val client: TetherClient = TetherClient(config, Listener(), Tokens(tokens))
@@ -69,7 +70,12 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
     /** The connection status; starts at `Idle`. */
     val status: StateFlow<ConnectionStatus> = statusFlow.asStateFlow()
 
-    /** Messages from the backend, in order, each once. */
+    /**
+     * Messages from the backend, in order, each once. Messages of a stream (a room with
+     * history, the app's broadcasts when the gateway keeps them) carry `offset`, strictly
+     * increasing within the stream; the SDK replays what a stream missed while
+     * disconnected (or while the app was killed) and reports [streamResets] when it cannot.
+     */
     val messages: SharedFlow<InboundMessage> = messageFlow.asSharedFlow()
 
     /** Ids of sent messages the gateway stored (the id [send] returned). */
@@ -86,6 +92,16 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
      * while they waited (latest wins).
      */
     val replaced: SharedFlow<Replaced> = replacedFlow.asSharedFlow()
+
+    /**
+     * Streams that lost messages for good: the room (`null`: the app's broadcast stream)
+     * whose history no longer held what came after the last message the app processed
+     * (it was away too long, or the gateway lost the history). Refetch that room's state
+     * from the backend; [messages] goes on with the ones that follow. Emitted before the
+     * first message after the gap is emitted to [messages]; counted in
+     * `stats().streamResets`.
+     */
+    val streamResets: SharedFlow<String?> = streamResetFlow.asSharedFlow()
 
     /** Whether the status is `Connected`. */
     val isConnected: Boolean get() = status.value is ConnectionStatus.Connected
@@ -219,6 +235,10 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
         override fun onReplaced(id: String, by: String) {
             replacedFlow.tryEmit(Replaced(id, by))
         }
+
+        override fun onStreamReset(room: String?) {
+            streamResetFlow.tryEmit(room)
+        }
     }
 
     private class Tokens(private val fetch: suspend () -> String?) : TokenProvider {
@@ -248,7 +268,10 @@ class Tether(config: ClientConfig, tokens: suspend () -> String?) : AutoCloseabl
         /** Messages waiting for slow collectors before delivery pauses. */
         const val MESSAGE_BUFFER = 64
 
-        /** Events (acks, errors, expiries) kept for slow collectors; older ones are dropped. */
+        /**
+         * Events (acks, errors, expiries, stream resets) kept for slow collectors; older
+         * ones are dropped.
+         */
         const val EVENT_BUFFER = 256
 
         private fun <T> events() =

@@ -25,6 +25,7 @@ import kotlinx.serialization.json.jsonArray
 import kotlinx.serialization.json.jsonObject
 import kotlinx.serialization.json.jsonPrimitive
 import kotlinx.serialization.json.long
+import kotlinx.serialization.json.longOrNull
 import kotlinx.serialization.json.put
 import kotlinx.serialization.json.Json
 
@@ -43,13 +44,38 @@ class Gateway private constructor(private val process: Process, val port: Int, p
     }
 
     /** `POST /v1/send/room`; returns how many connections it reached. */
-    fun sendToRoom(room: String, type: String, data: JsonElement): Long {
+    fun sendToRoom(room: String, type: String, data: JsonElement): Long = publishToRoom(room, type, data).delivered
+
+    /** `POST /v1/send/room`, with the stream offset a room with history gave the message. */
+    fun publishToRoom(room: String, type: String, data: JsonElement): Published {
         val body = buildJsonObject {
             put("room", room)
             put("app", APP)
             put("message", buildJsonObject { put("type", type); put("data", data) })
         }
-        return post("/v1/send/room", body).jsonObject.getValue("delivered").jsonPrimitive.long
+        return published(post("/v1/send/room", body).jsonObject)
+    }
+
+    /** `POST /v1/send/app`: a broadcast to every connection of the app. */
+    fun publishToApp(type: String, data: JsonElement): Published {
+        val body = buildJsonObject {
+            put("app", APP)
+            put("message", buildJsonObject { put("type", type); put("data", data) })
+        }
+        return published(post("/v1/send/app", body).jsonObject)
+    }
+
+    private fun published(answer: JsonObject) =
+        Published(
+            delivered = answer["delivered"]?.jsonPrimitive?.longOrNull ?: 0,
+            offset = answer["offset"]?.jsonPrimitive?.longOrNull,
+        )
+
+    /** `GET /v1/presence`: the user ids in [room], on every node. */
+    fun presenceUsers(room: String): List<String> {
+        val query = "/v1/presence?app=$APP&room=" + java.net.URLEncoder.encode(room, Charsets.UTF_8)
+        val answer = call(HttpRequest.newBuilder(uri(query)).GET())
+        return answer.jsonObject.getValue("members").jsonArray.map { it.jsonObject.getValue("userId").jsonPrimitive.content }.sorted()
     }
 
     /** `GET /v1/inbound`: every app message clients sent, oldest first. */
@@ -98,8 +124,11 @@ class Gateway private constructor(private val process: Process, val port: Int, p
             System.getProperty("tether.server.bin")
                 ?: error("-Dtether.server.bin is not set (the pom sets it from rust.lib.dir)")
 
-        /** Starts a gateway on [port] (0: any free port) and waits until it listens. */
-        fun start(port: Int = 0): Gateway {
+        /**
+         * Starts a gateway on [port] (0: any free port) with [settings] (environment
+         * variables, e.g. `WS_ROOM_HISTORY`) and waits until it listens.
+         */
+        fun start(port: Int = 0, settings: Map<String, String> = emptyMap()): Gateway {
             check(File(binary).canExecute()) { "no tether-server binary at $binary: run scripts/gen-bindings first" }
             val builder = ProcessBuilder(binary, "--bind", "127.0.0.1:$port").redirectErrorStream(true)
             builder.environment().apply {
@@ -113,6 +142,7 @@ class Gateway private constructor(private val process: Process, val port: Int, p
                 put("SHUTDOWN_TIMEOUT", "2000")
                 // The embedded broker: this gateway must not join someone's Redis.
                 listOf("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "REDIS_CLUSTER").forEach { remove(it) }
+                putAll(settings)
             }
             val process = builder.start()
             val log = mutableListOf<String>()
@@ -159,3 +189,6 @@ class Gateway private constructor(private val process: Process, val port: Int, p
         }
     }
 }
+
+/** What the backend API answered a publish: connections reached, and the stream offset (streams only). */
+data class Published(val delivered: Long, val offset: Long?)

@@ -27,9 +27,12 @@ private val devices = AtomicInteger()
 abstract class GatewayTest {
     protected lateinit var gateway: Gateway
 
+    /** The gateway's settings (environment variables); none by default. */
+    protected open val gatewaySettings: Map<String, String> = emptyMap()
+
     @BeforeAll
     fun startGateway() {
-        gateway = Gateway.start()
+        gateway = Gateway.start(settings = gatewaySettings)
     }
 
     @AfterAll
@@ -87,6 +90,18 @@ class Recorder<T>(private val channel: Channel<T>, val job: Job) {
             } while (!match(item))
             item
         }
+
+    /** What arrived and was not read yet, without waiting (moved to [seen]). */
+    fun drain(): List<T> {
+        val items = mutableListOf<T>()
+        while (true) {
+            val result = channel.tryReceive()
+            if (!result.isSuccess) break
+            items.add(result.getOrThrow())
+        }
+        seen.addAll(items)
+        return items
+    }
 
     fun stop() = job.cancel()
 }
