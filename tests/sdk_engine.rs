@@ -1727,7 +1727,12 @@ async fn a_quick_leave_and_join_is_no_stream_reset() {
         .await;
     socket.send(&room_joined("news:1", 6, "E", false, 0)).await;
     socket.send(&stream_message(Some("news:1"), 7, "E")).await;
-    wait_for(&mut h.seen, LONG, |e| matches!(e, Seen::Message(m) if m.id == "E7")).await;
+    wait_for(
+        &mut h.seen,
+        LONG,
+        |e| matches!(e, Seen::Message(m) if m.id == "E7"),
+    )
+    .await;
     assert_eq!(h.recorder.stream_resets(), Vec::<Option<String>>::new());
     assert_eq!(h.client.stats().stream_resets, 0);
 }
