@@ -1,4 +1,4 @@
-//! The connection state machine, one test per rule (ARCHITECTURE.md, docs/protocol.md §2, §8),
+//! The connection state machine, one test per rule (docs/sdk.md, docs/protocol.md §2, §8),
 //! plus properties over random event sequences. Pure: no socket, no clock.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on purpose
