@@ -21,7 +21,11 @@ fail() { echo "set-release: $*" >&2; exit 1; }
 [[ "$VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$ ]] || fail "--version must look like 1.2.3 (got '$VERSION')"
 [[ "$URL" =~ ^https://[^[:space:]\"\'\\]+\.zip$ ]] || fail "--url must be an https URL of a .zip without quotes or spaces (got '$URL')"
 [ -f "$ZIP" ] || fail "--zip: no file '$ZIP'"
-unzip -l "$ZIP" | grep -qE ' TetherFFI\.xcframework/Info\.plist$' || fail "$ZIP has no TetherFFI.xcframework/Info.plist at its top"
+# The listing is read whole before it is searched: `grep -q` on a pipe stops reading at
+# the first match, and unzip's next write would then die of SIGPIPE (a failure under
+# pipefail) whenever the listing is longer than what grep had read.
+LISTING="$(unzip -Z1 "$ZIP" 2>/dev/null)" || fail "$ZIP is not a zip archive"
+grep -qxF 'TetherFFI.xcframework/Info.plist' <<<"$LISTING" || fail "$ZIP has no TetherFFI.xcframework/Info.plist at its top"
 PKG="$DIR/Package.swift" SPEC="$DIR/Tether.podspec"
 [ -f "$PKG" ] && [ -f "$SPEC" ] || fail "no Package.swift and Tether.podspec in $DIR"
 if command -v sha256sum >/dev/null 2>&1; then

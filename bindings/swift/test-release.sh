@@ -57,6 +57,10 @@ node parse-swift.cjs "$TMP/ios" >/dev/null || fail "the filled-in Package.swift 
 
 # A later release replaces the earlier one.
 echo extra > "$XCF/ios-arm64/extra.txt"
+# A real XCFramework lists thousands of entries (headers, modules, dSYMs): a listing far
+# longer than a pipe buffer, which a check reading only up to its first match would break on.
+mkdir "$XCF/ios-arm64/Headers/many"
+for i in $(seq 1 3000); do echo "// $i" > "$XCF/ios-arm64/Headers/many/h$i.h"; done
 SUM2="$("$IOS/zip-xcframework.sh" "$XCF" "$TMP/out2/TetherFFI.xcframework.zip")"
 [ "$SUM2" != "$SUM" ] || fail "a different XCFramework gave the same checksum"
 URL2=https://downloads.example.invalid/tether/1.3.0-rc.1/TetherFFI.xcframework.zip
