@@ -6,16 +6,13 @@
 //! rejoin, when it reconnected, when `room_joined` came and whether it said `recovered`,
 //! and when the last replayed message arrived.
 
-use super::{emit, histogram, now_ns, percentiles, source, Recover};
-use crate::client::token;
-use crate::procs::APP;
-use crate::ws::{number_after, Frame, Target, Ws};
-use anyhow::{bail, Result};
+use super::{connect_user, emit, full_jitter, histogram, now_ns, percentiles, source, Recover};
+use crate::ws::{number_after, Frame};
+use anyhow::Result;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 use std::cell::{Cell, RefCell};
-use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -153,35 +150,6 @@ impl Sub {
     }
 }
 
-async fn connect(addr: SocketAddr, source: Option<IpAddr>, user: &str) -> Result<Ws> {
-    let path = format!("/ws?app={APP}&device=d-{user}");
-    let headers = format!("Authorization: Bearer {}\r\n", token(user));
-    let mut ws = Ws::connect(
-        &Target {
-            addr,
-            path: &path,
-            headers: &headers,
-            source,
-        },
-        4096,
-    )
-    .await?;
-    loop {
-        match ws.next().await? {
-            Frame::Text(text) if text.windows(22).any(|w| w == b"connection_established") => {
-                return Ok(ws)
-            }
-            Frame::Close(code) => bail!("closed with {code}"),
-            _ => {}
-        }
-    }
-}
-
-fn full_jitter(attempt: u32, base_ms: u64, cap_ms: u64) -> Duration {
-    let ceiling = cap_ms.min(base_ms.saturating_mul(1u64 << attempt.min(20)));
-    Duration::from_millis(rand::random_range(0..=ceiling))
-}
-
 /// The text between `key` and the next `"`.
 fn text_after<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let at = text.windows(key.len()).position(|w| w == key)? + key.len();
@@ -257,7 +225,7 @@ async fn subscriber(shared: Rc<Shared>, i: u32, sub: Rc<RefCell<Sub>>) {
     let mut down_ns: Option<u64> = None;
     loop {
         let connect_ns = now_ns();
-        let mut ws = match connect(target, source, &user).await {
+        let mut ws = match connect_user(target, source, &user, "", 4096).await {
             Ok(ws) => ws,
             Err(_) => {
                 tokio::time::sleep(full_jitter(attempt, 100, 2_000)).await;

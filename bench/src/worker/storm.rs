@@ -3,14 +3,11 @@
 //! resume with `since` and their device id, ack what they got, and keep a ledger of every
 //! inbox seq received (duplicates included) for the lost/duplicated check.
 
-use super::{emit, now_ns, source, Storm};
-use crate::client::token;
-use crate::procs::APP;
-use crate::ws::{number_after, Frame, Target, Ws};
-use anyhow::{bail, Result};
+use super::{connect_user, emit, full_jitter, now_ns, source, Storm};
+use crate::ws::{number_after, Frame};
+use anyhow::Result;
 use serde_json::json;
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -24,35 +21,6 @@ struct Client {
     connects: u32,
 }
 
-async fn connect(addr: SocketAddr, source: Option<IpAddr>, user: &str, since: u64) -> Result<Ws> {
-    let path = format!("/ws?app={APP}&device=d-{user}&since={since}");
-    let headers = format!("Authorization: Bearer {}\r\n", token(user));
-    let mut ws = Ws::connect(
-        &Target {
-            addr,
-            path: &path,
-            headers: &headers,
-            source,
-        },
-        2048,
-    )
-    .await?;
-    loop {
-        match ws.next().await? {
-            Frame::Text(text) if text.windows(22).any(|w| w == b"connection_established") => {
-                return Ok(ws)
-            }
-            Frame::Close(code) => bail!("closed with {code}"),
-            _ => {}
-        }
-    }
-}
-
-fn full_jitter(attempt: u32, base_ms: u64, cap_ms: u64) -> Duration {
-    let ceiling = cap_ms.min(base_ms.saturating_mul(1u64 << attempt.min(20)));
-    Duration::from_millis(rand::random_range(0..=ceiling))
-}
-
 async fn client_loop(config: Rc<Storm>, i: u32, state: Rc<RefCell<Client>>) {
     let user = format!("u{}", config.first_user + u64::from(i));
     let source = source(&config.sources, i);
@@ -60,7 +28,15 @@ async fn client_loop(config: Rc<Storm>, i: u32, state: Rc<RefCell<Client>>) {
     let mut attempt = 0u32;
     loop {
         let since = state.borrow().seqs.iter().max().copied().unwrap_or(0);
-        let mut ws = match connect(config.targets[target], source, &user, since).await {
+        let mut ws = match connect_user(
+            config.targets[target],
+            source,
+            &user,
+            &format!("&since={since}"),
+            2048,
+        )
+        .await
+        {
             Ok(ws) => ws,
             Err(_) => {
                 target = (target + 1) % config.targets.len();
