@@ -195,6 +195,13 @@ fn sender(
     (ledger, task)
 }
 
+/// A running [`sender`]: whom it sends to (None: the room), its ledger, its task.
+type Sender = (
+    Option<usize>,
+    Arc<Mutex<SenderLedger>>,
+    tokio::task::JoinHandle<()>,
+);
+
 /// One keyed send of a [`sender`].
 struct Send {
     http: reqwest::Client,
@@ -367,11 +374,7 @@ async fn keyed_retries_through_node_kills_and_a_redis_restart_store_each_message
         .map(|(u, d)| (u, d, device(addrs.clone(), format!("u{u}"), d)))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut senders: Vec<(
-        Option<usize>,
-        Arc<Mutex<SenderLedger>>,
-        tokio::task::JoinHandle<()>,
-    )> = (0..USERS)
+    let mut senders: Vec<Sender> = (0..USERS)
         .map(Some)
         .chain([None])
         .map(|user| {
@@ -410,13 +413,13 @@ async fn keyed_retries_through_node_kills_and_a_redis_restart_store_each_message
     let mut summary = Vec::new();
     let mut expected: Vec<BTreeMap<u64, (String, u64)>> = vec![BTreeMap::new(); USERS];
     for (user, ledger, _) in &senders {
-        let ledger = ledger.lock().unwrap();
-        let retried = ledger.confirmed.iter().filter(|c| c.attempts > 1).count();
-        let replayed = ledger.confirmed.iter().filter(|c| c.replayed).count();
         let stored: Vec<Value> = match user {
             Some(u) => inbox(&redis, *u),
             None => history(&addrs).await,
         };
+        let ledger = ledger.lock().unwrap();
+        let retried = ledger.confirmed.iter().filter(|c| c.attempts > 1).count();
+        let replayed = ledger.confirmed.iter().filter(|c| c.replayed).count();
         let position = if user.is_some() { "seq" } else { "offset" };
         let mut by_n: BTreeMap<u64, Vec<&Value>> = BTreeMap::new();
         for frame in &stored {
