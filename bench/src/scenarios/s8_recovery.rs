@@ -29,14 +29,21 @@ const CUT_MS: u64 = 3_000;
 /// Subscribers per worker process (each under the 20,000 open-file limit).
 const PER_WORKER: u32 = 2_500;
 /// Messages the room keeps: the most the gateway allows, so that a cut of 3 s and the
-/// reconnect after it stay within the history at 1,000 messages/s.
+/// reconnect after it stay within the history even at 1,000 messages/s.
 const HISTORY_SIZE: &str = "10000";
+
+/// Publish rates, messages/s. 1,000/s to 5,000 subscribers would be 5 M deliveries/s,
+/// over ten times what one node delivers on the 2-core machine these figures come from
+/// (S3: about 380 k/s); the subscribers then fall behind, are closed as slow consumers and
+/// told to refetch, which measures overload, not recovery (bench/README.md, S8). 50/s is
+/// 250 k deliveries/s at full size, within one node's reach.
+const RATES: [u32; 1] = [50];
 
 /// Runs S8.
 pub async fn run(quick: bool) -> Result<Vec<Row>> {
     let (subscribers, before_s, after_s) = if quick { (1_000, 3, 5) } else { (5_000, 8, 10) };
     let mut rows = Vec::new();
-    for rate in [1_000] {
+    for rate in RATES {
         rows.push(measure(subscribers, rate, before_s, after_s).await?);
     }
     Ok(rows)
