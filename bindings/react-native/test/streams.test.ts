@@ -142,13 +142,10 @@ describe('streams', () => {
     }
   });
 
-  // Known core bug, kept here as a todo (it runs, and reports, without failing the suite):
-  // joining, leaving and joining a history room again before the gateway answered (what
-  // StrictMode's effect replay does, or a quick remount) takes the answer to the second
-  // join, sent without a position, as a lost position: a reset nothing was missed for.
-  test('mounting useRoom while connected reports no reset', {
-    todo: 'core: the answer to a join sent after a leave (no since) counts as a reset',
-  }, async () => {
+  // Joining, leaving and joining a history room again before the gateway answered (what
+  // StrictMode's effect replay does, or a quick remount): the answer to the second join,
+  // sent without a position, is a fresh start, not a reset nothing was missed for.
+  test('mounting useRoom while connected reports no reset', async () => {
     const room = `feed:remount-${Date.now()}`;
     const store = new TetherStore(testOptions(gateway, newUser('remount')));
     const heard: Array<string | undefined> = [];
