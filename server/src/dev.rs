@@ -40,6 +40,16 @@ pub fn banner(addr: SocketAddr, jwt_secret: Option<&[u8]>, admin_key: Option<&st
              \nRead what clients sent:\n  curl -s \"http://{host}/v1/inbound?app={DEV_APP}\" -H \"Authorization: Bearer {key}\"\n"
         ));
     }
+    out.push_str("\nWatch it:\n");
+    if let Some(key) = admin_key {
+        out.push_str(&format!(
+            "  dashboard  http://{host}/admin  (sign in with the admin API key)\n  \
+             stats      curl -s http://{host}/v1/stats -H \"Authorization: Bearer {key}\"\n"
+        ));
+    }
+    out.push_str(&format!(
+        "  metrics    http://{host}/metrics  (Prometheus text)\n"
+    ));
     out
 }
 
@@ -61,6 +71,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Bearer admin-key-0123456789"));
+        for place in ["/admin ", "/v1/stats ", "/metrics "] {
+            assert!(
+                text.contains(&format!("http://127.0.0.1:8080{place}")),
+                "{place}: {text}"
+            );
+        }
         let token = text
             .lines()
             .find(|l| l.trim_start().starts_with("eyJ"))

@@ -518,6 +518,7 @@ impl Hub {
             .filter(|entry| self.offer(&entry.member, frame))
             .count() as u64;
         self.metrics.deliveries_user.increment(delivered);
+        record_lag(&self.metrics.lag_user, frame, delivered);
         delivered
     }
 
@@ -530,6 +531,7 @@ impl Hub {
         };
         let delivered = members.values().filter(|m| self.offer(m, frame)).count() as u64;
         self.metrics.deliveries_room.increment(delivered);
+        record_lag(&self.metrics.lag_room, frame, delivered);
         delivered
     }
 
@@ -541,6 +543,7 @@ impl Hub {
         };
         let delivered = members.values().filter(|m| self.offer(m, frame)).count() as u64;
         self.metrics.deliveries_app.increment(delivered);
+        record_lag(&self.metrics.lag_app, frame, delivered);
         delivered
     }
 
@@ -742,6 +745,16 @@ fn remove_from_room(
         });
     }
     None
+}
+
+/// Records a message's publish-to-fan-out lag, when this node had someone to give it to.
+fn record_lag(histogram: &metrics::Histogram, frame: &Outgoing, delivered: u64) {
+    if delivered == 0 {
+        return;
+    }
+    if let Some(lag) = crate::metrics::seconds_since_ts(&frame.text, crate::clock::now_ms()) {
+        histogram.record(lag);
+    }
 }
 
 #[cfg(test)]

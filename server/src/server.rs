@@ -9,6 +9,7 @@ use crate::broker::memory::{MemoryBroker, MemorySettings};
 use crate::broker::redis::connection::Target;
 use crate::broker::redis::sentinel::SentinelTarget;
 use crate::broker::redis::{RedisBroker, RedisSettings};
+use crate::broker::timed::Timed;
 use crate::broker::Broker;
 use crate::config::{redact_url, Config};
 use crate::gateway::handshake;
@@ -56,7 +57,8 @@ impl Gateway {
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
         let node: Arc<str> = Arc::from(new_server_id());
         let hub = Arc::new(Hub::new(node.clone(), config.outbound_queue));
-        let broker = make_broker(&config, hub.clone()).await?;
+        let broker: Arc<dyn Broker> =
+            Arc::new(Timed::new(make_broker(&config, hub.clone()).await?));
         let verifier = TokenVerifier::new(&config.jwt)?;
         let listener = listen(config.bind).map_err(|source| StartError::Bind {
             addr: config.bind,
@@ -67,7 +69,7 @@ impl Gateway {
             source,
         })?;
         let shared = Arc::new(Shared::new(config, node.clone(), hub, broker, verifier));
-        crate::metrics::prometheus();
+        crate::metrics::start();
 
         let app = Router::new().route(tether_protocol::WS_PATH, get(handshake::handle));
         #[cfg(feature = "autobahn-echo")]

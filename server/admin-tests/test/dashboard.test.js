@@ -1,7 +1,8 @@
 // The /admin dashboard in headless Chromium against a real tether-server: the key prompt
 // (a wrong key is refused with a clear message), live connection counts by app and type,
-// the message-rate chart, the publish form reaching a connected client, and the presence
-// lookup.
+// the message-rate chart (its time axis, its labels outside the stretched drawing, equal
+// series all visible), the publish form reaching a connected client, disconnecting a
+// user, following the messages clients send, and the presence lookup.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -122,6 +123,63 @@ describe('admin dashboard', { skip: skip ?? false }, () => {
     assert.ok(box.width > 100 && box.height > 100, JSON.stringify(box));
   });
 
+  test('the chart has a time axis, unstretched labels, and keeps equal series visible', async () => {
+    // The SVG stretches to the card: any text inside it would stretch too, so none is there.
+    assert.equal(await page.locator('#chart text').count(), 0);
+    assert.match(await text('#chart-max'), /^\d+(\.\d)?\/s$/);
+    // Five wall-clock ticks, 30 s apart, the last one now.
+    const ticks = page.locator('#chart-time span');
+    assert.equal(await ticks.count(), 5);
+    const labels = await ticks.allTextContents();
+    for (const label of labels) assert.match(label, /^\d{2}:\d{2}:\d{2}$/, labels.join(' '));
+    const seconds = labels.map((l) => l.split(':').reduce((total, part) => total * 60 + Number(part), 0));
+    const now = new Date();
+    const nowSeconds = now.getHours() * 3600 + now.getMinutes() * 60 + now.getSeconds();
+    assert.ok(Math.abs(seconds[4] - nowSeconds) <= 5 || Math.abs(seconds[4] - nowSeconds) >= 86395, `${labels[4]} is not now`);
+    for (let i = 1; i < 5; i += 1) {
+      const step = (seconds[i] - seconds[i - 1] + 86400) % 86400;
+      assert.equal(step, 30, labels.join(' '));
+    }
+    // Vertical grid lines at the inner ticks.
+    assert.equal(await page.locator('#chart line.grid-line').count(), 3);
+    // Drawn widest first: a series lying on another (all 0 on an idle node) still shows
+    // as a border around the later, narrower line.
+    const widths = await page.locator('#chart polyline').evaluateAll((lines) =>
+      lines.map((l) => Number(l.getAttribute('stroke-width'))));
+    assert.equal(widths.length, 4);
+    for (let i = 1; i < widths.length; i += 1) assert.ok(widths[i] < widths[i - 1], widths.join(' '));
+    // Rendered, each line shows pixels of its own colour where all lie at zero.
+    await waitFor('an idle poll', async () => {
+      const shown = await page.locator('#rates [data-series="frames in"]').textContent();
+      return /: 0\.0\/s/.test(shown) ? true : undefined;
+    });
+    const shot = await page.locator('#chart').screenshot();
+    const colours = await page.evaluate(async (png) => {
+      const image = new Image();
+      image.src = `data:image/png;base64,${png}`;
+      await image.decode();
+      const canvas = document.createElement('canvas');
+      canvas.width = image.width;
+      canvas.height = image.height;
+      const context = canvas.getContext('2d');
+      context.drawImage(image, 0, 0);
+      const { data } = context.getImageData(0, 0, image.width, image.height);
+      const seen = new Set();
+      for (let i = 0; i < data.length; i += 4) seen.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
+      return [...seen];
+    }, shot.toString('base64'));
+    const near = (hex) => {
+      const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+      return colours.some((c) => {
+        const [cr, cg, cb] = c.split(',').map(Number);
+        return Math.abs(cr - r) + Math.abs(cg - g) + Math.abs(cb - b) < 30;
+      });
+    };
+    for (const colour of ['#2f6fde', '#1f9d55', '#d97706', '#9333ea']) {
+      assert.ok(near(colour), `no ${colour} pixel: a series is hidden`);
+    }
+  });
+
   test('the publish form reaches a connected user and a room, and shows refusals', async () => {
     const [alice, bob] = clients;
     await page.selectOption('#target', 'user');
@@ -193,6 +251,51 @@ describe('admin dashboard', { skip: skip ?? false }, () => {
     await waitFor('the refusal', async () => /^Refused: 400 invalid_request: /.test(await result.textContent()));
     assert.equal(await result.getAttribute('class'), 'error');
     assert.equal(await page.locator('#presence-members').isVisible(), false);
+  });
+
+  test('disconnecting a user closes each of its connections on every node', async () => {
+    const phone = await gateway.connect('dave', 'shop', 'dave-phone');
+    const laptop = await gateway.connect('dave', 'shop', 'dave-laptop');
+    const closed = [phone, laptop].map((client) => new Promise((resolve) => client.ws.addEventListener('close', (e) => resolve(e.code))));
+    await page.fill('#kick-app', 'shop');
+    await page.fill('#kick-user', 'dave');
+    await page.click('#kick-form button[type=submit]');
+    const result = page.locator('#kick-result');
+    await waitFor('the answer', async () => (await result.textContent()) === 'Disconnected 2 connections of dave');
+    assert.equal(await result.getAttribute('class'), 'ok');
+    assert.deepEqual(await Promise.all(closed), [4403, 4403]);
+
+    await page.fill('#kick-app', 'bad app');
+    await page.click('#kick-form button[type=submit]');
+    await waitFor('the refusal', async () => /^Refused: 400 invalid_request: /.test(await result.textContent()));
+    assert.equal(await result.getAttribute('class'), 'error');
+  });
+
+  test('the messages clients send are listed, newest first, and followed', async () => {
+    const [alice] = clients;
+    const sendChat = async (id, text) => {
+      alice.ws.send(JSON.stringify({ type: 'chat', id, data: { text } }));
+      await waitFor(`${id} acked`, () => alice.frames.find((f) => f.type === 'ack' && f.data?.id === id));
+    };
+    await sendChat('chat-1', 'first');
+    await page.fill('#inbound-app', 'shop');
+    await page.click('#inbound-form button[type=submit]');
+    const result = page.locator('#inbound-result');
+    await waitFor('the answer', async () => /^1 message from clients of shop$/.test(await result.textContent()));
+    const rows = () => page.locator('#inbound-messages tbody tr').evaluateAll((trs) =>
+      trs.map((tr) => [...tr.cells].slice(1).map((td) => td.textContent)));
+    assert.deepEqual(await rows(), [['alice', 'alice-phone', 'chat', 'chat-1', '{"text":"first"}']]);
+    // A message sent while the card is shown appears on top at the next poll.
+    await sendChat('chat-2', 'second');
+    await waitFor('the new message listed', async () => ((await rows())[0]?.[3] === 'chat-2' ? true : undefined));
+    assert.deepEqual((await rows()).map((r) => r[3]), ['chat-2', 'chat-1']);
+
+    await page.fill('#inbound-app', 'no spaces');
+    await page.click('#inbound-form button[type=submit]');
+    await waitFor('the refusal', async () => /^Refused: 400 invalid_request: /.test(await result.textContent()));
+    assert.equal(await page.locator('#inbound-messages').isVisible(), false);
+    mkdirSync(SHOTS, { recursive: true });
+    await page.screenshot({ path: join(SHOTS, 'dashboard-operations.png'), fullPage: true });
   });
 
   test('forgetting the key returns to the prompt', async () => {

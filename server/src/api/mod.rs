@@ -23,8 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use error::ApiError;
-use metrics::counter;
+use metrics::{counter, histogram};
 use std::sync::Arc;
+use std::time::Instant;
 use tether_protocol::HttpErrorCode;
 use tracing::debug;
 
@@ -160,10 +161,14 @@ async fn json_errors(response: Response) -> Response {
     answer
 }
 
-/// `tether_api_requests_total{route, status}`, refusals by the admin-key check included.
+/// `tether_api_requests_total{route, status}` and `tether_api_request_duration_seconds{route}`,
+/// refusals by the admin-key check included.
 /// The route is the matched pattern from [`table`], so the label set stays small.
 async fn count_requests(route: MatchedPath, request: Request, next: Next) -> Response {
+    let started = Instant::now();
     let response = next.run(request).await;
+    histogram!("tether_api_request_duration_seconds", "route" => route.as_str().to_owned())
+        .record(started.elapsed().as_secs_f64());
     counter!(
         "tether_api_requests_total",
         "route" => route.as_str().to_owned(),

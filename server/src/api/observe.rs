@@ -1,7 +1,6 @@
 //! `GET /v1/stats`, `GET /health` and `GET /metrics`.
 
 use super::error::ApiError;
-use crate::metrics::prometheus;
 use crate::state::Shared;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -41,7 +40,7 @@ pub async fn health(State(shared): State<Arc<Shared>>) -> Response {
 pub async fn metrics() -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus().render(),
+        crate::metrics::render(),
     )
         .into_response()
 }

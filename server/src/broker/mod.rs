@@ -13,6 +13,7 @@ pub mod memory;
 pub mod presence;
 pub mod redis;
 pub mod stream;
+pub mod timed;
 
 use crate::hub::Topic;
 use crate::ids::ConnRef;

@@ -22,10 +22,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use metrics::counter;
+use metrics::{counter, histogram};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tether_protocol::stream::StreamPosition;
 use tether_protocol::{names, HttpErrorBody, HttpErrorCode};
 use tokio::net::TcpStream;
@@ -79,13 +80,17 @@ pub async fn handle(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     mut request: Request,
 ) -> Response {
-    match admit(&shared, remote, &mut request).await {
-        Ok(response) => response,
+    let started = Instant::now();
+    let (response, outcome) = match admit(&shared, remote, &mut request).await {
+        Ok(response) => (response, "accepted"),
         Err(refusal) => {
             debug!(%remote, code = refusal.code.as_str(), message = %refusal.message, "handshake refused");
-            refusal.into_response()
+            (refusal.into_response(), "refused")
         }
-    }
+    };
+    histogram!("tether_handshake_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn admit(

@@ -1,18 +1,23 @@
 // Tether admin dashboard: asks for the admin key, keeps it in sessionStorage, and polls
 // GET /v1/stats and GET /metrics with it as a bearer token. Message rates are computed
-// here from the Prometheus counters and drawn as an SVG chart. It also publishes, and
-// looks up who is in a room (GET /v1/presence). No library, no build step.
+// here from the Prometheus counters and drawn as an SVG chart with a time axis. It also
+// publishes, disconnects a user (DELETE /v1/connections), follows the messages clients
+// send (GET /v1/inbound) and looks up who is in a room (GET /v1/presence). No library,
+// no build step.
 'use strict';
 
 const KEY_STORAGE = 'tether.adminKey';
 const POLL_MS = Number(new URLSearchParams(location.search).get('poll')) || 2000;
 const WINDOW_MS = 120000;
+// Drawn in this order, each narrower than the one before, so series with equal rates
+// (all at 0 on an idle node) stay visible as nested strokes instead of hiding each other.
 const SERIES = [
-  { name: 'deliveries', metric: 'tether_deliveries_total', color: '#2f6fde' },
-  { name: 'frames in', metric: 'tether_frames_in_total', color: '#1f9d55' },
-  { name: 'frames out', metric: 'tether_frames_out_total', color: '#d97706' },
-  { name: 'inbound stored', metric: 'tether_inbound_stored_total', color: '#9333ea' },
+  { name: 'deliveries', metric: 'tether_deliveries_total', color: '#2f6fde', width: 10 },
+  { name: 'frames in', metric: 'tether_frames_in_total', color: '#1f9d55', width: 7 },
+  { name: 'frames out', metric: 'tether_frames_out_total', color: '#d97706', width: 4 },
+  { name: 'inbound stored', metric: 'tether_inbound_stored_total', color: '#9333ea', width: 2 },
 ];
+const TICKS = 4; // time-axis intervals over the window (every 30 s)
 
 const $ = (id) => document.getElementById(id);
 let timer = null;
@@ -59,6 +64,7 @@ async function api(method, path, body) {
 
 function showLogin(error) {
   stopPolling();
+  inbound = null;
   $('dashboard').hidden = true;
   $('logout').hidden = true;
   $('login').hidden = false;
@@ -114,6 +120,7 @@ async function poll() {
     renderStats(stats);
     addRates(parseMetrics(metrics));
     drawChart();
+    await followInbound();
     $('poll-error').hidden = true;
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
@@ -217,12 +224,19 @@ function drawChart() {
   const pad = 4;
   svg.replaceChildren();
   const max = Math.max(1, ...history.flatMap((point) => Object.values(point.rates)));
-  const top = document.createElementNS(SVG, 'text');
-  top.setAttribute('x', '6');
-  top.setAttribute('y', '14');
-  top.setAttribute('class', 'axis');
-  top.textContent = `${max.toFixed(1)}/s`;
-  svg.append(top);
+  $('chart-max').textContent = `${formatRate(max)}/s`;
+  for (let tick = 1; tick < TICKS; tick += 1) {
+    const grid = document.createElementNS(SVG, 'line');
+    const at = ((width * tick) / TICKS).toFixed(1);
+    grid.setAttribute('x1', at);
+    grid.setAttribute('x2', at);
+    grid.setAttribute('y1', '0');
+    grid.setAttribute('y2', String(height));
+    grid.setAttribute('class', 'grid-line');
+    grid.setAttribute('vector-effect', 'non-scaling-stroke');
+    svg.append(grid);
+  }
+  drawTimeAxis();
   if (history.length === 0) return;
   const now = history.at(-1).at;
   const x = (at) => width - ((now - at) / WINDOW_MS) * width;
@@ -231,7 +245,8 @@ function drawChart() {
     const line = document.createElementNS(SVG, 'polyline');
     line.setAttribute('fill', 'none');
     line.setAttribute('stroke', series.color);
-    line.setAttribute('stroke-width', '2');
+    line.setAttribute('stroke-width', String(series.width));
+    line.setAttribute('stroke-linejoin', 'round');
     line.setAttribute('vector-effect', 'non-scaling-stroke');
     line.dataset.series = series.name;
     const points = history.map((point) => `${x(point.at).toFixed(1)},${y(point.rates[series.name]).toFixed(1)}`);
@@ -241,6 +256,22 @@ function drawChart() {
     svg.append(line);
   }
 }
+
+/** Wall-clock times under the chart: the window's start, every 30 s, and now. */
+function drawTimeAxis() {
+  const axis = $('chart-time');
+  axis.replaceChildren();
+  const now = Date.now();
+  for (let tick = 0; tick <= TICKS; tick += 1) {
+    const label = document.createElement('span');
+    const at = new Date(now - ((TICKS - tick) * WINDOW_MS) / TICKS);
+    label.textContent = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+    label.dataset.secondsAgo = String(((TICKS - tick) * WINDOW_MS) / TICKS / 1000);
+    axis.append(label);
+  }
+}
+
+const formatRate = (rate) => (rate >= 100 ? rate.toFixed(0) : rate.toFixed(1));
 
 // ---- publish ----
 
@@ -280,6 +311,99 @@ async function publish(event) {
     }
     showResult(result, false, `Refused: ${error.message}`);
   }
+}
+
+// ---- disconnect ----
+
+async function kick(event) {
+  event.preventDefault();
+  const result = $('kick-result');
+  const user = $('kick-user').value;
+  const query = new URLSearchParams({ app: $('kick-app').value.trim(), userId: user });
+  try {
+    const answer = await api('DELETE', `/v1/connections?${query}`);
+    showResult(result, true, `Disconnected ${plural(answer.kicked, 'connection')} of ${user}`);
+  } catch (error) {
+    if (signedOut(error)) return;
+    showResult(result, false, `Refused: ${error.message}`);
+  }
+}
+
+// ---- messages from clients ----
+
+const INBOUND_SHOWN = 20;
+const INBOUND_PAGE = 1000;
+const INBOUND_FIRST_PAGES = 50; // at most 50,000 older messages skipped to reach the end
+let inbound = null; // { app, next, messages } while the card follows an app
+
+async function showInbound(event) {
+  event.preventDefault();
+  const app = $('inbound-app').value.trim();
+  const result = $('inbound-result');
+  inbound = { app, next: undefined, messages: [] };
+  const mine = inbound;
+  try {
+    let pages = 0;
+    let more = true;
+    while (more && pages < INBOUND_FIRST_PAGES) {
+      more = (await readInbound(mine)) === INBOUND_PAGE;
+      pages += 1;
+      if (inbound !== mine) return;
+    }
+    const note = more ? ` (${INBOUND_FIRST_PAGES * INBOUND_PAGE} read; newer ones follow as they come)` : '';
+    showResult(result, true, `${plural(mine.messages.length, 'message')} from clients of ${app}${note}`);
+    renderInbound();
+  } catch (error) {
+    if (signedOut(error)) return;
+    if (inbound === mine) inbound = null;
+    $('inbound-messages').hidden = true;
+    showResult(result, false, `Refused: ${error.message}`);
+  }
+}
+
+/** Reads the page after the card's cursor into it; the number of messages read. */
+async function readInbound(state) {
+  const query = new URLSearchParams({ app: state.app, limit: String(INBOUND_PAGE) });
+  if (state.next) query.set('after', state.next);
+  const page = await api('GET', `/v1/inbound?${query}`);
+  if (page.next) state.next = page.next;
+  state.messages = state.messages.concat(page.messages).slice(-INBOUND_SHOWN);
+  return page.messages.length;
+}
+
+/** Called by each poll: new messages of the followed app. */
+async function followInbound() {
+  const state = inbound;
+  if (state === null) return;
+  if ((await readInbound(state)) > 0 && inbound === state) renderInbound();
+}
+
+function renderInbound() {
+  const table = $('inbound-messages');
+  const body = table.tBodies[0];
+  body.replaceChildren();
+  for (const message of [...inbound.messages].reverse()) {
+    const row = body.insertRow();
+    row.dataset.name = message.id;
+    row.insertCell().textContent = new Date(message.ts).toLocaleTimeString([], { hour12: false });
+    row.insertCell().textContent = message.userId;
+    row.insertCell().textContent = message.device ?? '';
+    row.insertCell().textContent = message.type;
+    row.insertCell().textContent = message.id;
+    const data = row.insertCell();
+    data.className = 'data';
+    data.textContent = message.data === undefined ? '' : JSON.stringify(message.data);
+    data.title = data.textContent;
+  }
+  table.hidden = inbound.messages.length === 0;
+}
+
+/** A 401 means the key is no longer accepted: back to the prompt. True when it was. */
+function signedOut(error) {
+  if (!(error instanceof ApiError && error.status === 401)) return false;
+  sessionStorage.removeItem(KEY_STORAGE);
+  showLogin(`The gateway no longer accepts the key (${error.message}).`);
+  return true;
 }
 
 // ---- presence ----
@@ -342,6 +466,8 @@ document.addEventListener('DOMContentLoaded', () => {
   $('target').addEventListener('change', targetChanged);
   $('publish-form').addEventListener('submit', publish);
   $('presence-form').addEventListener('submit', lookUpPresence);
+  $('kick-form').addEventListener('submit', kick);
+  $('inbound-form').addEventListener('submit', showInbound);
   targetChanged();
   renderLegend();
   const key = sessionStorage.getItem(KEY_STORAGE);
