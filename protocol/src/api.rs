@@ -191,6 +191,52 @@ pub struct InboundPage {
     pub next: Option<String>,
 }
 
+/// Answer to `GET /v1/rooms`: the rooms of an app with members on the answering node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomList {
+    /// The node that answered (the list is of its connections only).
+    pub server_id: String,
+    /// The app.
+    pub app: String,
+    /// Rooms of the app with members on this node, listed or not.
+    pub total: u64,
+    /// Most connections first, then by name; at most [`RoomList::MAX_ROOMS`].
+    pub rooms: Vec<RoomCount>,
+    /// Whether `rooms` stops short of `total`.
+    pub truncated: bool,
+}
+
+impl RoomList {
+    /// Rooms listed at most.
+    pub const MAX_ROOMS: usize = 1000;
+}
+
+/// One room of a [`RoomList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomCount {
+    /// The room.
+    pub room: String,
+    /// This node's connections in it.
+    pub connections: u64,
+}
+
+/// Answer to `GET /v1/inbox`: what a user's inbox keeps (the messages their devices get
+/// replayed when they connect), after a seq.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxPage {
+    /// The app.
+    pub app: String,
+    /// The user.
+    pub user_id: String,
+    /// The messages after `after`, oldest first, as clients receive them (each with `seq`).
+    pub messages: Vec<Box<RawValue>>,
+    /// Whether more follow (read on with `after` = the last one's seq).
+    pub more: bool,
+}
+
 /// Answer to `GET /v1/history`: a room's (or the app's) stream after a position.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -495,6 +495,21 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// This node's rooms of `app` with their connection counts, most connections first,
+    /// then by name. Walks every room of the node: for the admin API, not a hot path.
+    pub fn rooms_of_app(&self, app: &str) -> Vec<(Arc<str>, u64)> {
+        let state = self.state.read();
+        let mut rooms: Vec<(Arc<str>, u64)> = state
+            .rooms
+            .iter()
+            .filter(|((a, _), _)| &**a == app)
+            .map(|((_, room), members)| (room.clone(), members.len() as u64))
+            .collect();
+        drop(state);
+        rooms.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rooms
+    }
+
     /// Removes the connection from a room; `Some(topic)` when the room is now empty here.
     pub fn leave_room(&self, id: ConnId, room: &str) -> Option<Topic> {
         let mut state = self.state.write();

@@ -17,8 +17,8 @@ use std::sync::Mutex;
 use support::redis::RedisServer;
 use support::*;
 use tether_protocol::api::{
-    Health, History, InboundPage, Kicked, SendToApp, SendToRoom, SendToUser, SendToUsers,
-    SentToApp, SentToRoom, SentToUser, SentToUsers, Stats,
+    Health, History, InboundPage, InboxPage, Kicked, RoomList, SendToApp, SendToRoom, SendToUser,
+    SendToUsers, SentToApp, SentToRoom, SentToUser, SentToUsers, Stats,
 };
 use tether_protocol::server::RoomPresence;
 use tether_server::api::{endpoints, openapi::DOCUMENT, Access};
@@ -480,6 +480,8 @@ fn every_example_fits_its_schema_and_the_protocol_types() {
     round_trips::<Stats>(&ok("/v1/stats", "get"), "Stats");
     round_trips::<RoomPresence>(&ok("/v1/presence", "get"), "RoomPresence");
     round_trips::<History>(&ok("/v1/history", "get"), "History");
+    round_trips::<RoomList>(&ok("/v1/rooms", "get"), "RoomList");
+    round_trips::<InboxPage>(&ok("/v1/inbox", "get"), "InboxPage");
     round_trips::<Health>(
         &example("/paths/~1health/get/responses/503/content/application~1json/example"),
         "Health",
@@ -728,6 +730,73 @@ async fn exercise_embedded(caller: &Caller<'_>, gw: &TestGateway) {
         assert_eq!(answer.status, 400, "{query}");
     }
 
+    // Rooms of this node: alice's one connection in orders:1.
+    let answer = caller
+        .query_checked(Method::GET, &format!("/v1/rooms?app={APP}"))
+        .await;
+    assert_eq!(answer.status, 200);
+    let orders = answer.body["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room"] == "orders:1")
+        .cloned();
+    assert_eq!(
+        orders,
+        Some(json!({"room": "orders:1", "connections": 1})),
+        "{}",
+        answer.body
+    );
+    let answer = caller
+        .query_checked(Method::GET, "/v1/rooms?app=nobody-here")
+        .await;
+    assert_eq!(
+        (answer.status, answer.body["total"].clone()),
+        (200, json!(0))
+    );
+    for query in ["", "?app=bad%20app"] {
+        let answer = caller
+            .query_checked(Method::GET, &format!("/v1/rooms{query}"))
+            .await;
+        assert_eq!(answer.status, 400, "{query}");
+    }
+
+    // Inbox: what alice's inbox keeps, page by page.
+    let answer = caller
+        .query_checked(Method::GET, &format!("/v1/inbox?app={APP}&userId=alice"))
+        .await;
+    assert_eq!(answer.status, 200);
+    let kept = answer.body["messages"].as_array().unwrap().clone();
+    assert!(kept.len() >= 2, "{}", answer.body);
+    assert_eq!(answer.body["more"], false);
+    let first_seq = kept[0]["seq"].as_u64().unwrap();
+    let answer = caller
+        .query_checked(
+            Method::GET,
+            &format!("/v1/inbox?app={APP}&userId=alice&after={first_seq}&limit=1"),
+        )
+        .await;
+    assert_eq!(
+        answer.body["messages"],
+        json!([kept[1].clone()]),
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.body["more"], kept.len() > 2);
+    for query in [
+        "",
+        "?app=shop",
+        "?userId=alice",
+        "?app=shop&userId=alice&limit=0",
+        "?app=shop&userId=alice&limit=1001",
+        "?app=shop&userId=alice&after=x",
+    ] {
+        let answer = caller
+            .query_checked(Method::GET, &format!("/v1/inbox{query}"))
+            .await;
+        assert_eq!(answer.status, 400, "{query}");
+    }
+
     // History: rooms matching WS_ROOM_HISTORY (news:*) and the app's broadcasts keep what
     // was sent to them, with offsets; other rooms keep nothing.
     let sent = caller
@@ -964,6 +1033,7 @@ async fn exercise_redis_down(caller: &Caller<'_>, redis: &mut RedisServer) {
         ),
         (Method::GET, format!("/v1/inbound?app={APP}"), None),
         (Method::GET, format!("/v1/presence?app={APP}&room=r"), None),
+        (Method::GET, format!("/v1/inbox?app={APP}&userId=u"), None),
         (
             Method::GET,
             format!("/v1/history?app={APP}&room=news:1"),

@@ -2,7 +2,8 @@
 // (a wrong key is refused with a clear message), live connection counts by app and type,
 // the message-rate chart (its time axis, its labels outside the stretched drawing, equal
 // series all visible), the publish form reaching a connected client, disconnecting a
-// user, following the messages clients send, and the presence lookup.
+// user, following the messages clients send, this node's rooms, a user's inbox, and the
+// presence lookup.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -296,6 +297,56 @@ describe('admin dashboard', { skip: skip ?? false }, () => {
     assert.equal(await page.locator('#inbound-messages').isVisible(), false);
     mkdirSync(SHOTS, { recursive: true });
     await page.screenshot({ path: join(SHOTS, 'dashboard-operations.png'), fullPage: true });
+  });
+
+  test('the rooms card lists this node\'s rooms by connections and follows joins', async () => {
+    // By now bob and both of alice's connections are in lobby (the presence test).
+    await page.fill('#rooms-app', 'shop');
+    await page.click('#rooms-form button[type=submit]');
+    const result = page.locator('#rooms-result');
+    await waitFor('the answer', async () => /^\d+ rooms? of shop on this node$/.test(await result.textContent()));
+    assert.equal(await cell('#rooms-list', 'lobby'), '3');
+    const [alice] = clients;
+    alice.ws.send(JSON.stringify({ type: 'join_room', data: { room: 'orders:9' } }));
+    await waitFor('orders:9 listed at the next poll', async () => ((await cell('#rooms-list', 'orders:9')) === '1' ? true : undefined));
+    const order = await page.locator('#rooms-list tbody tr').evaluateAll((trs) => trs.map((tr) => tr.dataset.name));
+    assert.equal(order[0], 'lobby', order.join(' '));
+
+    await page.fill('#rooms-app', 'bad app');
+    await page.click('#rooms-form button[type=submit]');
+    await waitFor('the refusal', async () => /^Refused: 400 invalid_request: /.test(await result.textContent()));
+    assert.equal(await page.locator('#rooms-list').isVisible(), false);
+  });
+
+  test('the inbox card shows what a user\'s inbox keeps, newest first', async () => {
+    // The publish test sent alice one message; two more now.
+    for (const n of [1, 2]) {
+      const response = await fetch(`${gateway.url}/v1/send/user`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ userId: 'alice', app: 'shop', message: { type: 'order_update', data: { n } } }),
+      });
+      assert.equal(response.status, 200);
+    }
+    await page.fill('#inbox-app', 'shop');
+    await page.fill('#inbox-user', 'alice');
+    await page.click('#inbox-form button[type=submit]');
+    const result = page.locator('#inbox-result');
+    await waitFor('the answer', async () => (await result.textContent()) === '3 messages kept for alice in shop');
+    const rows = await page.locator('#inbox-messages tbody tr').evaluateAll((trs) =>
+      trs.map((tr) => [tr.cells[0].textContent, tr.cells[2].textContent, tr.cells[3].textContent]));
+    assert.deepEqual(rows.map((r) => r.slice(1)), [
+      ['order_update', '{"n":2}'],
+      ['order_update', '{"n":1}'],
+      ['notification', '{"text":"from the dashboard"}'],
+    ]);
+    const seqs = rows.map((r) => Number(r[0]));
+    assert.ok(seqs[0] > seqs[1] && seqs[1] > seqs[2], seqs.join(' '));
+
+    await page.fill('#inbox-user', 'nobody');
+    await page.click('#inbox-form button[type=submit]');
+    await waitFor('the empty answer', async () => (await result.textContent()) === '0 messages kept for nobody in shop');
+    assert.equal(await page.locator('#inbox-messages').isVisible(), false);
   });
 
   test('forgetting the key returns to the prompt', async () => {

@@ -8,9 +8,11 @@ pub mod error;
 pub mod history;
 pub mod idempotency;
 pub mod inbound;
+pub mod inbox;
 pub mod observe;
 pub mod openapi;
 pub mod presence;
+pub mod rooms;
 pub mod send;
 
 use crate::auth::{api_key_matches, bearer};
@@ -102,6 +104,8 @@ fn table() -> Vec<Row> {
         row(Delete, "/v1/connections", AdminKey, send::kick),
         row(Get, "/v1/inbound", AdminKey, inbound::read),
         row(Get, "/v1/presence", AdminKey, presence::read),
+        row(Get, "/v1/rooms", AdminKey, rooms::read),
+        row(Get, "/v1/inbox", AdminKey, inbox::read),
         row(Get, "/v1/history", AdminKey, history::read),
         row(Get, "/v1/stats", AdminKey, observe::stats),
         row(Get, "/v1/openapi.json", Public, openapi::document),

@@ -2,8 +2,9 @@
 // GET /v1/stats and GET /metrics with it as a bearer token. Message rates are computed
 // here from the Prometheus counters and drawn as an SVG chart with a time axis. It also
 // publishes, disconnects a user (DELETE /v1/connections), follows the messages clients
-// send (GET /v1/inbound) and looks up who is in a room (GET /v1/presence). No library,
-// no build step.
+// send (GET /v1/inbound), lists this node's rooms (GET /v1/rooms), shows what a user's
+// inbox keeps (GET /v1/inbox) and looks up who is in a room (GET /v1/presence). No
+// library, no build step.
 'use strict';
 
 const KEY_STORAGE = 'tether.adminKey';
@@ -65,6 +66,7 @@ async function api(method, path, body) {
 function showLogin(error) {
   stopPolling();
   inbound = null;
+  roomsApp = null;
   $('dashboard').hidden = true;
   $('logout').hidden = true;
   $('login').hidden = false;
@@ -120,7 +122,7 @@ async function poll() {
     renderStats(stats);
     addRates(parseMetrics(metrics));
     drawChart();
-    await followInbound();
+    await Promise.all([followInbound(), refreshRooms()]);
     $('poll-error').hidden = true;
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
@@ -398,6 +400,97 @@ function renderInbound() {
   table.hidden = inbound.messages.length === 0;
 }
 
+// ---- rooms ----
+
+let roomsApp = null; // the app the rooms card follows
+
+async function listRooms(event) {
+  event.preventDefault();
+  roomsApp = $('rooms-app').value.trim();
+  await refreshRooms();
+}
+
+/** Called by the form and by each poll while an app is shown. */
+async function refreshRooms() {
+  const app = roomsApp;
+  if (app === null) return;
+  const result = $('rooms-result');
+  const table = $('rooms-list');
+  try {
+    const answer = await api('GET', `/v1/rooms?${new URLSearchParams({ app })}`);
+    if (app !== roomsApp) return;
+    const listed = answer.truncated ? ` (the ${answer.rooms.length} largest listed)` : '';
+    showResult(result, true, `${plural(answer.total, 'room')} of ${app} on this node${listed}`);
+    const body = table.tBodies[0];
+    body.replaceChildren();
+    for (const room of answer.rooms) {
+      const row = body.insertRow();
+      row.dataset.name = room.room;
+      row.insertCell().textContent = room.room;
+      const cell = row.insertCell();
+      cell.className = 'num';
+      cell.textContent = room.connections;
+    }
+    table.hidden = answer.rooms.length === 0;
+  } catch (error) {
+    if (signedOut(error)) return;
+    roomsApp = null;
+    table.hidden = true;
+    showResult(result, false, `Refused: ${error.message}`);
+  }
+}
+
+// ---- a user's inbox ----
+
+const INBOX_SHOWN = 20;
+const INBOX_PAGE = 1000;
+let inboxReads = 0; // only the latest read may show its answer
+
+async function showInbox(event) {
+  event.preventDefault();
+  const app = $('inbox-app').value.trim();
+  const user = $('inbox-user').value;
+  const result = $('inbox-result');
+  const table = $('inbox-messages');
+  const mine = ++inboxReads;
+  table.hidden = true;
+  try {
+    let kept = [];
+    let count = 0;
+    let after = 0;
+    for (;;) {
+      const query = new URLSearchParams({ app, userId: user, after: String(after), limit: String(INBOX_PAGE) });
+      const page = await api('GET', `/v1/inbox?${query}`);
+      if (mine !== inboxReads) return;
+      count += page.messages.length;
+      kept = kept.concat(page.messages).slice(-INBOX_SHOWN);
+      if (!page.more || page.messages.length === 0) break;
+      after = page.messages.at(-1).seq;
+    }
+    showResult(result, true, `${plural(count, 'message')} kept for ${user} in ${app}`);
+    const body = table.tBodies[0];
+    body.replaceChildren();
+    for (const message of kept.reverse()) {
+      const row = body.insertRow();
+      row.dataset.name = String(message.seq);
+      const seq = row.insertCell();
+      seq.className = 'num';
+      seq.textContent = message.seq;
+      row.insertCell().textContent = message.ts === undefined ? '' : new Date(message.ts).toLocaleTimeString([], { hour12: false });
+      row.insertCell().textContent = message.type;
+      const data = row.insertCell();
+      data.className = 'data';
+      data.textContent = message.data === undefined ? '' : JSON.stringify(message.data);
+      data.title = data.textContent;
+    }
+    table.hidden = kept.length === 0;
+  } catch (error) {
+    if (signedOut(error)) return;
+    if (mine !== inboxReads) return;
+    showResult(result, false, `Refused: ${error.message}`);
+  }
+}
+
 /** A 401 means the key is no longer accepted: back to the prompt. True when it was. */
 function signedOut(error) {
   if (!(error instanceof ApiError && error.status === 401)) return false;
@@ -468,6 +561,8 @@ document.addEventListener('DOMContentLoaded', () => {
   $('presence-form').addEventListener('submit', lookUpPresence);
   $('kick-form').addEventListener('submit', kick);
   $('inbound-form').addEventListener('submit', showInbound);
+  $('rooms-form').addEventListener('submit', listRooms);
+  $('inbox-form').addEventListener('submit', showInbox);
   targetChanged();
   renderLegend();
   const key = sessionStorage.getItem(KEY_STORAGE);
