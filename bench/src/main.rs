@@ -22,7 +22,7 @@ use std::path::PathBuf;
     about = "Benchmarks for the Tether gateway, with peers side by side"
 )]
 struct Cli {
-    /// Scenarios to run: s1 s2 s3 s4 s5 s6 s7 s8 q1 q2, or `all`; `worker <json>` is internal.
+    /// Scenarios to run: s1 s2 s3 s4 s5 s6 s7 s8 q1 q2 q3, or `all`; `worker <json>` is internal.
     #[arg(required = true)]
     what: Vec<String>,
     /// Shorter runs (fewer connections, shorter windows) for a quick look; the report says so.

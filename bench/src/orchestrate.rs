@@ -79,6 +79,12 @@ impl Worker {
         Ok(())
     }
 
+    /// SIGKILLs the worker and waits until it is gone (a crash test's kill).
+    pub async fn kill(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
     /// Closes stdin (a holding worker exits) and waits; kills it after 10 s.
     pub async fn stop(mut self) {
         self.stdin = None;

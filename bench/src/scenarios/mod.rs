@@ -5,6 +5,7 @@
 mod common;
 mod q1_sdk_queue;
 mod q2_send_users;
+mod q3_store;
 mod s1_idle;
 mod s2_connect;
 mod s3_broadcast;
@@ -29,7 +30,9 @@ pub const BOTH_CPUS: &str = "0,1";
 
 /// Runs the named scenarios and writes the report.
 pub async fn run(what: Vec<String>, quick: bool, peers: bool, out: Option<PathBuf>) -> Result<()> {
-    let all = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "q1", "q2"];
+    let all = [
+        "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "q1", "q2", "q3",
+    ];
     let chosen: Vec<String> = if what.iter().any(|w| w == "all") {
         all.iter().map(|s| (*s).to_owned()).collect()
     } else {
@@ -48,6 +51,7 @@ pub async fn run(what: Vec<String>, quick: bool, peers: bool, out: Option<PathBu
             "s7" => s7_slow::run(quick).await?,
             "s8" => s8_recovery::run(quick).await?,
             "q1" => q1_sdk_queue::run(quick).await?,
+            "q3" => q3_store::run(quick).await?,
             "q2" => q2_send_users::run(quick).await?,
             other => bail!("unknown scenario {other} (known: {})", all.join(" ")),
         };

@@ -11,6 +11,7 @@ mod proxy;
 mod publish;
 mod recover;
 mod send_room;
+pub mod store;
 mod storm;
 
 use crate::client::Dialect;
@@ -46,6 +47,8 @@ pub enum Role {
     /// An open-loop publisher through `POST /v1/send/room` keeping the confirmed
     /// offsets (S8).
     SendRoom(SendRoom),
+    /// Durable writes into a storage engine, measured or until killed (Q3).
+    Store(store::Store),
 }
 
 /// Settings of [`Role::Hold`].
@@ -212,7 +215,6 @@ pub struct SendRoom {
     pub duration_s: u64,
 }
 
-/// Ns since the epoch (all processes of a run share the box's clock).
 /// A Tether connection of `user` (device `d-<user>`, `query` appended to the handshake's,
 /// e.g. `&since=3`), returned once `connection_established` came.
 async fn connect_user(
@@ -253,6 +255,7 @@ fn full_jitter(attempt: u32, base_ms: u64, cap_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(rand::random_range(0..=ceiling))
 }
 
+/// Ns since the epoch (all processes of a run share the box's clock).
 pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -295,6 +298,7 @@ pub fn run(role: Role) -> Result<()> {
             Role::Proxy(config) => proxy::run(config).await,
             Role::Recover(config) => recover::run(config).await,
             Role::SendRoom(config) => send_room::run(config).await,
+            Role::Store(config) => store::run(config),
         }
     })
 }
