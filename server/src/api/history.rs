@@ -4,6 +4,7 @@
 //! `WS_ROOM_HISTORY_TTL` seconds (`WS_APP_HISTORY_*` for apps).
 
 use super::error::ApiError;
+use super::params;
 use crate::broker::stream::{ReadFrom, StreamName};
 use crate::state::Shared;
 use axum::extract::{Query, State};
@@ -13,10 +14,12 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::api::History;
 use tether_protocol::stream::StreamPosition;
-use tether_protocol::{names, HttpErrorCode};
+use tether_protocol::HttpErrorCode;
 
 /// Most messages one read returns.
 pub const MAX_LIMIT: usize = 1000;
+/// Messages one read returns when `limit` is absent.
+pub const DEFAULT_LIMIT: usize = 100;
 
 /// Query of `GET /v1/history`.
 #[derive(Debug, Deserialize)]
@@ -34,13 +37,10 @@ pub async fn read(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<History>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let app = query
-        .app
-        .ok_or_else(|| ApiError::invalid("app is required"))?;
-    names::validate_app(&app).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let app = params::app(query.app)?;
     let name = match &query.room {
         Some(room) => {
-            names::validate_room(room).map_err(|e| ApiError::invalid(e.to_string()))?;
+            params::check_room(room)?;
             StreamName::Room(Arc::from(room.as_str()))
         }
         None => StreamName::App,
@@ -49,10 +49,7 @@ pub async fn read(
         StreamPosition::validate_epoch(epoch)
             .map_err(|e| ApiError::invalid(format!("epoch: {e}")))?;
     }
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(format!("limit must be 1 to {MAX_LIMIT}")));
-    }
+    let limit = params::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let Some(limits) = shared.config.history_of(&name) else {
         let what = match &query.room {
             Some(room) => format!("room {room:?} keeps no history (WS_ROOM_HISTORY)"),

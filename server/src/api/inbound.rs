@@ -1,13 +1,13 @@
 //! `GET /v1/inbound`: how a backend reads the app messages clients sent, page by page.
 
 use super::error::ApiError;
+use super::params;
 use crate::state::Shared;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
 use tether_protocol::api::InboundPage;
-use tether_protocol::names;
 
 /// Largest page.
 pub const MAX_LIMIT: usize = 1000;
@@ -28,14 +28,8 @@ pub async fn read(
     query: Result<Query<InboundQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InboundPage>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let app = query
-        .app
-        .ok_or_else(|| ApiError::invalid("app is required"))?;
-    names::validate_app(&app).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid(format!("limit must be 1-{MAX_LIMIT}")));
-    }
+    let app = params::app(query.app)?;
+    let limit = params::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let page = shared
         .broker
         .read_inbound(&app, query.after.as_deref(), limit)

@@ -2,7 +2,7 @@
 //! ("did the message reach this user's inbox?"). Reading moves no device's cursor.
 
 use super::error::ApiError;
-use crate::outgoing::check_user;
+use super::params;
 use crate::state::Shared;
 use axum::extract::{Query, State};
 use axum::Json;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use tether_protocol::api::InboxPage;
-use tether_protocol::{names, HttpErrorCode};
+use tether_protocol::HttpErrorCode;
 
 /// Largest page.
 pub const MAX_LIMIT: usize = 1000;
@@ -33,18 +33,9 @@ pub async fn read(
     query: Result<Query<InboxQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InboxPage>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let app = query
-        .app
-        .ok_or_else(|| ApiError::invalid("app is required"))?;
-    names::validate_app(&app).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let user = query
-        .user_id
-        .ok_or_else(|| ApiError::invalid("userId is required"))?;
-    check_user(&user)?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid(format!("limit must be 1-{MAX_LIMIT}")));
-    }
+    let app = params::app(query.app)?;
+    let user = params::user(query.user_id)?;
+    let limit = params::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let kept = shared
         .broker
         .read_inbox(&app, &user, query.after.unwrap_or(0))

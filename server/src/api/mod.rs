@@ -11,6 +11,7 @@ pub mod inbound;
 pub mod inbox;
 pub mod observe;
 pub mod openapi;
+pub mod params;
 pub mod presence;
 pub mod rooms;
 pub mod send;

@@ -2,12 +2,12 @@
 //! member gets with `room_presence`).
 
 use super::error::ApiError;
+use super::params;
 use crate::state::Shared;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
-use tether_protocol::names;
 use tether_protocol::server::RoomPresence;
 
 /// Query of `GET /v1/presence`.
@@ -23,14 +23,8 @@ pub async fn read(
     query: Result<Query<PresenceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RoomPresence>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let app = query
-        .app
-        .ok_or_else(|| ApiError::invalid("app is required"))?;
-    names::validate_app(&app).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let room = query
-        .room
-        .ok_or_else(|| ApiError::invalid("room is required"))?;
-    names::validate_room(&room).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let app = params::app(query.app)?;
+    let room = params::room(query.room)?;
     let presence = shared.broker.room_presence(&app, &room).await;
     Ok(Json(presence.map_err(ApiError::unreadable)?))
 }

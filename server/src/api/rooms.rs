@@ -2,13 +2,13 @@
 //! counts, for dashboards (the cluster-wide view of one room is `GET /v1/presence`).
 
 use super::error::ApiError;
+use super::params;
 use crate::state::Shared;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
 use tether_protocol::api::{RoomCount, RoomList};
-use tether_protocol::names;
 
 /// Query of `GET /v1/rooms`.
 #[derive(Debug, Deserialize)]
@@ -22,10 +22,7 @@ pub async fn read(
     query: Result<Query<RoomsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RoomList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let app = query
-        .app
-        .ok_or_else(|| ApiError::invalid("app is required"))?;
-    names::validate_app(&app).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let app = params::app(query.app)?;
     let rooms = shared.hub.rooms_of_app(&app);
     let total = rooms.len() as u64;
     let listed: Vec<RoomCount> = rooms

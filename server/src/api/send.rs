@@ -5,6 +5,7 @@
 
 use super::error::{json_body, ApiError};
 use super::idempotency::{once as request_once, Keyed};
+use super::params;
 use crate::broker::stream::StreamName;
 use crate::outgoing::{
     check_app, check_room, check_user, check_users, encode, sent_to_users, Invalid,
@@ -198,14 +199,8 @@ pub async fn kick(
     query: Result<Query<KickQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Kicked>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let app = query
-        .app
-        .ok_or_else(|| ApiError::invalid("app is required"))?;
-    let user = query
-        .user_id
-        .ok_or_else(|| ApiError::invalid("userId is required"))?;
-    check_app(&app)?;
-    check_user(&user)?;
+    let app = params::app(query.app)?;
+    let user = params::user(query.user_id)?;
     let kicked = shared.broker.kick_user(&app, &user).await?;
     Ok(Json(Kicked { kicked }))
 }

@@ -381,24 +381,33 @@ async function followInbound() {
 }
 
 function renderInbound() {
-  const table = $('inbound-messages');
+  fillTable($('inbound-messages'), [...inbound.messages].reverse(), (message) => message.id, (message) => [
+    clock(message.ts), message.userId, message.device ?? '', message.type, message.id, dataCell(message.data),
+  ]);
+}
+
+/** Fills `table`'s body with a row per item (`name` keys the row, `cells` gives its
+ *  cells: text, or `{ text, className }`), and hides the table when there is none. */
+function fillTable(table, items, name, cells) {
   const body = table.tBodies[0];
   body.replaceChildren();
-  for (const message of [...inbound.messages].reverse()) {
+  for (const item of items) {
     const row = body.insertRow();
-    row.dataset.name = message.id;
-    row.insertCell().textContent = new Date(message.ts).toLocaleTimeString([], { hour12: false });
-    row.insertCell().textContent = message.userId;
-    row.insertCell().textContent = message.device ?? '';
-    row.insertCell().textContent = message.type;
-    row.insertCell().textContent = message.id;
-    const data = row.insertCell();
-    data.className = 'data';
-    data.textContent = message.data === undefined ? '' : JSON.stringify(message.data);
-    data.title = data.textContent;
+    row.dataset.name = String(name(item));
+    for (const cell of cells(item)) {
+      const { text, className } = typeof cell === 'object' ? cell : { text: cell };
+      const td = row.insertCell();
+      td.textContent = text;
+      if (className) td.className = className;
+      if (className === 'data') td.title = text;
+    }
   }
-  table.hidden = inbound.messages.length === 0;
+  table.hidden = items.length === 0;
 }
+
+const clock = (ms) => (ms === undefined ? '' : new Date(ms).toLocaleTimeString([], { hour12: false }));
+const dataCell = (data) => ({ text: data === undefined ? '' : JSON.stringify(data), className: 'data' });
+const numberCell = (n) => ({ text: String(n), className: 'num' });
 
 // ---- rooms ----
 
@@ -421,17 +430,7 @@ async function refreshRooms() {
     if (app !== roomsApp) return;
     const listed = answer.truncated ? ` (the ${answer.rooms.length} largest listed)` : '';
     showResult(result, true, `${plural(answer.total, 'room')} of ${app} on this node${listed}`);
-    const body = table.tBodies[0];
-    body.replaceChildren();
-    for (const room of answer.rooms) {
-      const row = body.insertRow();
-      row.dataset.name = room.room;
-      row.insertCell().textContent = room.room;
-      const cell = row.insertCell();
-      cell.className = 'num';
-      cell.textContent = room.connections;
-    }
-    table.hidden = answer.rooms.length === 0;
+    fillTable(table, answer.rooms, (room) => room.room, (room) => [room.room, numberCell(room.connections)]);
   } catch (error) {
     if (signedOut(error)) return;
     roomsApp = null;
@@ -468,22 +467,9 @@ async function showInbox(event) {
       after = page.messages.at(-1).seq;
     }
     showResult(result, true, `${plural(count, 'message')} kept for ${user} in ${app}`);
-    const body = table.tBodies[0];
-    body.replaceChildren();
-    for (const message of kept.reverse()) {
-      const row = body.insertRow();
-      row.dataset.name = String(message.seq);
-      const seq = row.insertCell();
-      seq.className = 'num';
-      seq.textContent = message.seq;
-      row.insertCell().textContent = message.ts === undefined ? '' : new Date(message.ts).toLocaleTimeString([], { hour12: false });
-      row.insertCell().textContent = message.type;
-      const data = row.insertCell();
-      data.className = 'data';
-      data.textContent = message.data === undefined ? '' : JSON.stringify(message.data);
-      data.title = data.textContent;
-    }
-    table.hidden = kept.length === 0;
+    fillTable(table, kept.reverse(), (message) => message.seq, (message) => [
+      numberCell(message.seq), clock(message.ts), message.type, dataCell(message.data),
+    ]);
   } catch (error) {
     if (signedOut(error)) return;
     if (mine !== inboxReads) return;
@@ -516,18 +502,9 @@ async function lookUpPresence(event) {
     if (mine !== lookUps) return;
     const listed = answer.truncated ? ` (the first ${answer.members.length} by user id listed)` : '';
     showResult(result, true, `${plural(answer.users, 'user')}, ${plural(answer.connections, 'connection')} in ${answer.room}${listed}`);
-    const body = table.tBodies[0];
-    body.replaceChildren();
-    for (const member of answer.members) {
-      const row = body.insertRow();
-      row.dataset.name = member.userId;
-      row.insertCell().textContent = member.userId;
-      row.insertCell().textContent = member.userType;
-      const cell = row.insertCell();
-      cell.className = 'num';
-      cell.textContent = member.connections;
-    }
-    table.hidden = answer.members.length === 0;
+    fillTable(table, answer.members, (member) => member.userId, (member) => [
+      member.userId, member.userType, numberCell(member.connections),
+    ]);
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
       sessionStorage.removeItem(KEY_STORAGE);
