@@ -110,8 +110,11 @@ async fn a_second_joiner_hears_the_room_from_room_joined_while_the_subscribe_is_
     first
         .send(json!({"type": "join_room", "data": {"room": "orders.9"}}))
         .await;
-    // The first join's SUBSCRIBE is now held in the proxy.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    eventually(
+        "the first join's SUBSCRIBE is held in the proxy",
+        || async { proxy.has_held() },
+    )
+    .await;
     join(&mut second, "orders.9").await;
     assert!(
         started.elapsed() >= hold,

@@ -235,6 +235,7 @@ impl RedisCluster {
 pub struct HoldingProxy {
     pub port: u16,
     accepting: tokio::task::JoinHandle<()>,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl HoldingProxy {
@@ -244,6 +245,7 @@ impl HoldingProxy {
         let needles: std::sync::Arc<Vec<Vec<u8>>> =
             std::sync::Arc::new(needles.iter().map(|n| n.as_bytes().to_vec()).collect());
         let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let holding = held.clone();
         let accepting = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
@@ -260,7 +262,16 @@ impl HoldingProxy {
                 tokio::spawn(forward(server_read, client_write, None));
             }
         });
-        HoldingProxy { port, accepting }
+        HoldingProxy {
+            port,
+            accepting,
+            held: holding,
+        }
+    }
+
+    /// Whether the matching chunk has arrived (and is being held, or was).
+    pub fn has_held(&self) -> bool {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
