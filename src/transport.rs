@@ -1,7 +1,7 @@
 //! The WebSocket transport: opens `wss://…/ws?app&device&since` with the token in the
 //! `Authorization` header (tokio-tungstenite over rustls with the `ring` provider chosen
 //! explicitly), then runs one I/O task per socket that bridges frames to two channels, so
-//! the engine only ever sees [`Incoming`] and sends [`Outgoing`]. The [`Connector`] trait
+//! the engine only ever sees [`Incoming`] and sends [`SocketCommand`]. The [`Connector`] trait
 //! lets tests put a scripted gateway in place of the network.
 
 use crate::config::Settings;
@@ -37,7 +37,7 @@ pub enum Incoming {
 
 /// A frame for the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outgoing {
+pub enum SocketCommand {
     /// A text frame.
     Text(String),
     /// Close the socket with this code.
@@ -49,7 +49,7 @@ pub enum Outgoing {
 pub struct Connection {
     /// Frames to send, in order. Unbounded because the engine bounds what it sends (a
     /// window of unacked messages) and must never wait on the socket.
-    pub outgoing: mpsc::UnboundedSender<Outgoing>,
+    pub outgoing: mpsc::UnboundedSender<SocketCommand>,
     /// Frames received. Bounded: a slow engine slows the reads, not the memory.
     pub incoming: mpsc::Receiver<Incoming>,
 }
@@ -294,7 +294,7 @@ fn refusal(error: tungstenite::Error) -> ConnectError {
 /// Moves frames between the socket and the engine until either side ends.
 async fn pump<S>(
     mut socket: tokio_tungstenite::WebSocketStream<S>,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    mut outgoing: mpsc::UnboundedReceiver<SocketCommand>,
     incoming: mpsc::Sender<Incoming>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -323,13 +323,13 @@ async fn pump<S>(
                 }
             }
             command = outgoing.recv() => match command {
-                Some(Outgoing::Text(text)) => {
+                Some(SocketCommand::Text(text)) => {
                     if let Err(e) = socket.send(Message::text(text)).await {
                         let _ = incoming.send(Incoming::Failed(e.to_string())).await;
                         return;
                     }
                 }
-                Some(Outgoing::Close(code)) => {
+                Some(SocketCommand::Close(code)) => {
                     let frame = CloseFrame { code: WsCloseCode::from(code), reason: "".into() };
                     let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(Some(frame))).await;
                     return;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tether::engine::backoff::Backoff;
-use tether::transport::{ConnectError, Outgoing};
+use tether::transport::{ConnectError, SocketCommand};
 use tether::{
     AppState, ClientConfig, ConnectionStatus, ErrorKind, NetworkKind, NetworkState, SendOptions,
     StartOptions, TetherClient, TetherError,
@@ -362,11 +362,11 @@ async fn background_disconnects_after_the_grace_period_and_foreground_reconnects
     // The gateway sees a clean close once the grace period ends.
     loop {
         match socket.from_client.recv().await.unwrap() {
-            Outgoing::Close(code) => {
+            SocketCommand::Close(code) => {
                 assert_eq!(code, 1000);
                 break;
             }
-            Outgoing::Text(_) => {}
+            SocketCommand::Text(_) => {}
         }
     }
     assert_eq!(Instant::now() - backgrounded, Duration::from_secs(30));
@@ -936,8 +936,8 @@ async fn a_gateway_that_announces_no_expiry_gets_no_refresh() {
     // Nothing but pings went out.
     while let Ok(out) = socket.from_client.try_recv() {
         match out {
-            Outgoing::Text(text) => assert!(text.contains(r#""type":"ping""#), "{text}"),
-            Outgoing::Close(code) => panic!("closed with {code}"),
+            SocketCommand::Text(text) => assert!(text.contains(r#""type":"ping""#), "{text}"),
+            SocketCommand::Close(code) => panic!("closed with {code}"),
         }
     }
 }
@@ -951,7 +951,7 @@ async fn a_provider_that_hands_back_the_same_token_is_asked_a_few_times_and_noth
     tokio::time::sleep(Duration::from_millis(99_900)).await;
     assert_eq!(h.tokens.calls(), 6, "{:?}", started.elapsed());
     while let Ok(out) = socket.from_client.try_recv() {
-        if let Outgoing::Text(text) = out {
+        if let SocketCommand::Text(text) = out {
             assert!(!text.contains("refresh_token"), "{text}");
         }
     }
@@ -964,11 +964,11 @@ async fn signing_out_during_a_session_ends_it() {
         .await;
     loop {
         match socket.from_client.recv().await {
-            Some(Outgoing::Close(code)) => {
+            Some(SocketCommand::Close(code)) => {
                 assert_eq!(code, 1000, "a normal close");
                 break;
             }
-            Some(Outgoing::Text(_)) => {}
+            Some(SocketCommand::Text(_)) => {}
             None => panic!("the socket ended without a close"),
         }
     }
@@ -1001,7 +1001,7 @@ fn presence_frame(room: &str) -> String {
 fn presence_requests_left(socket: &mut FakeSocket) -> usize {
     let mut n = 0;
     while let Ok(out) = socket.from_client.try_recv() {
-        if let Outgoing::Text(text) = out {
+        if let SocketCommand::Text(text) = out {
             n += usize::from(text.contains(r#""type":"room_presence""#));
         }
     }

@@ -27,7 +27,7 @@ pub type ConnId = u64;
 
 /// One frame on its way to a client. Cloning shares the bytes.
 #[derive(Debug, Clone)]
-pub struct Outgoing {
+pub struct QueuedFrame {
     /// The encoded envelope.
     pub text: Utf8Bytes,
     /// The inbox seq, for user messages, so a connection can skip what it already replayed.
@@ -48,10 +48,10 @@ pub struct StreamMark {
     pub epoch: Arc<str>,
 }
 
-impl Outgoing {
+impl QueuedFrame {
     /// A user message with its inbox seq.
-    pub fn user(text: Utf8Bytes, seq: u64) -> Outgoing {
-        Outgoing {
+    pub fn user(text: Utf8Bytes, seq: u64) -> QueuedFrame {
+        QueuedFrame {
             text,
             seq: Some(seq),
             stream: None,
@@ -59,8 +59,8 @@ impl Outgoing {
     }
 
     /// A live-only message (or a control frame).
-    pub fn live(text: Utf8Bytes) -> Outgoing {
-        Outgoing {
+    pub fn live(text: Utf8Bytes) -> QueuedFrame {
+        QueuedFrame {
             text,
             seq: None,
             stream: None,
@@ -68,8 +68,13 @@ impl Outgoing {
     }
 
     /// A message of the stream of `room` (`None`: the app's stream).
-    pub fn streamed(text: Utf8Bytes, room: Option<&str>, offset: u64, epoch: Arc<str>) -> Outgoing {
-        Outgoing {
+    pub fn streamed(
+        text: Utf8Bytes,
+        room: Option<&str>,
+        offset: u64,
+        epoch: Arc<str>,
+    ) -> QueuedFrame {
+        QueuedFrame {
             text,
             seq: None,
             stream: Some(Arc::new(StreamMark {
@@ -91,7 +96,7 @@ pub const ABANDON: u16 = 0;
 #[derive(Debug)]
 pub struct ConnCell {
     info: ConnInfo,
-    queue: Mutex<VecDeque<Outgoing>>,
+    queue: Mutex<VecDeque<QueuedFrame>>,
     capacity: usize,
     /// The connection task's waker, and whether anything happened since it last looked.
     waker: AtomicWaker,
@@ -125,7 +130,7 @@ impl ConnCell {
     }
 
     /// Queues a frame; false when the queue is full.
-    fn offer(&self, frame: &Outgoing) -> bool {
+    fn offer(&self, frame: &QueuedFrame) -> bool {
         let mut queue = self.queue.lock();
         if queue.len() >= self.capacity {
             return false;
@@ -138,7 +143,7 @@ impl ConnCell {
 
     /// Hands up to `max` queued frames to `each`, oldest first; a frame for which `each`
     /// returns false stays at the head of the queue and the hand-over stops.
-    pub fn take(&self, max: usize, mut each: impl FnMut(&Outgoing) -> bool) {
+    pub fn take(&self, max: usize, mut each: impl FnMut(&QueuedFrame) -> bool) {
         let mut queue = self.queue.lock();
         for _ in 0..max {
             let Some(frame) = queue.front() else { break };
@@ -521,7 +526,7 @@ impl Hub {
     }
 
     /// Delivers a frame to every local connection of a user; returns how many got it.
-    pub fn deliver_to_user(&self, app: &str, user: &str, frame: &Outgoing) -> u64 {
+    pub fn deliver_to_user(&self, app: &str, user: &str, frame: &QueuedFrame) -> u64 {
         let state = self.state.read();
         let key: (Arc<str>, Arc<str>) = (Arc::from(app), Arc::from(user));
         let Some(ids) = state.users.get(&key) else {
@@ -538,7 +543,7 @@ impl Hub {
     }
 
     /// Delivers a frame to every local member of a room; returns how many got it.
-    pub fn deliver_to_room(&self, app: &str, room: &str, frame: &Outgoing) -> u64 {
+    pub fn deliver_to_room(&self, app: &str, room: &str, frame: &QueuedFrame) -> u64 {
         let state = self.state.read();
         let key: (Arc<str>, Arc<str>) = (Arc::from(app), Arc::from(room));
         let Some(members) = state.rooms.get(&key) else {
@@ -551,7 +556,7 @@ impl Hub {
     }
 
     /// Delivers a frame to every local connection of an app; returns how many got it.
-    pub fn deliver_to_app(&self, app: &str, frame: &Outgoing) -> u64 {
+    pub fn deliver_to_app(&self, app: &str, frame: &QueuedFrame) -> u64 {
         let state = self.state.read();
         let Some(members) = state.apps.get(app) else {
             return 0;
@@ -565,7 +570,7 @@ impl Hub {
     /// Puts a frame in a member's queue without waiting. A full queue means the client
     /// does not keep up: it is closed with 4008 (what it missed of its inbox is replayed
     /// when it reconnects).
-    fn offer(&self, member: &Member, frame: &Outgoing) -> bool {
+    fn offer(&self, member: &Member, frame: &QueuedFrame) -> bool {
         if member.close_requested().is_some() {
             return false;
         }
@@ -763,7 +768,7 @@ fn remove_from_room(
 }
 
 /// Records a message's publish-to-fan-out lag, when this node had someone to give it to.
-fn record_lag(histogram: &metrics::Histogram, frame: &Outgoing, delivered: u64) {
+fn record_lag(histogram: &metrics::Histogram, frame: &QueuedFrame, delivered: u64) {
     if delivered == 0 {
         return;
     }
@@ -785,8 +790,8 @@ mod tests {
         }
     }
 
-    fn frame(text: &str) -> Outgoing {
-        Outgoing::live(Utf8Bytes::from(text))
+    fn frame(text: &str) -> QueuedFrame {
+        QueuedFrame::live(Utf8Bytes::from(text))
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod backend_message;
 pub mod broker;
 pub mod clock;
 pub mod config;
@@ -20,7 +21,6 @@ pub mod ids;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
-pub mod outgoing;
 pub mod publisher;
 pub mod server;
 pub mod state;

@@ -21,10 +21,13 @@
 //! [`Publisher::once`] sends at most once per idempotency key, sharing the records of the
 //! gateway's `Idempotency-Key` header: a retry after a timeout cannot deliver twice.
 
+use crate::backend_message::{
+    check_app, check_room, check_user, check_users, encode, sent_to_users, Encoded, Invalid,
+};
 use crate::broker::idempotency::{self, Marked, Marker, Outcome};
 use crate::broker::inbox::Retention;
 use crate::broker::redis::appender::Appender;
-use crate::broker::redis::connection::{self, Conn, Target};
+use crate::broker::redis::client::{self, Conn, Target};
 use crate::broker::redis::sentinel::{self, SentinelTarget};
 use crate::broker::redis::{keys, live_send, ops};
 use crate::broker::stream::{StreamAppended, StreamName, StreamSettings};
@@ -32,9 +35,6 @@ use crate::broker::BrokerError;
 use crate::broker::UserDelivery;
 use crate::clock::now_ms;
 use crate::hub::Topic;
-use crate::outgoing::{
-    check_app, check_room, check_user, check_users, encode, sent_to_users, Encoded, Invalid,
-};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -169,7 +169,7 @@ impl Publisher {
     }
 
     async fn connect_to(target: Target) -> Result<Publisher, PublishError> {
-        let conn = connection::open(&target, None, 1)
+        let conn = client::open(&target, None, 1)
             .await
             .map_err(|e| PublishError::Unavailable(format!("redis: {e}")))?;
         Ok(Self::start(conn, CancellationToken::new()))

@@ -6,7 +6,7 @@ use crate::api;
 use crate::auth::TokenVerifier;
 use crate::broker::inbox::Retention;
 use crate::broker::memory::{MemoryBroker, MemorySettings};
-use crate::broker::redis::connection::Target;
+use crate::broker::redis::client::Target;
 use crate::broker::redis::sentinel::SentinelTarget;
 use crate::broker::redis::{RedisBroker, RedisSettings};
 use crate::broker::timed::Timed;

@@ -719,7 +719,7 @@ async fn a_backend_that_gives_up_waiting_still_gets_the_first_answer_on_its_retr
 async fn only_the_attempt_that_holds_a_claim_records_or_frees_it_in_redis() {
     use tether_server::broker::idempotency::Store;
     use tether_server::broker::idempotency::{Claim, Record, ABANDONED_AFTER_MS};
-    use tether_server::broker::redis::connection::{open, Target};
+    use tether_server::broker::redis::client::{open, Target};
     let redis = RedisServer::start();
     let target = Target {
         urls: vec![redis.url()],

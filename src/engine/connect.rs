@@ -6,7 +6,7 @@ use super::state::{ConnectFailure, Event};
 use super::{Engine, Session};
 use crate::callbacks::app_reason;
 use crate::streams::StreamKey;
-use crate::transport::{connect_url, ConnectError, ConnectRequest, Connection, Outgoing};
+use crate::transport::{connect_url, ConnectError, ConnectRequest, Connection, SocketCommand};
 use futures_util::FutureExt;
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
@@ -146,7 +146,7 @@ impl Engine {
             task.abort();
         }
         if let Some(session) = self.session.take() {
-            let _ = session.connection.outgoing.send(Outgoing::Close(code));
+            let _ = session.connection.outgoing.send(SocketCommand::Close(code));
         }
         self.session_ended();
     }

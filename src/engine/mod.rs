@@ -28,7 +28,7 @@ use crate::queue::Outbox;
 use crate::send_options::SendOptions;
 use crate::streams::{StreamKey, Streams};
 use crate::transport::{ConnectError, Connection, Connector};
-use crate::transport::{Incoming, Outgoing};
+use crate::transport::{Incoming, SocketCommand};
 use backoff::Backoff;
 use dispatch::{HostEvent, Processed};
 use heartbeat::{Heartbeat, Verdict as HeartbeatVerdict};
@@ -663,7 +663,7 @@ impl Engine {
     fn send_frame(&mut self, text: String) {
         if let Some(session) = &self.session {
             // A closed channel means the socket task ended; its Closed event follows.
-            let _ = session.connection.outgoing.send(Outgoing::Text(text));
+            let _ = session.connection.outgoing.send(SocketCommand::Text(text));
         }
     }
 

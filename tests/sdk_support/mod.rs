@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether::engine::Snapshot;
-use tether::transport::{ConnectError, ConnectRequest, Connection, Connector, Incoming, Outgoing};
+use tether::transport::{
+    ConnectError, ConnectRequest, Connection, Connector, Incoming, SocketCommand,
+};
 use tether::{
     ConnectionStatus, EventListener, InboundMessage, TetherError, TokenError, TokenProvider,
 };
@@ -277,7 +279,7 @@ pub struct FakeSocket {
     pub request: ConnectRequest,
     pub at: Instant,
     pub to_client: mpsc::Sender<Incoming>,
-    pub from_client: mpsc::UnboundedReceiver<Outgoing>,
+    pub from_client: mpsc::UnboundedReceiver<SocketCommand>,
 }
 
 impl FakeSocket {
@@ -313,8 +315,8 @@ impl FakeSocket {
     /// The next text frame the client sent, decoded.
     pub async fn next_frame(&mut self) -> serde_json::Value {
         match self.from_client.recv().await.expect("client closed") {
-            Outgoing::Text(text) => serde_json::from_str(&text).unwrap(),
-            Outgoing::Close(code) => panic!("client closed with {code}"),
+            SocketCommand::Text(text) => serde_json::from_str(&text).unwrap(),
+            SocketCommand::Close(code) => panic!("client closed with {code}"),
         }
     }
 

@@ -2,7 +2,7 @@
 //! missing or malformed one answers 400 `invalid_request` naming it.
 
 use super::error::ApiError;
-use crate::outgoing::{check_app, check_user};
+use crate::backend_message::{check_app, check_user};
 use tether_protocol::names;
 
 /// `app`: required, a valid app name.

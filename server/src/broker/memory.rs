@@ -12,7 +12,7 @@ use super::{
     Lease, Replay, StoreOutcome, UserDelivery,
 };
 use crate::clock::now_ms;
-use crate::hub::{ConnInfo, Hub, Outgoing, Topic};
+use crate::hub::{ConnInfo, Hub, QueuedFrame, Topic};
 use crate::ids::ConnRef;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -229,7 +229,7 @@ impl Broker for MemoryBroker {
         });
         let delivered = self
             .hub
-            .deliver_to_user(app, user, &Outgoing::user(frame, seq));
+            .deliver_to_user(app, user, &QueuedFrame::user(frame, seq));
         let delivery = UserDelivery { seq, delivered };
         self.markers
             .lock()
@@ -251,7 +251,10 @@ impl Broker for MemoryBroker {
         if let Some(MarkedSend::Live(found)) = markers.find(app, &target, marker, now)? {
             return Ok(Marked::Found(found));
         }
-        let delivered = Some(self.hub.deliver_to_room(app, room, &Outgoing::live(frame)));
+        let delivered = Some(
+            self.hub
+                .deliver_to_room(app, room, &QueuedFrame::live(frame)),
+        );
         markers.record(app, &target, marker, MarkedSend::Live(delivered), now);
         Ok(Marked::New(delivered))
     }
@@ -267,7 +270,7 @@ impl Broker for MemoryBroker {
         if let Some(MarkedSend::Live(_)) = markers.find(app, "a", marker, now)? {
             return Ok(Marked::Found(()));
         }
-        let delivered = self.hub.deliver_to_app(app, &Outgoing::live(frame));
+        let delivered = self.hub.deliver_to_app(app, &QueuedFrame::live(frame));
         markers.record(app, "a", marker, MarkedSend::Live(Some(delivered)), now);
         Ok(Marked::New(()))
     }
@@ -291,7 +294,7 @@ impl Broker for MemoryBroker {
         let history = stream_entry(&mut streams, app, stream, now);
         let (offset, frame) = history.append(now, limits, body);
         let epoch = history.epoch().clone();
-        let outgoing = Outgoing::streamed(frame, stream.room(), offset, epoch.clone());
+        let outgoing = QueuedFrame::streamed(frame, stream.room(), offset, epoch.clone());
         let delivered = match stream {
             StreamName::Room(room) => self.hub.deliver_to_room(app, room, &outgoing),
             StreamName::App => self.hub.deliver_to_app(app, &outgoing),

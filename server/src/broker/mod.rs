@@ -182,7 +182,7 @@ pub trait Broker: Send + Sync + 'static {
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError>;
 
     /// Appends to the user's inbox and delivers live on every node, in seq order. `body`
-    /// is the encoded envelope without `seq` ([`crate::outgoing::Encoded::body`]). With a
+    /// is the encoded envelope without `seq` ([`crate::backend_message::Encoded::body`]). With a
     /// marker, a send that finds the marker of an earlier one sends nothing and answers its
     /// delivery (see [`Marker`]).
     async fn send_to_user(

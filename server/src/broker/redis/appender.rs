@@ -7,7 +7,7 @@
 //! Used only where one script may touch every user's keys ([`Conn::batches_appends`]);
 //! elsewhere each send is its own [`ops::append`].
 
-use super::connection::Conn;
+use super::client::Conn;
 use super::keys::{self, UserKeys};
 use super::ops::{self, Appended, UserAppend};
 use crate::broker::idempotency::Marker;

@@ -13,7 +13,7 @@
 //!   sentinels name and move to the new one after a failover.
 
 pub mod appender;
-pub mod connection;
+pub mod client;
 pub mod keys;
 mod maintenance;
 pub mod ops;
@@ -34,7 +34,7 @@ use crate::hub::{ConnInfo, Hub, Topic};
 use crate::ids::ConnRef;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use connection::{Conn, Target};
+use client::{Conn, Target};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::Value;
@@ -149,14 +149,14 @@ impl RedisBroker {
                 )
             }
             None => {
-                let main = connection::open(&settings.target, None, 1)
+                let main = client::open(&settings.target, None, 1)
                     .await
                     .map_err(unavailable)?;
-                let publisher = connection::open(&settings.target, None, 1)
+                let publisher = client::open(&settings.target, None, 1)
                     .await
                     .map_err(unavailable)?;
                 // The subscriber keeps trying to come back: it is what brings live delivery back.
-                let subscriber = connection::open(&settings.target, Some(push_tx), 1_000_000)
+                let subscriber = client::open(&settings.target, Some(push_tx), 1_000_000)
                     .await
                     .map_err(unavailable)?;
                 (main, publisher, subscriber, None)

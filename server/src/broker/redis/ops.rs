@@ -2,7 +2,7 @@
 //! [`Publisher`](crate::publisher::Publisher) (inside a backend service), so both follow
 //! exactly the same rules.
 
-use super::connection::Conn;
+use super::client::Conn;
 use super::keys::{StreamKeys, UserKeys};
 use super::{int, keys, scripts, seq_frames, unavailable};
 use crate::broker::idempotency::{Marked, Marker};

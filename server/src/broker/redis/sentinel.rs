@@ -23,7 +23,7 @@
 //! the promotion discards). A master left without replicas after a failover thus keeps
 //! taking writes, and one whose replica was just promoted refuses them.
 
-use super::connection::{self, Conn};
+use super::client::{self, Conn};
 use super::keys;
 use super::Inner;
 use futures_util::StreamExt;
@@ -554,7 +554,7 @@ impl SentinelConn {
     }
 
     async fn open(&self, master: &ConnectionInfo) -> RedisResult<ConnectionManager> {
-        connection::manager(master.clone(), self.push.clone(), self.retries).await
+        client::manager(master.clone(), self.push.clone(), self.retries).await
     }
 
     /// A connection to `master` (`push`: where its pub/sub messages go).
@@ -564,7 +564,7 @@ impl SentinelConn {
         push: Option<UnboundedSender<PushInfo>>,
         retries: usize,
     ) -> RedisResult<SentinelConn> {
-        let manager = connection::manager(master.clone(), push.clone(), retries).await?;
+        let manager = client::manager(master.clone(), push.clone(), retries).await?;
         Ok(SentinelConn {
             failover,
             current: Arc::new(RwLock::new(manager)),

@@ -4,7 +4,7 @@
 
 use super::keys::unescape;
 use super::Inner;
-use crate::hub::Outgoing;
+use crate::hub::QueuedFrame;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
@@ -117,11 +117,11 @@ fn deliver(inner: &Inner, channel: &[u8], payload: Bytes) {
             };
             match channel {
                 Channel::Room(app, room) => {
-                    let frame = Outgoing::streamed(text, Some(&room), offset, epoch);
+                    let frame = QueuedFrame::streamed(text, Some(&room), offset, epoch);
                     inner.hub.deliver_to_room(&app, &room, &frame)
                 }
                 Channel::App(app) => {
-                    let frame = Outgoing::streamed(text, None, offset, epoch);
+                    let frame = QueuedFrame::streamed(text, None, offset, epoch);
                     inner.hub.deliver_to_app(&app, &frame)
                 }
                 _ => 0,
@@ -137,7 +137,7 @@ fn deliver(inner: &Inner, channel: &[u8], payload: Bytes) {
             let Ok(text) = Utf8Bytes::try_from(payload.slice(space + 1..)) else {
                 return;
             };
-            let frame = Outgoing {
+            let frame = QueuedFrame {
                 text,
                 seq,
                 stream: None,
