@@ -6,9 +6,9 @@
 
 pub mod error;
 pub mod history;
-pub mod idempotency;
 pub mod inbound;
 pub mod inbox;
+pub mod keyed_request;
 pub mod observe;
 pub mod openapi;
 pub mod params;

@@ -1,10 +1,10 @@
 //! `POST /v1/send/user|users|room|app` and `DELETE /v1/connections`: how the backend reaches
 //! users. Each message is validated and encoded once ([`crate::backend_message`]) and handed to
 //! the broker, once per `Idempotency-Key` when the request carries one
-//! ([`super::idempotency`]).
+//! ([`super::keyed_request`]).
 
 use super::error::{json_body, ApiError};
-use super::idempotency::{once as request_once, Keyed};
+use super::keyed_request::{once as request_once, Keyed};
 use super::params;
 use crate::backend_message::{
     check_app, check_room, check_user, check_users, encode, sent_to_users, Invalid,
