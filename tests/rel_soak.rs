@@ -55,10 +55,11 @@ fn soak_node() {
     let mut config = tether_server::Config::for_tests(SECRET);
     config.bind = bind.parse().unwrap();
     config.admin_api_key = Some(tether_server::config::Secret(ADMIN.into()));
-    config.redis = Some(tether_server::config::RedisConfig {
-        urls: vec![redis.to_owned()],
-        cluster: false,
-    });
+    config.broker =
+        tether_server::config::BrokerConfig::Redis(tether_server::config::RedisConfig {
+            urls: vec![redis.to_owned()],
+            cluster: false,
+        });
     config.max_queue_per_user = 100_000;
     config.inbound_max_per_app = 10_000_000;
     config.registry_ttl = Duration::from_secs(10);

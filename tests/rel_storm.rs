@@ -45,7 +45,9 @@ async fn five_hundred_clients_reconnect_spread_out_and_lose_nothing() {
         urls: vec![redis.url()],
         cluster: false,
     };
-    let with_redis = |c: &mut tether_server::Config| c.redis = Some(redis_config.clone());
+    let with_redis = |c: &mut tether_server::Config| {
+        c.broker = tether_server::config::BrokerConfig::Redis(redis_config.clone())
+    };
     let mut backend = Backend::start(with_redis).await;
     let proxy = FaultProxy::start(backend.addr).await;
     let dirs: Vec<tempfile::TempDir> = (0..CLIENTS).map(|_| tempfile::tempdir().unwrap()).collect();

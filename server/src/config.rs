@@ -509,15 +509,42 @@ pub struct JwtConfig {
     pub leeway_s: u64,
 }
 
+/// Which broker the gateway runs on: the one place that choice is made.
+#[derive(Debug, Clone)]
+pub enum BrokerConfig {
+    /// The embedded single-node broker (no Redis configured).
+    Memory,
+    /// One Redis, or a Redis Cluster ([`RedisConfig::cluster`]).
+    Redis(RedisConfig),
+    /// The master of a Sentinel-managed set.
+    Sentinel(SentinelConfig),
+}
+
+impl BrokerConfig {
+    /// The Redis settings, when the broker is a Redis or a Cluster.
+    pub fn redis(&self) -> Option<&RedisConfig> {
+        match self {
+            BrokerConfig::Redis(redis) => Some(redis),
+            _ => None,
+        }
+    }
+
+    /// The Sentinel settings, when the broker is behind Sentinel.
+    pub fn sentinel(&self) -> Option<&SentinelConfig> {
+        match self {
+            BrokerConfig::Sentinel(sentinel) => Some(sentinel),
+            _ => None,
+        }
+    }
+}
+
 /// The validated configuration the gateway runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listen address (port 0 picks a free port).
     pub bind: SocketAddr,
-    /// Redis, or `None` for the embedded broker (or Sentinel).
-    pub redis: Option<RedisConfig>,
-    /// Redis behind Sentinel (then `redis` is `None`).
-    pub redis_sentinel: Option<SentinelConfig>,
+    /// The broker: embedded, Redis (one or a Cluster), or Redis behind Sentinel.
+    pub broker: BrokerConfig,
     /// Token checking.
     pub jwt: JwtConfig,
     /// Backend API key.
@@ -598,11 +625,9 @@ impl Config {
     /// Validates the command line / environment. `dev_secret` is the random secret that
     /// `--dev` made when `JWT_SECRET` is unset.
     pub fn from_cli(cli: &Cli, dev_secret: Option<&str>) -> Result<Config, ConfigError> {
-        let redis_sentinel = sentinel_config(cli)?;
-        let redis = if redis_sentinel.is_some() {
-            None
-        } else {
-            redis_config(cli)?
+        let broker = match sentinel_config(cli)? {
+            Some(sentinel) => BrokerConfig::Sentinel(sentinel),
+            None => redis_config(cli)?.map_or(BrokerConfig::Memory, BrokerConfig::Redis),
         };
         let jwt = jwt_config(cli, dev_secret)?;
         if let Some(key) = &cli.admin_api_key {
@@ -699,8 +724,7 @@ impl Config {
         }
         Ok(Config {
             bind: cli.bind,
-            redis,
-            redis_sentinel,
+            broker,
             jwt,
             admin_api_key: cli.admin_api_key.clone().map(Secret),
             heartbeat_interval_ms: cli.ws_heartbeat_interval,
@@ -740,8 +764,7 @@ impl Config {
     pub fn for_tests(jwt_secret: &str) -> Config {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            redis: None,
-            redis_sentinel: None,
+            broker: BrokerConfig::Memory,
             jwt: JwtConfig {
                 key: JwtKey::Secret(jwt_secret.as_bytes().to_vec()),
                 issuer: None,
@@ -1133,7 +1156,7 @@ mod tests {
     fn defaults_follow_the_protocol_table() {
         let config = parse(&["--jwt-secret", SECRET]).unwrap();
         assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
-        assert!(config.redis.is_none());
+        assert!(config.broker.redis().is_none());
         assert_eq!(config.heartbeat_interval_ms, 30_000);
         assert_eq!(config.connection_timeout_ms, 60_000);
         assert_eq!(config.max_connections_per_user, 3);
@@ -1167,7 +1190,7 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Pretty);
         let parts = parse(&["--jwt-secret", SECRET, "--redis-password", "p"]).unwrap();
         assert_eq!(
-            parts.redis.unwrap().urls,
+            parts.broker.redis().unwrap().urls,
             ["redis://:p@127.0.0.1:6379/0"],
             "REDIS_HOST 127.0.0.1, REDIS_PORT 6379, REDIS_DB 0"
         );
@@ -1180,7 +1203,9 @@ mod tests {
             "m",
         ])
         .unwrap()
-        .redis_sentinel
+        .broker
+        .sentinel()
+        .cloned()
         .unwrap();
         assert_eq!(sentinel.sync_replicas, 1);
         assert_eq!(sentinel.check_interval, Duration::from_millis(1000));
@@ -1328,7 +1353,7 @@ mod tests {
             "2",
         ])
         .unwrap();
-        let redis = config.redis.unwrap();
+        let redis = config.broker.redis().cloned().unwrap();
         assert_eq!(redis.urls, ["redis://:p%40ss%20word@cache:6380/2"]);
         assert!(!redis.cluster);
         assert_eq!(
@@ -1342,7 +1367,9 @@ mod tests {
             "redis://a:7000, redis://b:7001",
         ])
         .unwrap()
-        .redis
+        .broker
+        .redis()
+        .cloned()
         .unwrap();
         assert!(cluster.cluster);
         assert_eq!(cluster.urls.len(), 2);
@@ -1367,8 +1394,8 @@ mod tests {
             "3",
         ])
         .unwrap();
-        assert!(config.redis.is_none());
-        let sentinel = config.redis_sentinel.clone().unwrap();
+        assert!(config.broker.redis().is_none());
+        let sentinel = config.broker.sentinel().cloned().unwrap();
         assert_eq!(
             sentinel.sentinels,
             [("s1".to_owned(), 26379), ("s2".to_owned(), 26380)]

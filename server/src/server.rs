@@ -11,7 +11,7 @@ use crate::broker::redis::sentinel::SentinelTarget;
 use crate::broker::redis::{RedisBroker, RedisSettings};
 use crate::broker::timed::Timed;
 use crate::broker::Broker;
-use crate::config::{redact_url, Config};
+use crate::config::{redact_url, BrokerConfig, Config};
 use crate::gateway::handshake;
 use crate::hub::Hub;
 use crate::ids::new_server_id;
@@ -218,39 +218,43 @@ async fn make_broker(config: &Config, hub: Arc<Hub>) -> Result<Arc<dyn Broker>, 
         inbound_max_per_app: config.inbound_max_per_app,
         lease_ms: config.registry_ttl.as_millis() as u64,
     };
-    let (settings, shown) = if let Some(sentinel) = &config.redis_sentinel {
-        let target = SentinelTarget::from(sentinel);
-        let shown = format!(
-            "through sentinels {} (master {:?})",
-            target.sentinels_text(),
-            target.master_name
-        );
-        let no_urls = Target {
-            urls: Vec::new(),
-            cluster: false,
-        };
-        (redis_settings(no_urls, Some(target)), shown)
-    } else if let Some(redis) = &config.redis {
-        let target = Target {
-            urls: redis.urls.clone(),
-            cluster: redis.cluster,
-        };
-        let shown: Vec<String> = redis.urls.iter().map(|u| redact_url(u)).collect();
-        (
-            redis_settings(target, None),
-            format!("at {}", shown.join(",")),
-        )
-    } else {
-        info!("no Redis configured: embedded in-memory broker (one node only; inboxes and inbound messages do not survive a restart)");
-        return Ok(Arc::new(MemoryBroker::new(
-            hub,
-            MemorySettings {
-                retention,
-                dedup_ttl_ms,
-                inbound_max_per_app: usize::try_from(config.inbound_max_per_app)
-                    .unwrap_or(usize::MAX),
-            },
-        )));
+    let (settings, shown) = match &config.broker {
+        BrokerConfig::Sentinel(sentinel) => {
+            let target = SentinelTarget::from(sentinel);
+            let shown = format!(
+                "through sentinels {} (master {:?})",
+                target.sentinels_text(),
+                target.master_name
+            );
+            let no_urls = Target {
+                urls: Vec::new(),
+                cluster: false,
+            };
+            (redis_settings(no_urls, Some(target)), shown)
+        }
+        BrokerConfig::Redis(redis) => {
+            let target = Target {
+                urls: redis.urls.clone(),
+                cluster: redis.cluster,
+            };
+            let shown: Vec<String> = redis.urls.iter().map(|u| redact_url(u)).collect();
+            (
+                redis_settings(target, None),
+                format!("at {}", shown.join(",")),
+            )
+        }
+        BrokerConfig::Memory => {
+            info!("no Redis configured: embedded in-memory broker (one node only; inboxes and inbound messages do not survive a restart)");
+            return Ok(Arc::new(MemoryBroker::new(
+                hub,
+                MemorySettings {
+                    retention,
+                    dedup_ttl_ms,
+                    inbound_max_per_app: usize::try_from(config.inbound_max_per_app)
+                        .unwrap_or(usize::MAX),
+                },
+            )));
+        }
     };
     let broker = RedisBroker::connect(hub, settings)
         .await

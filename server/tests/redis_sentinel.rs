@@ -29,7 +29,8 @@ async fn health(gw: &TestGateway) -> (u16, Value) {
 
 async fn sentinel_gateway(set: &SentinelSet) -> TestGateway {
     let config = set.config();
-    TestGateway::with(move |c| c.redis_sentinel = Some(config)).await
+    TestGateway::with(move |c| c.broker = tether_server::config::BrokerConfig::Sentinel(config))
+        .await
 }
 
 /// One send to `u1` and the answer: (status, message id when 200).
@@ -457,7 +458,10 @@ async fn the_password_and_database_reach_the_new_master() {
     let mut config = set.config();
     config.password = Some(tether_server::config::Secret(PASSWORD.to_owned()));
     config.db = 2;
-    let gw = TestGateway::with(move |c| c.redis_sentinel = Some(config)).await;
+    let gw = TestGateway::with(move |c| {
+        c.broker = tether_server::config::BrokerConfig::Sentinel(config)
+    })
+    .await;
     let mut client = gw.connect("u1", "phone").await;
     let before = gw.send_to_user("u1", "n", json!("before")).await;
     assert_eq!(client.recv().await["id"], before["id"]);
@@ -524,15 +528,16 @@ async fn start_up_fails_clearly_when_no_sentinel_answers() {
         .unwrap()
         .port();
     let mut config = Config::for_tests(SECRET);
-    config.redis_sentinel = Some(tether_server::config::SentinelConfig {
-        sentinels: vec![("127.0.0.1".to_owned(), port)],
-        master_name: "mymaster".to_owned(),
-        sentinel_password: None,
-        password: Some(tether_server::config::Secret("data-secret".to_owned())),
-        db: 0,
-        sync_replicas: 1,
-        check_interval: Duration::from_secs(1),
-    });
+    config.broker =
+        tether_server::config::BrokerConfig::Sentinel(tether_server::config::SentinelConfig {
+            sentinels: vec![("127.0.0.1".to_owned(), port)],
+            master_name: "mymaster".to_owned(),
+            sentinel_password: None,
+            password: Some(tether_server::config::Secret("data-secret".to_owned())),
+            db: 0,
+            sync_replicas: 1,
+            check_interval: Duration::from_secs(1),
+        });
     let err = match tether_server::Gateway::start(config).await {
         Ok(_) => panic!("a gateway started without any sentinel"),
         Err(e) => e.to_string(),
@@ -563,11 +568,11 @@ fn sentinel_settings_errors_name_the_variable() {
         "1",
     ])
     .unwrap();
-    let sentinel = ok.redis_sentinel.unwrap();
+    let sentinel = ok.broker.sentinel().cloned().unwrap();
     assert_eq!(sentinel.sentinels.len(), 2);
     assert_eq!((sentinel.db, sentinel.sync_replicas), (1, 1));
     assert_eq!(sentinel.check_interval, Duration::from_secs(1));
-    assert!(ok.redis.is_none());
+    assert!(ok.broker.redis().is_none());
 
     for (args, expected) in [
         (

@@ -55,10 +55,11 @@ impl TestGateway {
         let urls_owned = urls.to_owned();
         Self::with(move |c| {
             let urls: Vec<String> = urls_owned.split(',').map(str::to_owned).collect();
-            c.redis = Some(tether_server::config::RedisConfig {
-                cluster: urls.len() > 1,
-                urls,
-            });
+            c.broker =
+                tether_server::config::BrokerConfig::Redis(tether_server::config::RedisConfig {
+                    cluster: urls.len() > 1,
+                    urls,
+                });
             change(c);
         })
         .await
