@@ -4,12 +4,62 @@
 //! `aud` when configured, and turns every failure into a refusal the handshake can send
 //! (`invalid_token` / `token_expired`). Token text never reaches a log.
 
-use crate::config::{JwtAlgorithm, JwtConfig, JwtKey};
+use clap::ValueEnum;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tether_protocol::names;
 use thiserror::Error;
+
+/// JWT signature algorithms the gateway accepts (one at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with `JWT_SECRET`.
+    Hs256,
+    /// RSA PKCS#1 v1.5 SHA-256 with the public key in `JWT_PUBLIC_KEY_FILE`.
+    Rs256,
+    /// ECDSA P-256 SHA-256 with the public key in `JWT_PUBLIC_KEY_FILE`.
+    Es256,
+}
+
+/// The key that checks client tokens.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// HS256 shared secret.
+    Secret(Vec<u8>),
+    /// RS256 or ES256 public key, PEM.
+    PublicKeyPem {
+        /// The algorithm.
+        algorithm: JwtAlgorithm,
+        /// The PEM text.
+        pem: Vec<u8>,
+    },
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Secret(_) => f.write_str("JwtKey::Secret(***)"),
+            JwtKey::PublicKeyPem { algorithm, .. } => {
+                write!(f, "JwtKey::PublicKeyPem({algorithm:?})")
+            }
+        }
+    }
+}
+
+/// JWT checking settings.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// The verification key.
+    pub key: JwtKey,
+    /// Required issuer.
+    pub issuer: Option<String>,
+    /// Required audience.
+    pub audience: Option<String>,
+    /// Leeway for `exp`/`nbf`, seconds.
+    pub leeway_s: u64,
+}
 
 /// Tokens longer than this are refused unread: no real token is near it, and it bounds the
 /// work an attacker can make the gateway do per handshake.

@@ -3,6 +3,7 @@
 //! start; a bad value stops start-up with a message that names the variable.
 
 use crate::broker::idempotency::{MAX_TTL_S, MIN_TTL_S};
+use crate::broker::redis::sentinel::SentinelTarget;
 use crate::broker::stream::{HistoryLimits, StreamName, StreamSettings};
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
@@ -10,17 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 use thiserror::Error;
 
-/// JWT signature algorithms the gateway accepts (one at a time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "UPPER")]
-pub enum JwtAlgorithm {
-    /// HMAC-SHA256 with `JWT_SECRET`.
-    Hs256,
-    /// RSA PKCS#1 v1.5 SHA-256 with the public key in `JWT_PUBLIC_KEY_FILE`.
-    Rs256,
-    /// ECDSA P-256 SHA-256 with the public key in `JWT_PUBLIC_KEY_FILE`.
-    Es256,
-}
+// The token settings belong to `auth`; the configuration names them where they are read.
+pub use crate::auth::{JwtAlgorithm, JwtConfig, JwtKey};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -471,42 +463,20 @@ impl std::fmt::Debug for SentinelConfig {
     }
 }
 
-/// The key that checks client tokens.
-#[derive(Clone)]
-pub enum JwtKey {
-    /// HS256 shared secret.
-    Secret(Vec<u8>),
-    /// RS256 or ES256 public key, PEM.
-    PublicKeyPem {
-        /// The algorithm.
-        algorithm: JwtAlgorithm,
-        /// The PEM text.
-        pem: Vec<u8>,
-    },
-}
-
-impl std::fmt::Debug for JwtKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            JwtKey::Secret(_) => f.write_str("JwtKey::Secret(***)"),
-            JwtKey::PublicKeyPem { algorithm, .. } => {
-                write!(f, "JwtKey::PublicKeyPem({algorithm:?})")
-            }
+/// The Sentinel client's target, from the gateway's settings (the broker does not read
+/// the configuration).
+impl From<&SentinelConfig> for SentinelTarget {
+    fn from(config: &SentinelConfig) -> SentinelTarget {
+        SentinelTarget {
+            sentinels: config.sentinels.clone(),
+            master_name: config.master_name.clone(),
+            sentinel_password: config.sentinel_password.as_ref().map(|s| s.0.clone()),
+            password: config.password.as_ref().map(|s| s.0.clone()),
+            db: i64::from(config.db),
+            sync_replicas: config.sync_replicas,
+            check_interval: config.check_interval,
         }
     }
-}
-
-/// JWT checking settings.
-#[derive(Debug, Clone)]
-pub struct JwtConfig {
-    /// The verification key.
-    pub key: JwtKey,
-    /// Required issuer.
-    pub issuer: Option<String>,
-    /// Required audience.
-    pub audience: Option<String>,
-    /// Leeway for `exp`/`nbf`, seconds.
-    pub leeway_s: u64,
 }
 
 /// Which broker the gateway runs on: the one place that choice is made.

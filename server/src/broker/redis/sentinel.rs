@@ -108,20 +108,6 @@ impl std::fmt::Debug for SentinelTarget {
     }
 }
 
-impl From<&crate::config::SentinelConfig> for SentinelTarget {
-    fn from(config: &crate::config::SentinelConfig) -> SentinelTarget {
-        SentinelTarget {
-            sentinels: config.sentinels.clone(),
-            master_name: config.master_name.clone(),
-            sentinel_password: config.sentinel_password.as_ref().map(|s| s.0.clone()),
-            password: config.password.as_ref().map(|s| s.0.clone()),
-            db: i64::from(config.db),
-            sync_replicas: config.sync_replicas,
-            check_interval: config.check_interval,
-        }
-    }
-}
-
 impl SentinelTarget {
     /// The sentinels at `sentinels` watching `master_name`, with the gateway's defaults:
     /// no passwords, database 0, one replica confirms each durable write, routine checks
