@@ -177,7 +177,7 @@ impl ConnCell {
     }
 
     /// Asks the connection to re-read its inbox.
-    fn request_resync(&self) {
+    pub fn request_resync(&self) {
         self.resync.store(true, Ordering::Release);
         self.signal();
     }

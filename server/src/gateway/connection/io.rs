@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// How long a connection waits before repeating a catch-up read that failed.
+const RESYNC_RETRY: Duration = Duration::from_millis(500);
+
 impl Connection {
     pub(super) async fn serve(&mut self) -> End {
         if self.socket.has_buffered_input() {
@@ -238,7 +241,17 @@ impl Connection {
                 return self.send_frames(frames.iter().map(|(_, f)| f.as_bytes()));
             }
             Ok(_) => {}
-            Err(e) => debug!(error = %e, "resync failed; the client catches up when it reconnects"),
+            Err(e) => {
+                // Typically the first command on a connection Redis dropped: it fails while
+                // the client reconnects. Nothing else would ask again while both links
+                // look healthy, so this connection asks itself, a moment later.
+                debug!(error = %e, "catch-up read failed; trying again shortly");
+                let cell = self.cell.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RESYNC_RETRY).await;
+                    cell.request_resync();
+                });
+            }
         }
         None
     }
