@@ -13,6 +13,7 @@ use crate::hub::{ConnInfo, Topic};
 use crate::ids::ConnRef;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
+use metrics::Histogram;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,28 +23,90 @@ use tether_protocol::server::RoomPresence;
 /// The histogram every operation is recorded in.
 pub const OPERATION_DURATION: &str = "tether_broker_operation_duration_seconds";
 
+/// The two histograms of one operation, registered once: recording is then an atomic
+/// push, not a registry lookup per call (acks and app messages call the broker each).
+struct Pair {
+    ok: Histogram,
+    error: Histogram,
+}
+
+impl Pair {
+    fn new(op: &'static str) -> Pair {
+        Pair {
+            ok: metrics::histogram!(OPERATION_DURATION, "op" => op, "outcome" => "ok"),
+            error: metrics::histogram!(OPERATION_DURATION, "op" => op, "outcome" => "error"),
+        }
+    }
+
+    async fn time<T>(
+        &self,
+        call: impl Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        let started = Instant::now();
+        let result = call.await;
+        let histogram = if result.is_ok() {
+            &self.ok
+        } else {
+            &self.error
+        };
+        histogram.record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// One [`Pair`] per timed operation, named as the `op` label says.
+macro_rules! operations {
+    ($($op:ident),* $(,)?) => {
+        struct Operations {
+            $($op: Pair,)*
+        }
+
+        impl Operations {
+            fn new() -> Operations {
+                Operations { $($op: Pair::new(stringify!($op)),)* }
+            }
+        }
+    };
+}
+
+operations!(
+    admit,
+    release,
+    subscribe,
+    unsubscribe,
+    send_to_user,
+    send_to_room,
+    send_to_app,
+    publish_to_stream,
+    read_stream,
+    presence_enter,
+    presence_leave,
+    room_presence,
+    kick_user,
+    open_inbox,
+    read_inbox,
+    ack_inbox,
+    store_inbound,
+    read_inbound,
+    cluster_stats,
+);
+
 /// Times the broker it wraps.
 pub struct Timed {
     inner: Arc<dyn Broker>,
+    ops: Operations,
 }
 
 impl Timed {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Broker>) -> Timed {
-        Timed { inner }
+        // The handles must come from the process's recorder, installed here if not yet.
+        crate::metrics::prometheus();
+        Timed {
+            inner,
+            ops: Operations::new(),
+        }
     }
-}
-
-async fn timed<T>(
-    op: &'static str,
-    call: impl Future<Output = Result<T, BrokerError>>,
-) -> Result<T, BrokerError> {
-    let started = Instant::now();
-    let result = call.await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::histogram!(OPERATION_DURATION, "op" => op, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
-    result
 }
 
 #[async_trait]
@@ -57,19 +120,22 @@ impl Broker for Timed {
     }
 
     async fn admit(&self, lease: &Lease, limit: u32) -> Result<Admission, BrokerError> {
-        timed("admit", self.inner.admit(lease, limit)).await
+        self.ops.admit.time(self.inner.admit(lease, limit)).await
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), BrokerError> {
-        timed("release", self.inner.release(lease)).await
+        self.ops.release.time(self.inner.release(lease)).await
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
-        timed("subscribe", self.inner.subscribe(topic)).await
+        self.ops.subscribe.time(self.inner.subscribe(topic)).await
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
-        timed("unsubscribe", self.inner.unsubscribe(topic)).await
+        self.ops
+            .unsubscribe
+            .time(self.inner.unsubscribe(topic))
+            .await
     }
 
     async fn send_to_user(
@@ -80,7 +146,7 @@ impl Broker for Timed {
         marker: Option<&Marker>,
     ) -> Result<Marked<UserDelivery>, BrokerError> {
         let call = self.inner.send_to_user(app, user, body, marker);
-        timed("send_to_user", call).await
+        self.ops.send_to_user.time(call).await
     }
 
     async fn send_to_room(
@@ -91,7 +157,7 @@ impl Broker for Timed {
         marker: Option<&Marker>,
     ) -> Result<Marked<Option<u64>>, BrokerError> {
         let call = self.inner.send_to_room(app, room, frame, marker);
-        timed("send_to_room", call).await
+        self.ops.send_to_room.time(call).await
     }
 
     async fn send_to_app(
@@ -100,7 +166,10 @@ impl Broker for Timed {
         frame: Utf8Bytes,
         marker: Option<&Marker>,
     ) -> Result<Marked<()>, BrokerError> {
-        timed("send_to_app", self.inner.send_to_app(app, frame, marker)).await
+        self.ops
+            .send_to_app
+            .time(self.inner.send_to_app(app, frame, marker))
+            .await
     }
 
     async fn publish_to_stream(
@@ -114,7 +183,7 @@ impl Broker for Timed {
         let call = self
             .inner
             .publish_to_stream(app, stream, body, limits, marker);
-        timed("publish_to_stream", call).await
+        self.ops.publish_to_stream.time(call).await
     }
 
     async fn read_stream(
@@ -126,7 +195,7 @@ impl Broker for Timed {
         limit: usize,
     ) -> Result<StreamRead, BrokerError> {
         let call = self.inner.read_stream(app, stream, from, limits, limit);
-        timed("read_stream", call).await
+        self.ops.read_stream.time(call).await
     }
 
     async fn presence_enter(
@@ -137,7 +206,7 @@ impl Broker for Timed {
         member: &ConnInfo,
     ) -> Result<(), BrokerError> {
         let call = self.inner.presence_enter(app, room, conn, member);
-        timed("presence_enter", call).await
+        self.ops.presence_enter.time(call).await
     }
 
     async fn presence_leave(
@@ -146,15 +215,24 @@ impl Broker for Timed {
         room: &str,
         conn: &ConnRef,
     ) -> Result<(), BrokerError> {
-        timed("presence_leave", self.inner.presence_leave(app, room, conn)).await
+        self.ops
+            .presence_leave
+            .time(self.inner.presence_leave(app, room, conn))
+            .await
     }
 
     async fn room_presence(&self, app: &str, room: &str) -> Result<RoomPresence, BrokerError> {
-        timed("room_presence", self.inner.room_presence(app, room)).await
+        self.ops
+            .room_presence
+            .time(self.inner.room_presence(app, room))
+            .await
     }
 
     async fn kick_user(&self, app: &str, user: &str) -> Result<u64, BrokerError> {
-        timed("kick_user", self.inner.kick_user(app, user)).await
+        self.ops
+            .kick_user
+            .time(self.inner.kick_user(app, user))
+            .await
     }
 
     async fn open_inbox(
@@ -165,7 +243,7 @@ impl Broker for Timed {
         since: Option<u64>,
     ) -> Result<Replay, BrokerError> {
         let call = self.inner.open_inbox(app, user, device, since);
-        timed("open_inbox", call).await
+        self.ops.open_inbox.time(call).await
     }
 
     async fn read_inbox(
@@ -174,7 +252,10 @@ impl Broker for Timed {
         user: &str,
         after: u64,
     ) -> Result<Vec<(u64, Utf8Bytes)>, BrokerError> {
-        timed("read_inbox", self.inner.read_inbox(app, user, after)).await
+        self.ops
+            .read_inbox
+            .time(self.inner.read_inbox(app, user, after))
+            .await
     }
 
     async fn ack_inbox(
@@ -184,11 +265,17 @@ impl Broker for Timed {
         device: Option<&str>,
         seq: u64,
     ) -> Result<AckOutcome, BrokerError> {
-        timed("ack_inbox", self.inner.ack_inbox(app, user, device, seq)).await
+        self.ops
+            .ack_inbox
+            .time(self.inner.ack_inbox(app, user, device, seq))
+            .await
     }
 
     async fn store_inbound(&self, message: InboundMessage) -> Result<StoreOutcome, BrokerError> {
-        timed("store_inbound", self.inner.store_inbound(message)).await
+        self.ops
+            .store_inbound
+            .time(self.inner.store_inbound(message))
+            .await
     }
 
     async fn read_inbound(
@@ -197,11 +284,17 @@ impl Broker for Timed {
         after: Option<&str>,
         limit: usize,
     ) -> Result<InboundPage, BrokerError> {
-        timed("read_inbound", self.inner.read_inbound(app, after, limit)).await
+        self.ops
+            .read_inbound
+            .time(self.inner.read_inbound(app, after, limit))
+            .await
     }
 
     async fn cluster_stats(&self) -> Result<ClusterStats, BrokerError> {
-        timed("cluster_stats", self.inner.cluster_stats()).await
+        self.ops
+            .cluster_stats
+            .time(self.inner.cluster_stats())
+            .await
     }
 
     async fn health(&self) -> Health {
