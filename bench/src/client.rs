@@ -53,30 +53,9 @@ pub async fn open(
     room: Option<&str>,
     read_buffer: usize,
 ) -> Result<Ws> {
-    let token = token(user);
-    let (path, headers) = match dialect {
-        Dialect::Tether => (
-            format!("/ws?app={APP}&device=d-{user}"),
-            format!("Authorization: Bearer {token}\r\n"),
-        ),
-        Dialect::SocketIo => (
-            format!("/socket.io/?EIO=4&transport=websocket&token={token}"),
-            String::new(),
-        ),
-    };
-    let mut ws = Ws::connect(
-        &Target {
-            addr,
-            path: &path,
-            headers: &headers,
-            source,
-        },
-        read_buffer,
-    )
-    .await?;
     match dialect {
         Dialect::Tether => {
-            expect_text(&mut ws, b"connection_established").await?;
+            let mut ws = open_tether(addr, source, user, "", read_buffer).await?;
             if let Some(room) = room {
                 ws.send_text(&format!(
                     r#"{{"type":"join_room","data":{{"room":"{room}"}}}}"#
@@ -84,8 +63,18 @@ pub async fn open(
                 .await?;
                 expect_text(&mut ws, b"room_joined").await?;
             }
+            Ok(ws)
         }
         Dialect::SocketIo => {
+            let token = token(user);
+            let path = format!("/socket.io/?EIO=4&transport=websocket&token={token}");
+            let target = Target {
+                addr,
+                path: &path,
+                headers: "",
+                source,
+            };
+            let mut ws = Ws::connect(&target, read_buffer).await?;
             // Engine.IO open packet, then connect to the default namespace.
             expect_text(&mut ws, b"0{").await?;
             ws.send_text(&format!(r#"40{{"token":"{token}"}}"#)).await?;
@@ -95,8 +84,30 @@ pub async fn open(
                     .await?;
                 expect_text(&mut ws, b"room_joined").await?;
             }
+            Ok(ws)
         }
     }
+}
+
+/// A Tether connection of `user` (device `d-<user>`, `query` appended to the handshake's,
+/// e.g. `&since=3`), returned once `connection_established` came.
+pub async fn open_tether(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    user: &str,
+    query: &str,
+    read_buffer: usize,
+) -> Result<Ws> {
+    let path = format!("/ws?app={APP}&device=d-{user}{query}");
+    let headers = format!("Authorization: Bearer {}\r\n", token(user));
+    let target = Target {
+        addr,
+        path: &path,
+        headers: &headers,
+        source,
+    };
+    let mut ws = Ws::connect(&target, read_buffer).await?;
+    expect_text(&mut ws, b"connection_established").await?;
     Ok(ws)
 }
 

@@ -215,40 +215,6 @@ pub struct SendRoom {
     pub duration_s: u64,
 }
 
-/// A Tether connection of `user` (device `d-<user>`, `query` appended to the handshake's,
-/// e.g. `&since=3`), returned once `connection_established` came.
-async fn connect_user(
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-    user: &str,
-    query: &str,
-    read_buffer: usize,
-) -> Result<Ws> {
-    let path = format!("/ws?app={}&device=d-{user}{query}", crate::procs::APP);
-    let headers = format!("Authorization: Bearer {}\r\n", crate::client::token(user));
-    let mut ws = Ws::connect(
-        &crate::ws::Target {
-            addr,
-            path: &path,
-            headers: &headers,
-            source,
-        },
-        read_buffer,
-    )
-    .await?;
-    loop {
-        match ws.next().await? {
-            crate::ws::Frame::Text(text)
-                if text.windows(22).any(|w| w == b"connection_established") =>
-            {
-                return Ok(ws)
-            }
-            crate::ws::Frame::Close(code) => anyhow::bail!("closed with {code}"),
-            _ => {}
-        }
-    }
-}
-
 /// A full-jitter reconnect delay: uniform in 0..=min(cap, base * 2^attempt) ms.
 fn full_jitter(attempt: u32, base_ms: u64, cap_ms: u64) -> std::time::Duration {
     let ceiling = cap_ms.min(base_ms.saturating_mul(1u64 << attempt.min(20)));

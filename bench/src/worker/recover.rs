@@ -6,7 +6,7 @@
 //! rejoin, when it reconnected, when `room_joined` came and whether it said `recovered`,
 //! and when the last replayed message arrived.
 
-use super::{connect_user, emit, full_jitter, histogram, now_ns, percentiles, source, Recover};
+use super::{emit, full_jitter, histogram, now_ns, percentiles, source, Recover};
 use crate::ws::{number_after, Frame};
 use anyhow::Result;
 use hdrhistogram::Histogram;
@@ -225,7 +225,7 @@ async fn subscriber(shared: Rc<Shared>, i: u32, sub: Rc<RefCell<Sub>>) {
     let mut down_ns: Option<u64> = None;
     loop {
         let connect_ns = now_ns();
-        let mut ws = match connect_user(target, source, &user, "", 4096).await {
+        let mut ws = match crate::client::open_tether(target, source, &user, "", 4096).await {
             Ok(ws) => ws,
             Err(_) => {
                 tokio::time::sleep(full_jitter(attempt, 100, 2_000)).await;

@@ -3,7 +3,7 @@
 //! resume with `since` and their device id, ack what they got, and keep a ledger of every
 //! inbox seq received (duplicates included) for the lost/duplicated check.
 
-use super::{connect_user, emit, full_jitter, now_ns, source, Storm};
+use super::{emit, full_jitter, now_ns, source, Storm};
 use crate::ws::{number_after, Frame};
 use anyhow::Result;
 use serde_json::json;
@@ -28,7 +28,7 @@ async fn client_loop(config: Rc<Storm>, i: u32, state: Rc<RefCell<Client>>) {
     let mut attempt = 0u32;
     loop {
         let since = state.borrow().seqs.iter().max().copied().unwrap_or(0);
-        let mut ws = match connect_user(
+        let mut ws = match crate::client::open_tether(
             config.targets[target],
             source,
             &user,
